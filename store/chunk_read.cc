@@ -1,0 +1,181 @@
+// ChunkStore read path: point reads, shard reassembly and iteration. Every value read is
+// verified (FlatBuffers Verifier, field consistency, XXH3-128 of the payload) and checked
+// against the key it was stored under.
+#include <cstring>
+
+#include "chunk_store_internal.h"
+#include "dcpkv/store/names.h"
+#include "rocksdb_status.h"
+
+namespace dcpkv {
+
+AlignedValue AlignForDecode(std::string_view value) {
+  AlignedValue out;
+  if (reinterpret_cast<uintptr_t>(value.data()) % 8 == 0) {
+    out.bytes = value;
+    return out;
+  }
+  out.scratch.reset(new uint64_t[(value.size() + 7) / 8]);
+  std::memcpy(out.scratch.get(), value.data(), value.size());
+  out.bytes = std::string_view(reinterpret_cast<const char*>(out.scratch.get()), value.size());
+  return out;
+}
+
+StatusOr<ChunkView> DecodeStoredChunk(const ChunkKey& key, std::string_view aligned_value) {
+  StatusOr<ChunkView> view = DecodeChunk(aligned_value);
+  if (!view.ok()) return view.status().WithContext(DescribeChunkKey(key));
+  const ChunkInfo& info = view->info;
+  if (info.geometry.offsets != key.shard_offsets || info.byte_offset != key.byte_offset) {
+    ChunkKey described{key.checkpoint_id, key.fqn, info.geometry.offsets, info.byte_offset};
+    return DataLossError(DescribeChunkKey(key) + ": corrupt chunk: value describes " +
+                         DescribeChunkKey(described));
+  }
+  return view;
+}
+
+struct ChunkHandle::Storage {
+  rocksdb::PinnableSlice pinned;
+  AlignedValue aligned;
+};
+
+ChunkHandle::ChunkHandle() = default;
+ChunkHandle::~ChunkHandle() = default;
+ChunkHandle::ChunkHandle(ChunkHandle&&) noexcept = default;
+ChunkHandle& ChunkHandle::operator=(ChunkHandle&&) noexcept = default;
+
+StatusOr<ChunkHandle> ChunkStore::GetChunk(const ChunkKey& key) {
+  DCPKV_ASSIGN_OR_RETURN(std::string encoded, EncodeChunkKey(key));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  ChunkHandle handle;
+  handle.storage_ = std::make_unique<ChunkHandle::Storage>();
+  rocksdb::PinnableSlice& pinned = handle.storage_->pinned;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->chunks_cf, encoded, &pinned);
+  if (s.IsNotFound()) return NotFoundError("no chunk " + DescribeChunkKey(key));
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading chunk " + DescribeChunkKey(key)));
+  handle.storage_->aligned = AlignForDecode(std::string_view(pinned.data(), pinned.size()));
+  DCPKV_ASSIGN_OR_RETURN(handle.view_, DecodeStoredChunk(key, handle.storage_->aligned.bytes));
+  return handle;
+}
+
+struct ChunkIterator::Impl {
+  std::string lower;
+  std::string upper;
+  rocksdb::Slice upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it;
+  std::string store_dir;
+  ChunkKey key;
+  AlignedValue aligned;
+  ChunkView view;
+  Status status;
+  bool valid = false;
+
+  // Decodes the entry under `it`, or records why it cannot and stops.
+  void Load() {
+    valid = false;
+    if (!it->Valid()) {
+      status = FromRocksDB(it->status(), "iterating chunks of " + store_dir);
+      return;
+    }
+    StatusOr<ChunkKey> k = DecodeChunkKey(std::string_view(it->key().data(), it->key().size()));
+    if (!k.ok()) {
+      status = k.status().WithContext(store_dir);
+      return;
+    }
+    key = std::move(k).value();
+    aligned = AlignForDecode(std::string_view(it->value().data(), it->value().size()));
+    StatusOr<ChunkView> v = DecodeStoredChunk(key, aligned.bytes);
+    if (!v.ok()) {
+      status = v.status();
+      return;
+    }
+    view = std::move(v).value();
+    valid = true;
+  }
+};
+
+ChunkIterator::ChunkIterator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ChunkIterator::~ChunkIterator() = default;
+bool ChunkIterator::Valid() const { return impl_->valid; }
+void ChunkIterator::Next() {
+  impl_->it->Next();
+  impl_->Load();
+}
+const ChunkKey& ChunkIterator::key() const { return impl_->key; }
+const ChunkView& ChunkIterator::chunk() const { return impl_->view; }
+Status ChunkIterator::status() const { return impl_->status; }
+
+namespace {
+
+StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl* store,
+                                                                std::string lower) {
+  auto impl = std::make_unique<ChunkIterator::Impl>();
+  impl->lower = std::move(lower);
+  impl->upper = PrefixUpperBound(impl->lower);
+  impl->upper_slice = rocksdb::Slice(impl->upper);
+  impl->store_dir = store->dir;
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &impl->upper_slice;
+  ro.fill_cache = false;  // bulk reads must not evict hot index blocks
+  ro.readahead_size = 2 << 20;
+  impl->it.reset(store->db->NewIterator(ro, store->chunks_cf));
+  impl->it->Seek(impl->lower);
+  impl->Load();
+  return impl;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ChunkIterator>> ChunkStore::NewChunkIterator(
+    std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  DCPKV_ASSIGN_OR_RETURN(auto impl,
+                         NewRangeIterator(impl_.get(), ChunkKeyCheckpointPrefix(checkpoint_id)));
+  return std::unique_ptr<ChunkIterator>(new ChunkIterator(std::move(impl)));
+}
+
+Status ChunkStore::ReadShard(std::string_view checkpoint_id, std::string_view fqn,
+                             const ShardGeometry& geometry, void* dest, size_t size) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
+  DCPKV_ASSIGN_OR_RETURN(uint64_t expected_size, geometry.ByteSize());
+  if (expected_size != size) {
+    return InvalidArgumentError("ReadShard of \"" + std::string(fqn) + "\": destination is " +
+                                std::to_string(size) + " bytes but the shard is " +
+                                std::to_string(expected_size));
+  }
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  ChunkKey shard_key{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0};
+  DCPKV_ASSIGN_OR_RETURN(
+      auto it,
+      NewRangeIterator(impl_.get(), ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets)));
+  uint64_t next = 0;
+  bool any = false;
+  for (; it->valid; it->it->Next(), it->Load()) {
+    const ChunkInfo& info = it->view.info;
+    if (info.geometry.dtype != geometry.dtype || info.geometry.sizes != geometry.sizes) {
+      return DataLossError(DescribeChunkKey(it->key) +
+                           ": stored chunk belongs to a shard of another dtype or shape");
+    }
+    if (info.byte_offset != next) {
+      shard_key.byte_offset = next;
+      return DataLossError("missing chunk " + DescribeChunkKey(shard_key) + " (next stored: byte " +
+                           std::to_string(info.byte_offset) + ")");
+    }
+    if (it->view.payload_size > 0) {
+      std::memcpy(static_cast<char*>(dest) + next, it->view.payload, it->view.payload_size);
+    }
+    next += it->view.payload_size;
+    any = true;
+  }
+  DCPKV_RETURN_IF_ERROR(it->status);
+  if (!any) return NotFoundError("no chunks for " + DescribeChunkKey(shard_key));
+  if (next != size) {
+    shard_key.byte_offset = next;
+    return DataLossError("missing chunk " + DescribeChunkKey(shard_key) + ": chunks cover " +
+                         std::to_string(next) + " of " + std::to_string(size) + " bytes");
+  }
+  return Status::Ok();
+}
+
+}  // namespace dcpkv

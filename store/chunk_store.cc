@@ -1,0 +1,256 @@
+// ChunkStore: opening, closing, manifests, listing and deletion. Reads are in chunk_read.cc,
+// batched writes in chunk_batch_writer.cc.
+#include "dcpkv/store/chunk_store.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+
+#include "chunk_store_internal.h"
+#include "dcpkv/store/names.h"
+#include "rocksdb_status.h"
+
+namespace dcpkv {
+namespace {
+
+Status CheckStoreOptions(const ChunkStoreOptions& o) {
+  if (o.chunk_size < (uint64_t{1} << 10) || o.chunk_size > (uint64_t{1} << 30)) {
+    return InvalidArgumentError("chunk_size " + std::to_string(o.chunk_size) +
+                                " is outside the allowed range [1 KiB, 1 GiB]");
+  }
+  if (o.write_batch_bytes == 0) return InvalidArgumentError("write_batch_bytes must be positive");
+  return Status::Ok();
+}
+
+// Records the store format on first open; refuses formats newer than this build.
+Status CheckStoreFormat(ChunkStore::Impl* impl) {
+  std::string value;
+  rocksdb::Status s =
+      impl->db->Get(rocksdb::ReadOptions(), impl->default_cf, kStoreFormatKey, &value);
+  if (s.IsNotFound()) {
+    if (impl->options.mode != OpenMode::kReadWrite) {
+      return FailedPreconditionError(impl->dir + " is not a dcpkv store (no format marker)");
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocksDB(
+        impl->db->Put(wo, impl->default_cf, kStoreFormatKey, std::to_string(kStoreFormatVersion)),
+        "writing store format marker in " + impl->dir);
+  }
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading store format marker in " + impl->dir));
+  if (value != std::to_string(kStoreFormatVersion)) {
+    return FailedPreconditionError("store " + impl->dir + " has format version \"" + value +
+                                   "\"; this build reads version " +
+                                   std::to_string(kStoreFormatVersion));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ChunkStore::Impl::CheckOpen() const {
+  if (db == nullptr) return FailedPreconditionError("store " + dir + " is closed");
+  return Status::Ok();
+}
+
+Status ChunkStore::Impl::CheckWritable(std::string_view operation) const {
+  DCPKV_RETURN_IF_ERROR(CheckOpen());
+  if (options.mode != OpenMode::kReadWrite) {
+    return FailedPreconditionError(std::string(operation) + ": store " + dir +
+                                   " is opened read-only");
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::Impl::OpenDB() {
+  RocksDBConfig config = MakeRocksDBConfig(options);
+  rocksdb::Status s;
+  if (options.mode == OpenMode::kReadWrite) {
+    s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles, &db);
+  } else {
+    s = rocksdb::DB::OpenForReadOnly(config.db, dir, config.column_families, &handles, &db);
+  }
+  if (!s.ok()) {
+    CloseDB().IgnoreError();
+    return FromRocksDB(s, "opening chunk store " + dir);
+  }
+  default_cf = handles[0];
+  chunks_cf = handles[1];
+  manifests_cf = handles[2];
+  return Status::Ok();
+}
+
+Status ChunkStore::Impl::CloseDB() {
+  Status result;
+  if (db == nullptr) return result;
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    rocksdb::Status s = db->DestroyColumnFamilyHandle(h);
+    if (result.ok()) result = FromRocksDB(s, "closing column family of " + dir);
+  }
+  handles.clear();
+  default_cf = chunks_cf = manifests_cf = nullptr;
+  rocksdb::Status s = db->Close();
+  if (result.ok() && !s.ok() && !s.IsAborted()) result = FromRocksDB(s, "closing " + dir);
+  delete db;
+  db = nullptr;
+  return result;
+}
+
+Status ChunkStore::Impl::CloseInternal() {
+  if (db == nullptr) return Status::Ok();
+  Status result;
+  if (options.mode == OpenMode::kReadWrite) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    result = FromRocksDB(db->Flush(fo, chunks_cf), "flushing chunks of " + dir + " on close");
+  }
+  Status closed = CloseDB();
+  return result.ok() ? closed : result;
+}
+
+Status ChunkStore::Open(const std::string& dir, const ChunkStoreOptions& options,
+                        std::unique_ptr<ChunkStore>* store) {
+  DCPKV_RETURN_IF_ERROR(CheckStoreOptions(options));
+  std::error_code ec;
+  bool exists = std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec);
+  if (!exists && (options.mode != OpenMode::kReadWrite || !options.create_if_missing)) {
+    return NotFoundError("no chunk store at " + dir);
+  }
+  if (!exists) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return IOError("cannot create store directory " + dir + ": " + ec.message());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  impl->options = options;
+  DCPKV_RETURN_IF_ERROR(impl->OpenDB());
+  if (Status st = CheckStoreFormat(impl.get()); !st.ok()) {
+    impl->CloseInternal().IgnoreError();
+    return st;
+  }
+  store->reset(new ChunkStore(std::move(impl)));
+  return Status::Ok();
+}
+
+ChunkStore::ChunkStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ChunkStore::~ChunkStore() {
+  Status s = impl_->CloseInternal();
+  if (!s.ok()) std::fprintf(stderr, "dcpkv: closing chunk store: %s\n", s.ToString().c_str());
+}
+
+const std::string& ChunkStore::directory() const { return impl_->dir; }
+OpenMode ChunkStore::mode() const { return impl_->options.mode; }
+const ChunkStoreOptions& ChunkStore::options() const { return impl_->options; }
+
+Status ChunkStore::Close() { return impl_->CloseInternal(); }
+
+Status ChunkStore::PutShard(std::string_view checkpoint_id, std::string_view fqn,
+                            const ShardGeometry& geometry, const void* data, size_t size) {
+  ChunkBatchWriter writer(this);
+  DCPKV_RETURN_IF_ERROR(writer.AddShard(checkpoint_id, fqn, geometry, data, size));
+  return writer.Finish();
+}
+
+Status ChunkStore::Flush() {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("Flush"));
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  fo.allow_write_stall = true;
+  return FromRocksDB(impl_->db->Flush(fo, impl_->chunks_cf), "flushing chunks of " + impl_->dir);
+}
+
+Status ChunkStore::DeleteCheckpointChunks(std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteCheckpointChunks"));
+  std::string begin = ChunkKeyCheckpointPrefix(checkpoint_id);
+  std::string end = PrefixUpperBound(begin);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->DeleteRange(wo, impl_->chunks_cf, begin, end),
+                     "deleting chunks of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+StatusOr<std::vector<std::string>> ChunkStore::ListChunkCheckpointIds() {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::vector<std::string> ids;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->chunks_cf));
+  const std::string tag(1, kChunkKeyTag);
+  for (it->Seek(tag); it->Valid();) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (key.empty() || key[0] != kChunkKeyTag) break;
+    size_t end = key.find('\0');
+    if (end == std::string_view::npos) {
+      return DataLossError("malformed chunk key in " + impl_->dir + ": unterminated checkpoint id");
+    }
+    std::string id(key.substr(1, end - 1));
+    ids.push_back(id);
+    it->Seek(PrefixUpperBound(ChunkKeyCheckpointPrefix(id)));
+  }
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "listing checkpoints in " + impl_->dir));
+  return ids;
+}
+
+Status ChunkStore::PutManifest(const ManifestRecord& record) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeManifestKey(record.checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutManifest"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
+                     "writing manifest of checkpoint \"" + record.checkpoint_id + "\"");
+}
+
+StatusOr<ManifestRecord> ChunkStore::GetManifest(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeManifestKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  rocksdb::PinnableSlice value;
+  std::string what = "manifest of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->manifests_cf, key, &value);
+  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
+  StatusOr<ManifestRecord> record =
+      DecodeManifestRecord(std::string_view(value.data(), value.size()));
+  if (!record.ok()) return record.status().WithContext(what + " in " + impl_->dir);
+  if (record->checkpoint_id != checkpoint_id) {
+    return DataLossError(what + " in " + impl_->dir + " names checkpoint \"" +
+                         record->checkpoint_id + "\"");
+  }
+  return record;
+}
+
+StatusOr<std::vector<std::string>> ChunkStore::ListManifestIds() {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::vector<std::string> ids;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->manifests_cf));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    DCPKV_ASSIGN_OR_RETURN(std::string id,
+                           DecodeManifestKey(std::string_view(it->key().data(), it->key().size())));
+    ids.push_back(std::move(id));
+  }
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "listing manifests in " + impl_->dir));
+  return ids;
+}
+
+Status ChunkStore::DeleteManifest(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeManifestKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteManifest"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Delete(wo, impl_->manifests_cf, key),
+                     "deleting manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+Status ChunkStore::TryCatchUpWithPrimary() {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  if (impl_->options.mode != OpenMode::kSecondary) {
+    return FailedPreconditionError("TryCatchUpWithPrimary: store " + impl_->dir +
+                                   " is not opened as a secondary");
+  }
+  DCPKV_RETURN_IF_ERROR(impl_->CloseDB());
+  return impl_->OpenDB();
+}
+
+}  // namespace dcpkv

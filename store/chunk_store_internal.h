@@ -1,0 +1,64 @@
+// Private state of ChunkStore shared by its implementation files. Internal to store/.
+#ifndef DCPKV_STORE_CHUNK_STORE_INTERNAL_H_
+#define DCPKV_STORE_CHUNK_STORE_INTERNAL_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
+#include "dcpkv/store/chunk_store.h"
+
+namespace dcpkv {
+
+inline constexpr char kChunksColumnFamily[] = "chunks";
+inline constexpr char kManifestsColumnFamily[] = "manifests";
+// Key in the default column family holding the store format version as decimal text.
+inline constexpr char kStoreFormatKey[] = "dcpkv.store_format";
+inline constexpr int kStoreFormatVersion = 1;
+
+// RocksDB options for every column family of a chunk store, derived from ChunkStoreOptions.
+struct RocksDBConfig {
+  rocksdb::DBOptions db;
+  std::vector<rocksdb::ColumnFamilyDescriptor> column_families;  // default, chunks, manifests
+};
+RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options);
+
+struct ChunkStore::Impl {
+  std::string dir;
+  ChunkStoreOptions options;
+  rocksdb::DB* db = nullptr;                          // owned; deleted by Close()
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // owned; same order as column_families
+  rocksdb::ColumnFamilyHandle* default_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* chunks_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* manifests_cf = nullptr;
+
+  // FAILED_PRECONDITION unless opened read-write and not closed.
+  Status CheckWritable(std::string_view operation) const;
+  // FAILED_PRECONDITION if closed.
+  Status CheckOpen() const;
+  // Opens `db` and the column family handles according to options.mode.
+  Status OpenDB();
+  // Releases the handles and the database without flushing.
+  Status CloseDB();
+  // Flushes (read-write) and closes.
+  Status CloseInternal();
+};
+
+// Holds a value so that DecodeChunk can read it in place: `bytes` points at the original value
+// when it is 8-byte aligned, else at an aligned copy held in `scratch`.
+struct AlignedValue {
+  std::string_view bytes;
+  std::unique_ptr<uint64_t[]> scratch;
+};
+AlignedValue AlignForDecode(std::string_view value);
+
+// Decodes a stored chunk value and checks that it belongs under `key`. Errors name the key.
+StatusOr<ChunkView> DecodeStoredChunk(const ChunkKey& key, std::string_view aligned_value);
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_STORE_CHUNK_STORE_INTERNAL_H_

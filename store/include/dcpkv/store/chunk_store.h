@@ -1,0 +1,226 @@
+// ChunkStore: one rank's embedded RocksDB database of checkpoint chunks and manifests.
+//
+// A store root holds one database per rank, `<root>/rank-00003/` (see store_layout.h). Each
+// database has three column families:
+//   "chunks"    chunk key -> Chunk FlatBuffer (large values in blob files); written with the WAL
+//               off, so chunks become durable only through Flush();
+//   "manifests" manifest key -> ManifestRecord FlatBuffer; written synchronously with the WAL on;
+//   "default"   store metadata (the store format version).
+// docs/format.md describes every byte.
+//
+// Durability contract: PutShard/ChunkBatchWriter data may be lost by a crash until Flush()
+// returns OK. PutManifest returns only once the manifest is on disk. A checkpoint is committed
+// exactly when its manifest exists; callers flush every rank's chunks before writing it.
+//
+// Thread safety: a ChunkStore is safe for concurrent use from multiple threads without external
+// synchronization, except Close() and TryCatchUpWithPrimary(), which must not race with any
+// other call. Iterators, batch
+// writers and chunk handles are not thread-safe and must not outlive the store.
+#ifndef DCPKV_STORE_CHUNK_STORE_H_
+#define DCPKV_STORE_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dcpkv/status.h"
+#include "dcpkv/store/chunk_codec.h"
+#include "dcpkv/store/key_encoding.h"
+#include "dcpkv/store/manifest_record.h"
+
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
+namespace dcpkv {
+
+enum class OpenMode {
+  // The single writer of this database. Takes RocksDB's lock: one per directory.
+  kReadWrite,
+  // A snapshot of what was durable when opened; never blocks or disturbs a writer.
+  kReadOnly,
+  // Follows a live writer in another process: like kReadOnly, and TryCatchUpWithPrimary()
+  // refreshes the view. (Implemented as a reopen of a read-only instance: RocksDB's own
+  // secondary instances do not support blob files, facebook/rocksdb#13296.)
+  kSecondary,
+};
+
+struct ChunkStoreOptions {
+  // How to open. Default: kReadWrite.
+  OpenMode mode = OpenMode::kReadWrite;
+
+  // Read-write only: create the database if it does not exist. Default: true.
+  bool create_if_missing = true;
+
+  // Payload bytes per chunk when a shard is split; rounded down to a whole number of elements.
+  // Allowed range 1 KiB .. 1 GiB. Default: 4 MiB.
+  uint64_t chunk_size = uint64_t{4} << 20;
+
+  // A batch writer writes its WriteBatch once it holds this many payload bytes.
+  // Default: 64 MiB.
+  uint64_t write_batch_bytes = uint64_t{64} << 20;
+
+  // Chunk values of at least this many bytes are stored in blob files. Default: 64 KiB.
+  uint64_t min_blob_size = uint64_t{64} << 10;
+
+  // RocksDB memtable size of the chunks column family. Default: 64 MiB.
+  uint64_t write_buffer_size = uint64_t{64} << 20;
+
+  // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
+  rocksdb::Env* env = nullptr;
+};
+
+// A verified chunk read from the store. Owns the bytes that payload() points into.
+// Move-only; must not outlive the store it came from.
+class ChunkHandle {
+ public:
+  ChunkHandle();
+  ~ChunkHandle();
+  ChunkHandle(ChunkHandle&&) noexcept;
+  ChunkHandle& operator=(ChunkHandle&&) noexcept;
+
+  const ChunkInfo& info() const { return view_.info; }
+  const uint8_t* payload() const { return view_.payload; }
+  size_t payload_size() const { return view_.payload_size; }
+
+ private:
+  friend class ChunkStore;
+  struct Storage;
+  std::unique_ptr<Storage> storage_;
+  ChunkView view_;
+};
+
+// What a batch writer stored for one chunk.
+struct WrittenChunk {
+  ChunkKey key;
+  uint64_t payload_len = 0;
+  Hash128 payload_hash;
+};
+
+// Iterates over the chunks of one checkpoint in key order (fqn, shard offsets, byte offset),
+// verifying each. Stops at the first damaged chunk with a DATA_LOSS status naming it.
+class ChunkIterator {
+ public:
+  ~ChunkIterator();
+  ChunkIterator(const ChunkIterator&) = delete;
+  ChunkIterator& operator=(const ChunkIterator&) = delete;
+
+  bool Valid() const;
+  // REQUIRES: Valid()
+  void Next();
+  // REQUIRES: Valid(). Views are valid until Next() or destruction.
+  const ChunkKey& key() const;
+  const ChunkView& chunk() const;
+  // OK unless iteration stopped on an error.
+  Status status() const;
+
+  struct Impl;  // implementation detail (store/chunk_read.cc)
+
+ private:
+  friend class ChunkStore;
+  explicit ChunkIterator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class ChunkBatchWriter;
+
+class ChunkStore {
+ public:
+  // Opens the database in directory `dir`. In kReadOnly and kSecondary modes a missing
+  // database is NOT_FOUND.
+  static Status Open(const std::string& dir, const ChunkStoreOptions& options,
+                     std::unique_ptr<ChunkStore>* store);
+
+  ~ChunkStore();  // Closes if Close() was not called; errors are then logged, not returned.
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  const std::string& directory() const;
+  OpenMode mode() const;
+  const ChunkStoreOptions& options() const;
+
+  // Splits `size` bytes of the shard (row-major) into chunks and writes them.
+  // Equivalent to one ChunkBatchWriter::AddShard followed by Finish.
+  Status PutShard(std::string_view checkpoint_id, std::string_view fqn,
+                  const ShardGeometry& geometry, const void* data, size_t size);
+
+  // Makes every chunk written so far durable (flushes the chunks column family and waits).
+  Status Flush();
+
+  // Reads and verifies one chunk. NOT_FOUND if absent, DATA_LOSS (naming the key) if damaged.
+  StatusOr<ChunkHandle> GetChunk(const ChunkKey& key);
+
+  // Reassembles one whole shard into `dest` (`size` bytes): reads every chunk under
+  // (checkpoint_id, fqn, geometry.offsets), checks each against `geometry` and that together
+  // they cover [0, size) exactly. NOT_FOUND if the shard has no chunks; DATA_LOSS on a damaged,
+  // missing or mismatched chunk.
+  Status ReadShard(std::string_view checkpoint_id, std::string_view fqn,
+                   const ShardGeometry& geometry, void* dest, size_t size);
+
+  // Iterates over the chunks of one checkpoint.
+  StatusOr<std::unique_ptr<ChunkIterator>> NewChunkIterator(std::string_view checkpoint_id);
+
+  // Range-deletes every chunk of the checkpoint (its manifest is left alone).
+  Status DeleteCheckpointChunks(std::string_view checkpoint_id);
+
+  // Ids of checkpoints that have chunk data in this database, in byte order.
+  StatusOr<std::vector<std::string>> ListChunkCheckpointIds();
+
+  // Writes a manifest synchronously (WAL on, fsync) in one atomic write.
+  Status PutManifest(const ManifestRecord& record);
+  // NOT_FOUND if absent; DATA_LOSS if damaged.
+  StatusOr<ManifestRecord> GetManifest(std::string_view checkpoint_id);
+  // Ids of checkpoints that have a manifest, in byte order.
+  StatusOr<std::vector<std::string>> ListManifestIds();
+  Status DeleteManifest(std::string_view checkpoint_id);
+
+  // kSecondary only: catches up with what the writer has made durable since. Chunk handles and
+  // iterators obtained before must be destroyed first.
+  // RocksDB reads the writer's MANIFEST before its WAL, so a manifest that becomes visible in
+  // one catch-up may have chunks (flushed just before it) that become visible only in the next:
+  // a reader that follows a live writer lists manifests, catches up again, then reads them.
+  // The same holds for a read-only open: the newest manifest may need a reopen.
+  Status TryCatchUpWithPrimary();
+
+  // Flushes (read-write), closes the database and releases resources. Idempotent.
+  Status Close();
+
+  struct Impl;  // implementation detail (store/chunk_store_internal.h)
+
+ private:
+  friend class ChunkBatchWriter;
+  explicit ChunkStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Accumulates chunks of many shards into large WriteBatches (WAL off).
+// Not thread-safe; one per writing thread. Must not outlive its store.
+class ChunkBatchWriter {
+ public:
+  explicit ChunkBatchWriter(ChunkStore* store);
+  ~ChunkBatchWriter();  // Discards chunks not yet written by Finish().
+  ChunkBatchWriter(const ChunkBatchWriter&) = delete;
+  ChunkBatchWriter& operator=(const ChunkBatchWriter&) = delete;
+
+  // Validates names and geometry, then splits the shard into chunks of the store's chunk_size.
+  // `size` must equal geometry.ByteSize(). May write full batches before returning.
+  Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                  const ShardGeometry& geometry, const void* data, size_t size);
+
+  // Writes what is still buffered. The chunks are durable after ChunkStore::Flush().
+  Status Finish();
+
+  // Every chunk added so far, in the order added.
+  const std::vector<WrittenChunk>& written() const;
+  uint64_t payload_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_STORE_CHUNK_STORE_H_

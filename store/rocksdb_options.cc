@@ -1,0 +1,58 @@
+// RocksDB tuning of a chunk store. Chunk values are large and incompressible (tensor bytes), are
+// written once and read rarely, and must reach disk at full sequential speed; manifests are small
+// and must be durable at once.
+#include <rocksdb/table.h>
+
+#include "chunk_store_internal.h"
+
+namespace dcpkv {
+
+RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
+  RocksDBConfig config;
+  rocksdb::DBOptions& db = config.db;
+  db.create_if_missing = options.mode == OpenMode::kReadWrite && options.create_if_missing;
+  db.create_missing_column_families = options.mode == OpenMode::kReadWrite;
+  db.max_background_jobs = 4;
+  // Read-only opens need a finite limit: with -1 RocksDB 7.8 may open a "compacted" read-only
+  // DB whose blob reads fail (facebook/rocksdb#12503).
+  db.max_open_files = options.mode == OpenMode::kReadWrite ? -1 : 100000;
+  db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db.keep_log_file_num = 4;
+  db.bytes_per_sync = uint64_t{8} << 20;   // smooth write-back of large flushes
+  db.avoid_flush_during_shutdown = false;  // unflushed (WAL-less) chunks are flushed on close
+  if (options.env != nullptr) db.env = options.env;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 16 << 10;
+  table.cache_index_and_filter_blocks = true;
+
+  rocksdb::ColumnFamilyOptions chunks;
+  chunks.write_buffer_size = options.write_buffer_size;
+  chunks.max_write_buffer_number = 4;
+  chunks.min_write_buffer_number_to_merge = 1;
+  chunks.compression = rocksdb::kNoCompression;
+  chunks.enable_blob_files = true;
+  chunks.min_blob_size = options.min_blob_size;
+  chunks.blob_file_size = uint64_t{256} << 20;
+  chunks.blob_compression_type = rocksdb::kNoCompression;
+  chunks.enable_blob_garbage_collection = true;
+  chunks.level_compaction_dynamic_level_bytes = true;
+  chunks.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::ColumnFamilyOptions manifests;
+  manifests.compression = rocksdb::kNoCompression;
+  manifests.write_buffer_size = uint64_t{8} << 20;
+  manifests.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::ColumnFamilyOptions defaults;
+  defaults.write_buffer_size = uint64_t{1} << 20;
+
+  config.column_families = {
+      {rocksdb::kDefaultColumnFamilyName, defaults},
+      {kChunksColumnFamily, chunks},
+      {kManifestsColumnFamily, manifests},
+  };
+  return config;
+}
+
+}  // namespace dcpkv

@@ -1,0 +1,169 @@
+#include "dcpkv/store/chunk_codec.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "tests/util/test_data.h"
+
+namespace dcpkv {
+namespace {
+
+using ::testing::HasSubstr;
+
+// An 8-byte aligned copy of an encoded value, as the store hands to DecodeChunk.
+class Aligned {
+ public:
+  explicit Aligned(std::string_view bytes) : words_((bytes.size() + 7) / 8), size_(bytes.size()) {
+    std::memcpy(words_.data(), bytes.data(), bytes.size());
+  }
+  std::string_view view() const { return {reinterpret_cast<const char*>(words_.data()), size_}; }
+  uint8_t* data() { return reinterpret_cast<uint8_t*>(words_.data()); }
+  size_t size() const { return size_; }
+  void Truncate(size_t n) { size_ = n; }
+
+ private:
+  std::vector<uint64_t> words_;
+  size_t size_;
+};
+
+ShardGeometry Geometry(DType dtype, std::vector<uint64_t> offsets, std::vector<uint64_t> sizes) {
+  return ShardGeometry{dtype, std::move(offsets), std::move(sizes)};
+}
+
+TEST(ChunkCodecTest, RoundTripEveryDType) {
+  for (DType dtype : kAllDTypes) {
+    ShardGeometry g = Geometry(dtype, {8, 0}, {3, 5});
+    size_t bytes = 15 * ElementSize(dtype);
+    std::vector<uint8_t> payload = testing::RandomBytes(bytes, static_cast<uint64_t>(dtype));
+    Aligned value(EncodeChunk(g, 0, payload.data(), payload.size()));
+    StatusOr<ChunkView> view = DecodeChunk(value.view());
+    ASSERT_TRUE(view.ok()) << DTypeName(dtype) << ": " << view.status();
+    EXPECT_EQ(view->info.geometry.dtype, dtype);
+    EXPECT_EQ(view->info.geometry.offsets, g.offsets);
+    EXPECT_EQ(view->info.geometry.sizes, g.sizes);
+    EXPECT_EQ(view->info.shard_bytes, bytes);
+    EXPECT_EQ(view->info.payload_len, bytes);
+    EXPECT_EQ(view->info.payload_hash, HashBytes(payload.data(), payload.size()));
+    ASSERT_EQ(view->payload_size, bytes);
+    EXPECT_EQ(std::memcmp(view->payload, payload.data(), bytes), 0) << DTypeName(dtype);
+  }
+}
+
+TEST(ChunkCodecTest, PartialChunkAndEmptyShard) {
+  std::vector<uint8_t> payload = testing::RandomBytes(400, 1);
+  ShardGeometry g = Geometry(DType::kFloat32, {0}, {1000});
+  Aligned value(EncodeChunk(g, 3200, payload.data(), payload.size()));
+  StatusOr<ChunkView> view = DecodeChunk(value.view());
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->info.byte_offset, 3200u);
+  EXPECT_EQ(view->info.shard_bytes, 4000u);
+
+  ShardGeometry empty = Geometry(DType::kInt64, {0, 0}, {0, 7});
+  Aligned empty_value(EncodeChunk(empty, 0, nullptr, 0));
+  StatusOr<ChunkView> empty_view = DecodeChunk(empty_value.view());
+  ASSERT_TRUE(empty_view.ok()) << empty_view.status();
+  EXPECT_EQ(empty_view->payload_size, 0u);
+}
+
+class ChunkCorruptionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    payload_ = testing::RandomBytes(4096, 42);
+    encoded_ =
+        EncodeChunk(Geometry(DType::kFloat32, {0}, {1024}), 0, payload_.data(), payload_.size());
+  }
+  // Offset of the payload's first byte within the encoded value.
+  size_t PayloadOffset() const {
+    std::string_view e(encoded_);
+    size_t pos = e.find(std::string_view(reinterpret_cast<const char*>(payload_.data()), 64));
+    EXPECT_NE(pos, std::string_view::npos);
+    return pos;
+  }
+  static void ExpectDataLoss(const Aligned& value, const std::string& what) {
+    StatusOr<ChunkView> view = DecodeChunk(value.view());
+    ASSERT_FALSE(view.ok()) << "corruption not detected: " << what;
+    EXPECT_EQ(view.status().code(), StatusCode::kDataLoss) << view.status();
+    EXPECT_THAT(view.status().message(), HasSubstr(what));
+  }
+  std::vector<uint8_t> payload_;
+  std::string encoded_;
+};
+
+TEST_F(ChunkCorruptionTest, FlippedPayloadByte) {
+  for (size_t at : {size_t{0}, size_t{1000}, payload_.size() - 1}) {
+    Aligned value(encoded_);
+    value.data()[PayloadOffset() + at] ^= 0x01;
+    ExpectDataLoss(value, "checksum mismatch");
+  }
+}
+
+TEST_F(ChunkCorruptionTest, TruncatedValue) {
+  for (size_t keep : {size_t{0}, size_t{4}, size_t{12}, encoded_.size() / 2, encoded_.size() - 1}) {
+    Aligned value(encoded_);
+    value.Truncate(keep);
+    ExpectDataLoss(value, "corrupt chunk");
+  }
+}
+
+TEST_F(ChunkCorruptionTest, GarbageFlatBuffer) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    std::vector<uint8_t> junk = testing::RandomBytes(64 + seed * 13, seed);
+    if (seed % 2 == 0) std::memcpy(junk.data() + 4, "DKVC", 4);  // right identifier, bad body
+    Aligned value(std::string_view(reinterpret_cast<const char*>(junk.data()), junk.size()));
+    ExpectDataLoss(value, "corrupt chunk");
+  }
+  // Valid FlatBuffer of the wrong type.
+  const char kWrongType[] =
+      "\x08\x00\x00\x00"
+      "DKVM"
+      "\x00\x00\x00\x00\x00\x00\x00\x00";
+  Aligned wrong(std::string_view(kWrongType, sizeof(kWrongType) - 1));
+  ExpectDataLoss(wrong, "identifier");
+}
+
+TEST_F(ChunkCorruptionTest, WrongChecksum) {
+  // Re-encode with a different payload but splice in the original hash: find the hash bytes
+  // (lo, hi little-endian) and change one bit of each half in turn.
+  Hash128 h = HashBytes(payload_.data(), payload_.size());
+  std::string needle(reinterpret_cast<const char*>(&h), sizeof(h));
+  size_t pos = encoded_.find(needle);
+  ASSERT_NE(pos, std::string::npos);
+  for (size_t bit : {size_t{0}, size_t{8}}) {
+    Aligned value(encoded_);
+    value.data()[pos + bit] ^= 0x80;
+    ExpectDataLoss(value, "checksum mismatch");
+  }
+}
+
+TEST_F(ChunkCorruptionTest, InconsistentFieldsAreRejected) {
+  // A payload_len that disagrees with the payload vector.
+  std::vector<uint8_t> p = testing::RandomBytes(8, 3);
+  ShardGeometry g = Geometry(DType::kInt8, {0}, {4});  // shard smaller than the chunk
+  Aligned value(EncodeChunk(g, 0, p.data(), p.size()));
+  ExpectDataLoss(value, "exceeds the shard");
+}
+
+TEST(ChunkCodecTest, MisalignedBufferIsAProgrammingError) {
+  std::string enc = EncodeChunk(Geometry(DType::kUInt8, {0}, {4}), 0, "abcd", 4);
+  std::vector<uint64_t> words(enc.size() / 8 + 2);
+  char* base = reinterpret_cast<char*>(words.data()) + 1;
+  std::memcpy(base, enc.data(), enc.size());
+  EXPECT_EQ(DecodeChunk(std::string_view(base, enc.size())).status().code(), StatusCode::kInternal);
+}
+
+TEST(ShardGeometryTest, ValidatesAndSizes) {
+  EXPECT_EQ(*Geometry(DType::kBFloat16, {0, 0, 0}, {2, 3, 4}).ByteSize(), 48u);
+  EXPECT_EQ(*Geometry(DType::kFloat64, {}, {}).ByteSize(), 8u);  // a scalar
+  EXPECT_EQ(Geometry(DType::kFloat32, {0}, {1, 2}).Validate().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Geometry(static_cast<DType>(99), {}, {}).Validate().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Geometry(DType::kFloat32, {~0ull}, {2}).Validate().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Geometry(DType::kFloat64, {0, 0}, {1ull << 40, 1ull << 30}).ByteSize().status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace dcpkv

@@ -1,0 +1,234 @@
+#include "dcpkv/store/chunk_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "dcpkv/store/store_layout.h"
+#include "tests/util/temp_dir.h"
+#include "tests/util/test_data.h"
+
+namespace dcpkv {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::unique_ptr<ChunkStore> OpenStore(const std::string& dir, ChunkStoreOptions options = {}) {
+  std::unique_ptr<ChunkStore> store;
+  Status s = ChunkStore::Open(dir, options, &store);
+  EXPECT_TRUE(s.ok()) << s;
+  return store;
+}
+
+std::vector<uint8_t> ReadAll(ChunkStore* store, const std::string& ckpt, const std::string& fqn,
+                             const ShardGeometry& g) {
+  std::vector<uint8_t> out(*g.ByteSize());
+  Status s = store->ReadShard(ckpt, fqn, g, out.data(), out.size());
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+class ChunkStoreTest : public ::testing::Test {
+ protected:
+  testing::TempDir tmp_;
+  std::string dir_ = RankDirectory(tmp_.path(), 0);
+};
+
+TEST_F(ChunkStoreTest, RoundTripEveryDType) {
+  ChunkStoreOptions options;
+  options.chunk_size = 1024;  // several chunks per tensor
+  auto store = OpenStore(dir_, options);
+  std::vector<std::vector<uint8_t>> data;
+  for (DType d : kAllDTypes) {
+    ShardGeometry g{d, {0, 64}, {33, 64}};
+    data.push_back(testing::RandomBytes(*g.ByteSize(), static_cast<uint64_t>(d)));
+    ASSERT_TRUE(store
+                    ->PutShard("ck", std::string("t.") + std::string(DTypeName(d)), g,
+                               data.back().data(), data.back().size())
+                    .ok());
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  size_t i = 0;
+  for (DType d : kAllDTypes) {
+    ShardGeometry g{d, {0, 64}, {33, 64}};
+    EXPECT_EQ(ReadAll(store.get(), "ck", "t." + std::string(DTypeName(d)), g), data[i++])
+        << DTypeName(d);
+    StatusOr<ChunkHandle> h = store->GetChunk({"ck", "t." + std::string(DTypeName(d)), {0, 64}, 0});
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_EQ(h->info().geometry.dtype, d);
+    EXPECT_LE(h->payload_size(), 1024u);
+    EXPECT_EQ(h->payload_size() % ElementSize(d), 0u) << "chunk not element-aligned";
+  }
+}
+
+TEST_F(ChunkStoreTest, LargeShardIsSplitAndReassembledBitExactly) {
+  // 256 MiB float32 shard [16384, 4096] at global offset [16384, 0], 4 MiB chunks.
+  ShardGeometry g{DType::kFloat32, {16384, 0}, {16384, 4096}};
+  const size_t bytes = *g.ByteSize();
+  ASSERT_EQ(bytes, size_t{256} << 20);
+  std::vector<uint8_t> data = testing::RandomBytes(bytes, 7);
+  {
+    auto store = OpenStore(dir_);
+    ChunkBatchWriter writer(store.get());
+    ASSERT_TRUE(writer.AddShard("big", "model.embed", g, data.data(), data.size()).ok());
+    ASSERT_TRUE(writer.Finish().ok());
+    ASSERT_EQ(writer.written().size(), 64u);
+    EXPECT_EQ(writer.payload_bytes(), bytes);
+    EXPECT_EQ(writer.written()[1].key.byte_offset, uint64_t{4} << 20);
+    EXPECT_EQ(writer.written()[5].payload_hash, HashBytes(data.data() + (20 << 20), 4 << 20));
+    ASSERT_TRUE(store->Flush().ok());
+    ASSERT_TRUE(store->Close().ok());
+  }
+  auto store = OpenStore(dir_, {.mode = OpenMode::kReadOnly});
+  std::vector<uint8_t> back(bytes, 0);
+  Status s = store->ReadShard("big", "model.embed", g, back.data(), back.size());
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(back == data) << "reassembled shard differs";
+  auto it = store->NewChunkIterator("big");
+  ASSERT_TRUE(it.ok());
+  size_t n = 0;
+  uint64_t expected_offset = 0;
+  for (; (*it)->Valid(); (*it)->Next(), ++n) {
+    EXPECT_EQ((*it)->key().byte_offset, expected_offset);
+    expected_offset += (*it)->chunk().payload_size;
+  }
+  EXPECT_TRUE((*it)->status().ok()) << (*it)->status();
+  EXPECT_EQ(n, 64u);
+}
+
+TEST_F(ChunkStoreTest, ReopenAfterCloseKeepsEverything) {
+  std::vector<uint8_t> a = testing::RandomBytes(100000, 1);
+  ShardGeometry g{DType::kUInt8, {0}, {a.size()}};
+  {
+    auto store = OpenStore(dir_);
+    ASSERT_TRUE(store->PutShard("c1", "w", g, a.data(), a.size()).ok());
+    ASSERT_TRUE(store->PutManifest({"c1", 17, "manifest-bytes"}).ok());
+    // No explicit Flush: Close must make the chunks durable.
+    ASSERT_TRUE(store->Close().ok());
+    EXPECT_EQ(store->PutShard("c1", "w", g, a.data(), a.size()).code(),
+              StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(store->Close().ok());  // idempotent
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto store = OpenStore(dir_);
+    EXPECT_EQ(ReadAll(store.get(), "c1", "w", g), a);
+    StatusOr<ManifestRecord> m = store->GetManifest("c1");
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->payload, "manifest-bytes");
+    EXPECT_EQ(m->committed_unix_micros, 17);
+  }
+}
+
+TEST_F(ChunkStoreTest, ListsAndDeletesCheckpointsWithoutTouchingNeighbours) {
+  auto store = OpenStore(dir_);
+  std::vector<uint8_t> d = testing::RandomBytes(5000, 2);
+  ShardGeometry g{DType::kInt8, {0}, {d.size()}};
+  for (const char* id : {"ab", "a", "a.1", "b"}) {
+    ASSERT_TRUE(store->PutShard(id, "w", g, d.data(), d.size()).ok());
+    ASSERT_TRUE(store->PutShard(id, "w2", g, d.data(), d.size()).ok());
+  }
+  ASSERT_TRUE(store->PutManifest({"b", 1, "m"}).ok());
+  ASSERT_TRUE(store->PutManifest({"a", 2, "m"}).ok());
+  EXPECT_THAT(*store->ListChunkCheckpointIds(), ElementsAre("a", "a.1", "ab", "b"));
+  EXPECT_THAT(*store->ListManifestIds(), ElementsAre("a", "b"));
+
+  ASSERT_TRUE(store->DeleteCheckpointChunks("a").ok());
+  EXPECT_THAT(*store->ListChunkCheckpointIds(), ElementsAre("a.1", "ab", "b"));
+  EXPECT_EQ(ReadAll(store.get(), "ab", "w2", g), d);
+  EXPECT_EQ(ReadAll(store.get(), "a.1", "w", g), d);
+  std::vector<uint8_t> buf(d.size());
+  EXPECT_EQ(store->ReadShard("a", "w", g, buf.data(), buf.size()).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->GetManifest("a").ok()) << "deleting chunks must leave the manifest";
+
+  ASSERT_TRUE(store->DeleteManifest("a").ok());
+  EXPECT_EQ(store->GetManifest("a").status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(*store->ListManifestIds(), ElementsAre("b"));
+}
+
+TEST_F(ChunkStoreTest, IteratesShardsInKeyOrder) {
+  auto store = OpenStore(dir_, {.chunk_size = 1024});
+  std::vector<uint8_t> d = testing::RandomBytes(4096, 3);
+  // Two shards of one tensor (column split), plus tensors whose names share prefixes.
+  ASSERT_TRUE(
+      store->PutShard("c", "w", {DType::kFloat32, {0, 512}, {2, 512}}, d.data(), 4096).ok());
+  ASSERT_TRUE(store->PutShard("c", "w", {DType::kFloat32, {0, 0}, {2, 512}}, d.data(), 4096).ok());
+  ASSERT_TRUE(store->PutShard("c", "w2", {DType::kUInt8, {0}, {10}}, d.data(), 10).ok());
+  ASSERT_TRUE(store->PutShard("c", "v", {DType::kBytes, {0}, {3}}, "xyz", 3).ok());
+  auto it = std::move(store->NewChunkIterator("c")).value();
+  std::vector<std::string> seen;
+  for (; it->Valid(); it->Next()) {
+    const ChunkKey& k = it->key();
+    seen.push_back(k.fqn + "@" + std::to_string(k.shard_offsets.back()) + "+" +
+                   std::to_string(k.byte_offset));
+  }
+  EXPECT_TRUE(it->status().ok());
+  EXPECT_THAT(seen, ElementsAre("v@0+0", "w@0+0", "w@0+1024", "w@0+2048", "w@0+3072", "w@512+0",
+                                "w@512+1024", "w@512+2048", "w@512+3072", "w2@0+0"));
+}
+
+TEST_F(ChunkStoreTest, EmptyShardIsStoredAndRead) {
+  auto store = OpenStore(dir_);
+  ShardGeometry g{DType::kFloat16, {0, 0}, {0, 16}};
+  ASSERT_TRUE(store->PutShard("c", "empty", g, nullptr, 0).ok());
+  EXPECT_TRUE(store->ReadShard("c", "empty", g, nullptr, 0).ok());
+}
+
+TEST_F(ChunkStoreTest, RejectsBadInputWithoutWriting) {
+  auto store = OpenStore(dir_);
+  std::vector<uint8_t> d(64);
+  ShardGeometry g{DType::kFloat32, {0}, {16}};
+  Status s = store->PutShard("bad/id", "w", g, d.data(), d.size());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("character '/'"));
+  EXPECT_EQ(store->PutShard("latest", "w", g, d.data(), d.size()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->PutShard("c", "has space", g, d.data(), d.size()).code(),
+            StatusCode::kInvalidArgument);
+  s = store->PutShard("c", "w", g, d.data(), 60);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("needs 64 bytes but 60 were given"));
+  EXPECT_EQ(store->PutShard("c", "w", {DType::kFloat32, {0}, {16, 1}}, d.data(), 64).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->PutManifest({"no good", 0, ""}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->GetChunk({"c", "w", {0}, 0}).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->ListChunkCheckpointIds()->empty());
+}
+
+TEST_F(ChunkStoreTest, OptionsAreChecked) {
+  std::unique_ptr<ChunkStore> store;
+  EXPECT_EQ(ChunkStore::Open(dir_, {.chunk_size = 10}, &store).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(ChunkStore::Open(dir_, {.mode = OpenMode::kSecondary}, &store).code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(ChunkStore::Open(dir_, {.create_if_missing = false}, &store).code(),
+            StatusCode::kNotFound);
+}
+
+TEST_F(ChunkStoreTest, ReadOnlyStoreRefusesWrites) {
+  { OpenStore(dir_)->PutShard("c", "w", {DType::kUInt8, {0}, {1}}, "x", 1).IgnoreError(); }
+  auto store = OpenStore(dir_, {.mode = OpenMode::kReadOnly});
+  Status s = store->PutShard("c", "w", {DType::kUInt8, {0}, {1}}, "y", 1);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("read-only"));
+  EXPECT_EQ(store->PutManifest({"c", 0, ""}).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->DeleteCheckpointChunks("c").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->Flush().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->TryCatchUpWithPrimary().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ChunkStoreTest, StoreLayoutListsRanks) {
+  EXPECT_EQ(RankDirectory("/r", 3), "/r/rank-00003");
+  EXPECT_EQ(RankDirectory("/r", 123456), "/r/rank-123456");
+  for (int r : {2, 0, 11}) OpenStore(RankDirectory(tmp_.path(), r));
+  std::filesystem::create_directories(tmp_.Sub("rank-x1234"));
+  std::filesystem::create_directories(tmp_.Sub("other"));
+  EXPECT_THAT(*ListRankDirectories(tmp_.path()), ElementsAre(0, 2, 11));
+  EXPECT_EQ(ListRankDirectories(tmp_.Sub("missing")).status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace dcpkv
