@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# README command (1): installs every dependency, builds dcpkv and runs the main job.
-# Until the demo training loop exists this is the store round trip: a two-rank checkpoint
-# written into an embedded store, committed, reopened read-only, verified and listed.
+# README command (1): installs every dependency, builds dcpkv and runs the main job: a training
+# loop on 2 ranks (processes) that checkpoints into an embedded store, a restart on 3 ranks that
+# loads the last checkpoint resharded and checks it, and a listing of the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install_deps.sh
 cmake --preset release
 cmake --build --preset release -j "$(nproc)"
-root="${1:-$(mktemp -d /tmp/dcpkv-demo-XXXXXX)}"
-./build/release/tools/dcpkv_store_roundtrip "$root"
+./build/release/tools/dcpkv_demo "$@"

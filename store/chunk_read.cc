@@ -1,6 +1,7 @@
 // ChunkStore read path: point reads, shard reassembly and iteration. Every value read is
 // verified (FlatBuffers Verifier, field consistency, XXH3-128 of the payload) and checked
 // against the key it was stored under.
+#include <algorithm>
 #include <cstring>
 
 #include "chunk_store_internal.h"
@@ -60,6 +61,7 @@ StatusOr<ChunkHandle> ChunkStore::GetChunk(const ChunkKey& key) {
 struct ChunkIterator::Impl {
   std::string lower;
   std::string upper;
+  rocksdb::Slice lower_slice;
   rocksdb::Slice upper_slice;
   std::unique_ptr<rocksdb::Iterator> it;
   std::string store_dir;
@@ -106,19 +108,29 @@ Status ChunkIterator::status() const { return impl_->status; }
 
 namespace {
 
+// An iterator over the keys that start with `lower`. If `seek_for_prev` is not empty the
+// iterator is positioned at the last key <= it (within the range), else at the first key.
 StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl* store,
-                                                                std::string lower) {
+                                                                std::string lower,
+                                                                std::string seek_for_prev = "") {
   auto impl = std::make_unique<ChunkIterator::Impl>();
   impl->lower = std::move(lower);
   impl->upper = PrefixUpperBound(impl->lower);
+  impl->lower_slice = rocksdb::Slice(impl->lower);
   impl->upper_slice = rocksdb::Slice(impl->upper);
   impl->store_dir = store->dir;
   rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &impl->lower_slice;
   ro.iterate_upper_bound = &impl->upper_slice;
   ro.fill_cache = false;  // bulk reads must not evict hot index blocks
   ro.readahead_size = 2 << 20;
   impl->it.reset(store->db->NewIterator(ro, store->chunks_cf));
-  impl->it->Seek(impl->lower);
+  if (seek_for_prev.empty()) {
+    impl->it->Seek(impl->lower);
+  } else {
+    impl->it->SeekForPrev(seek_for_prev);
+    if (!impl->it->Valid() && impl->it->status().ok()) impl->it->Seek(impl->lower);
+  }
   impl->Load();
   return impl;
 }
@@ -174,6 +186,55 @@ Status ChunkStore::ReadShard(std::string_view checkpoint_id, std::string_view fq
     shard_key.byte_offset = next;
     return DataLossError("missing chunk " + DescribeChunkKey(shard_key) + ": chunks cover " +
                          std::to_string(next) + " of " + std::to_string(size) + " bytes");
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::ReadShardRange(std::string_view checkpoint_id, std::string_view fqn,
+                                  const ShardGeometry& geometry, uint64_t begin, uint64_t end,
+                                  void* dest) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
+  DCPKV_ASSIGN_OR_RETURN(uint64_t shard_size, geometry.ByteSize());
+  if (begin > end || end > shard_size) {
+    return InvalidArgumentError(
+        "ReadShardRange of \"" + std::string(fqn) + "\": range [" + std::to_string(begin) + ", " +
+        std::to_string(end) + ") is outside the shard's " + std::to_string(shard_size) + " bytes");
+  }
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  ChunkKey shard_key{std::string(checkpoint_id), std::string(fqn), geometry.offsets, begin};
+  DCPKV_ASSIGN_OR_RETURN(std::string target, EncodeChunkKey(shard_key));
+  DCPKV_ASSIGN_OR_RETURN(
+      auto it, NewRangeIterator(impl_.get(),
+                                ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets), target));
+  uint64_t next = begin;  // first byte not yet copied
+  bool any = false;
+  for (; it->valid && (next < end || !any); it->it->Next(), it->Load()) {
+    const ChunkInfo& info = it->view.info;
+    if (info.geometry.dtype != geometry.dtype || info.geometry.sizes != geometry.sizes) {
+      return DataLossError(DescribeChunkKey(it->key) +
+                           ": stored chunk belongs to a shard of another dtype or shape");
+    }
+    const uint64_t chunk_end = info.byte_offset + it->view.payload_size;
+    if (info.byte_offset > next || (chunk_end <= next && next < end)) {
+      shard_key.byte_offset = next;
+      return DataLossError("missing chunk " + DescribeChunkKey(shard_key) + " (next stored: byte " +
+                           std::to_string(info.byte_offset) + ")");
+    }
+    const uint64_t copy_end = std::min(chunk_end, end);
+    if (copy_end > next) {
+      std::memcpy(static_cast<char*>(dest) + (next - begin),
+                  it->view.payload + (next - info.byte_offset), copy_end - next);
+      next = copy_end;
+    }
+    any = true;
+  }
+  DCPKV_RETURN_IF_ERROR(it->status);
+  if (!any) return NotFoundError("no chunks for " + DescribeChunkKey(shard_key));
+  if (next != end) {
+    shard_key.byte_offset = next;
+    return DataLossError("missing chunk " + DescribeChunkKey(shard_key) + ": chunks cover up to " +
+                         std::to_string(next) + " of " + std::to_string(end) + " bytes");
   }
   return Status::Ok();
 }

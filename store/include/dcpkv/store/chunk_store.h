@@ -159,6 +159,11 @@ class ChunkStore {
   Status ReadShard(std::string_view checkpoint_id, std::string_view fqn,
                    const ShardGeometry& geometry, void* dest, size_t size);
 
+  // Reads bytes [begin, end) of one shard into `dest` (end - begin bytes), reading and verifying
+  // only the chunks that hold them. Errors as ReadShard.
+  Status ReadShardRange(std::string_view checkpoint_id, std::string_view fqn,
+                        const ShardGeometry& geometry, uint64_t begin, uint64_t end, void* dest);
+
   // Iterates over the chunks of one checkpoint.
   StatusOr<std::unique_ptr<ChunkIterator>> NewChunkIterator(std::string_view checkpoint_id);
 

@@ -1,0 +1,46 @@
+#include "dcpkv/checkpointer.h"
+
+#include "dcpkv/store/kv_storage.h"
+
+namespace dcpkv {
+
+Checkpointer::Checkpointer(CheckpointerOptions options) : options_(std::move(options)) {}
+Checkpointer::~Checkpointer() = default;
+
+StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Create(CheckpointerOptions options) {
+  if (options.store_root.empty()) return InvalidArgumentError("Checkpointer needs a store_root");
+  std::unique_ptr<Checkpointer> c(new Checkpointer(std::move(options)));
+  KvStorageOptions storage{c->options_.store_root, {}};
+  storage.store_options.chunk_size = c->options_.chunk_size;
+  c->writer_ = std::make_shared<KvStorageWriter>(storage);
+  c->reader_ = std::make_shared<KvStorageReader>(storage);
+  c->planner_ = std::make_shared<DefaultSavePlanner>(
+      DefaultSavePlannerOptions{.enable_plan_caching = c->options_.enable_plan_caching});
+  return c;
+}
+
+StatusOr<Metadata> Checkpointer::Save(StateDict& state_dict, std::string_view checkpoint_id) {
+  SaveOptions o;
+  o.checkpoint_id = std::string(checkpoint_id);
+  o.storage_writer = writer_;
+  o.planner = planner_;
+  o.process_group = options_.process_group;
+  o.coordinator_rank = options_.coordinator_rank;
+  StatusOr<Metadata> md = dcpkv::Save(state_dict, o);
+  // This rank's own database is open read-write: loads read it through the same handle.
+  if (writer_->store() != nullptr) reader_->ShareStore(writer_->rank(), writer_->store());
+  return md;
+}
+
+Status Checkpointer::Load(StateDict& state_dict, std::string_view checkpoint_id,
+                          DefaultLoadPlannerOptions planner_options) {
+  LoadOptions o;
+  o.checkpoint_id = std::string(checkpoint_id);
+  o.storage_reader = reader_;
+  o.planner = std::make_shared<DefaultLoadPlanner>(planner_options);
+  o.process_group = options_.process_group;
+  o.coordinator_rank = options_.coordinator_rank;
+  return dcpkv::Load(state_dict, o);
+}
+
+}  // namespace dcpkv

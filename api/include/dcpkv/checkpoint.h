@@ -1,0 +1,83 @@
+// save() and load(): DCP's SPMD checkpoint protocol over dcpkv's store.
+//
+// Every rank of the process group calls Save (or Load) with its own state dict. Save runs:
+// local plan on every rank -> gather at the coordinator -> global plan and Metadata (replicated
+// items deduplicated, plan validated) -> scatter of final plans -> every rank writes and makes
+// its chunks durable -> gather of write results -> the coordinator commits the manifest ->
+// Metadata to every rank. Failure anywhere (bad input on one rank, a write error, a failing
+// Stateful, a rank that never arrives) makes every rank return an error naming the failing ranks
+// and their messages, and nothing is committed. Collectives wait at most the process group's
+// timeout, so no rank hangs.
+//
+// DCP names: save -> Save, load -> Load, save_state_dict -> SaveStateDict (deprecated).
+#ifndef DCPKV_CHECKPOINT_H_
+#define DCPKV_CHECKPOINT_H_
+
+#include <memory>
+#include <string>
+
+#include "dcpkv/metadata.h"
+#include "dcpkv/planner.h"
+#include "dcpkv/process_group.h"
+#include "dcpkv/state_dict.h"
+#include "dcpkv/status.h"
+#include "dcpkv/storage.h"
+
+namespace dcpkv {
+
+struct SaveOptions {
+  // Id of the checkpoint to create. Required; see names.h for the rules.
+  std::string checkpoint_id;
+  // Store root of the default storage writer (a KvStorageWriter over <root>/rank-NNNNN).
+  // Used when storage_writer is null. Default: empty.
+  std::string store_root;
+  // Where to write. Default: null, meaning a KvStorageWriter on store_root (one of the two is
+  // required).
+  std::shared_ptr<StorageWriter> storage_writer;
+  // How to plan. Default: null, meaning a DefaultSavePlanner.
+  std::shared_ptr<SavePlanner> planner;
+  // Ranks that save together; not owned. Default: null, meaning a single process (no_dist).
+  ProcessGroup* process_group = nullptr;
+  // Rank (in process_group) that merges plans and commits. Default: 0.
+  int coordinator_rank = 0;
+  // Save as a single process even if a process group is given. Default: false.
+  bool no_dist = false;
+  // false: no cross-rank plan exchange; each rank plans and commits its own part, a barrier ends
+  // the save, and replicated items are not deduplicated. Default: true.
+  bool use_collectives = true;
+};
+
+// Saves `state_dict` (Stateful values have state_dict() called first). Returns the committed
+// Metadata on every rank.
+StatusOr<Metadata> Save(StateDict& state_dict, const SaveOptions& options);
+
+// The older name of Save.
+[[deprecated("use dcpkv::Save")]] StatusOr<Metadata> SaveStateDict(StateDict& state_dict,
+                                                                   const SaveOptions& options);
+
+struct LoadOptions {
+  // Id of the committed checkpoint to load. Required.
+  std::string checkpoint_id;
+  // Store root of the default storage reader. Used when storage_reader is null.
+  std::string store_root;
+  // Where to read from. Default: null, meaning a KvStorageReader on store_root.
+  std::shared_ptr<StorageReader> storage_reader;
+  // How to plan. Default: null, meaning a DefaultLoadPlanner.
+  std::shared_ptr<LoadPlanner> planner;
+  // Ranks that load together; not owned. Default: null (a single process).
+  ProcessGroup* process_group = nullptr;
+  // Default: 0.
+  int coordinator_rank = 0;
+  // Load as a single process even if a process group is given. Default: false.
+  bool no_dist = false;
+};
+
+// Fills the tensors and bytes entries of `state_dict` in place from the checkpoint, resharding
+// as needed (each rank asks for what it holds now), then calls load_state_dict() on Stateful
+// values. Missing fqns, dtype or global-shape mismatches are errors (unless the planner allows
+// partial loads).
+Status Load(StateDict& state_dict, const LoadOptions& options);
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_CHECKPOINT_H_

@@ -1,0 +1,59 @@
+// Checkpointer: save and load for a long-running training loop.
+//
+// Keeps, between saves, what the free functions set up each time: the process group (not owned),
+// this rank's opened database (also used to read it back), and a
+// DefaultSavePlanner with plan caching on, so a save every N steps whose state dict keeps its
+// structure exchanges only plan hashes instead of full plans.
+//
+// Thread safety: one Save or Load at a time.
+#ifndef DCPKV_CHECKPOINTER_H_
+#define DCPKV_CHECKPOINTER_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "dcpkv/checkpoint.h"
+
+namespace dcpkv {
+
+class KvStorageWriter;
+class KvStorageReader;
+
+struct CheckpointerOptions {
+  // Store root shared by all ranks. Required.
+  std::string store_root;
+  // Ranks that save together; not owned, must outlive the Checkpointer. Default: null (single
+  // process).
+  ProcessGroup* process_group = nullptr;
+  // Default: 0.
+  int coordinator_rank = 0;
+  // Payload bytes per stored chunk. Default: 4 MiB.
+  uint64_t chunk_size = uint64_t{4} << 20;
+  // Default: true.
+  bool enable_plan_caching = true;
+};
+
+class Checkpointer {
+ public:
+  static StatusOr<std::unique_ptr<Checkpointer>> Create(CheckpointerOptions options);
+  ~Checkpointer();
+
+  StatusOr<Metadata> Save(StateDict& state_dict, std::string_view checkpoint_id);
+  Status Load(StateDict& state_dict, std::string_view checkpoint_id,
+              DefaultLoadPlannerOptions planner_options = {});
+
+  const CheckpointerOptions& options() const { return options_; }
+
+ private:
+  explicit Checkpointer(CheckpointerOptions options);
+
+  CheckpointerOptions options_;
+  std::shared_ptr<KvStorageWriter> writer_;
+  std::shared_ptr<KvStorageReader> reader_;
+  std::shared_ptr<DefaultSavePlanner> planner_;
+};
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_CHECKPOINTER_H_

@@ -1,0 +1,121 @@
+// The gloo backend of ProcessGroup: collectives over TCP between processes (or threads).
+//
+// Rendezvous needs no shared directory: as with torch's TCPStore, one small TCP key-value server
+// (TcpStoreServer) runs on master_addr:master_port, started by rank 0's group (or by a launcher,
+// or by a test), and every rank is its client. Ranks publish their gloo addresses there and
+// connect to each other directly; the server is used again only to create subgroups. Clients
+// retry connecting until the timeout, so ranks may start in any order.
+//
+//   dcpkv::GlooProcessGroupOptions options;
+//   options.rank = rank;
+//   options.world_size = world_size;
+//   options.master_addr = "10.0.0.1";   // where rank 0 runs
+//   options.hostname = "10.0.0.7";      // this host's address, reachable by the other ranks
+//   auto group = dcpkv::CreateGlooProcessGroup(options);   // or CreateGlooProcessGroupFromEnv()
+//
+// Collectives exchange variable-size byte buffers point to point (each transfer is an 8-byte
+// size header, then the payload; bytes_sent() counts both): Gather sends each buffer to root
+// only, Scatter and Broadcast send from root to each rank, AllGather from every rank to every
+// other, Barrier a one-byte token to rank 0 and back. Every call waits at most timeout() in all
+// (see process_group.h for the error model). A wait for a peer whose connection fails ends
+// with UNAVAILABLE within about 50 ms, also in the middle of a transfer. A failed call closes
+// this rank's connections, so that its peers fail fast too.
+//
+// Each group of more than one rank runs one watchdog thread (idle unless a call is waiting);
+// subgroups share their parent's gloo device (one event-loop thread per process and world).
+// SIGPIPE is blocked in threads while they run gloo code; no signal disposition is changed.
+//
+// Thread safety: as ProcessGroup. TcpStoreServer is thread-safe.
+#ifndef DCPKV_GLOO_PROCESS_GROUP_H_
+#define DCPKV_GLOO_PROCESS_GROUP_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dcpkv/process_group.h"
+#include "dcpkv/status.h"
+
+namespace dcpkv {
+
+// The rendezvous server: an in-memory key-value store served on a background thread.
+// Destroying the last reference stops the thread and closes every connection.
+class TcpStoreServer {
+ public:
+  // Listens on host:port; port 0 picks a free port (see port()). `host` is an address or a
+  // name to bind, e.g. "127.0.0.1" (loopback only) or "0.0.0.0" (every interface).
+  // UNAVAILABLE if the address cannot be bound (e.g. the port is in use).
+  static StatusOr<std::shared_ptr<TcpStoreServer>> Start(const std::string& host, int port);
+
+  virtual ~TcpStoreServer() = default;
+  // The host given to Start.
+  virtual const std::string& host() const = 0;
+  // The port the server listens on.
+  virtual int port() const = 0;
+};
+
+struct GlooProcessGroupOptions {
+  // This process's rank in [0, world_size). Default: 0.
+  int rank = 0;
+  // Number of ranks. A world of 1 binds and connects nothing. Default: 1.
+  int world_size = 1;
+  // Address of the rendezvous server (where rank 0 runs). Default: "127.0.0.1".
+  std::string master_addr = "127.0.0.1";
+  // Port of the rendezvous server. Rank 0 may pass 0 to let its server pick a free port (then
+  // only useful with `server` below or a world of 1). Default: 29500.
+  int master_port = 29500;
+  // Longest wait of the rendezvous and of each collective. Default: 60 s.
+  std::chrono::milliseconds timeout{60000};
+  // Address (or name) of this host's interface that gloo's TCP connections bind; the other
+  // ranks must reach it. Default: "127.0.0.1" (loopback: every rank on this host).
+  std::string hostname = "127.0.0.1";
+  // Namespace of this group's rendezvous keys, so that several groups can share one server.
+  // Every rank of a group passes the same prefix, and no two groups of one server use the same
+  // prefix (subgroups derive theirs). Default: "" (fine for one group per server).
+  std::string prefix;
+  // A server already running in this process to rendezvous at instead of
+  // master_addr:master_port (its host and port are used). The group keeps it alive.
+  // Default: null.
+  std::shared_ptr<TcpStoreServer> server;
+  // Without `server`: whether rank 0 starts the server on master_addr:master_port. False when a
+  // launcher runs it (torchrun's agent store). Default: true.
+  bool start_server = true;
+};
+
+// Joins a gloo group: starts (rank 0) or reaches the rendezvous server, connects to every other
+// rank, and returns once every rank is connected (a barrier). Blocks until then or until
+// options.timeout has passed.
+// Errors: INVALID_ARGUMENT for bad options; UNAVAILABLE if the server cannot be reached or
+// started, or a peer cannot be connected; DEADLINE_EXCEEDED if some rank did not join in time.
+StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
+    const GlooProcessGroupOptions& options);
+
+// Options from the torchrun environment: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are
+// required, LOCAL_RANK is checked if set. TORCHELASTIC_USE_AGENT_STORE=True (or 1) clears
+// start_server. hostname is DCPKV_GLOO_HOSTNAME if set, else "127.0.0.1" when MASTER_ADDR is a
+// loopback address or "localhost", else this machine's host name. INVALID_ARGUMENT naming the
+// variable that is missing or malformed.
+StatusOr<GlooProcessGroupOptions> GlooProcessGroupOptionsFromEnv(
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
+
+// CreateGlooProcessGroup(GlooProcessGroupOptionsFromEnv(timeout)).
+StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroupFromEnv(
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
+
+// A group of the parent's ranks `ranks` (parent ranks, no duplicates), in that order: parent
+// rank ranks[i] is rank i of the subgroup. Called by the members only, each with the same list;
+// members that create several subgroups create them in the same order. Reuses the parent's
+// rendezvous server (under a prefix derived from the list and how many groups of this list the
+// parent has made) and its gloo device, so the server must still run (a group of rank 0's,
+// or the launcher's server, still alive); the subgroup has the parent's current timeout and
+// does not depend on the parent object staying alive. Blocks like CreateGlooProcessGroup; a
+// list of one rank needs no peers and returns at once. INVALID_ARGUMENT (at once, without
+// communication) if the parent is not a gloo group, the list is empty, has duplicates or ranks
+// out of range, or the caller is not in it.
+StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooSubgroup(ProcessGroup& parent,
+                                                           const std::vector<int>& ranks);
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_GLOO_PROCESS_GROUP_H_

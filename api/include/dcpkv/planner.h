@@ -1,0 +1,134 @@
+// Planners: decide what each rank writes on save and reads on load (DCP's SavePlanner and
+// LoadPlanner). Every step is a virtual hook, so a job can override any of them; the defaults
+// implement DCP's behaviour plus deduplication balanced by bytes, O(n log n) validation and plan
+// caching.
+//
+// Save calls, on every rank: SetUpPlanner, CreateLocalPlan; on the coordinator only:
+// CreateGlobalPlan(all local plans); on every rank: FinishPlan(its central plan), then
+// ResolveData for each item while writing. Load calls the same steps of LoadPlanner, then
+// ResolveTensor/CommitTensor or LoadBytes for each read item.
+//
+// Thread safety: a planner is used by one save or load at a time.
+#ifndef DCPKV_PLANNER_H_
+#define DCPKV_PLANNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dcpkv/metadata.h"
+#include "dcpkv/plan.h"
+#include "dcpkv/state_dict.h"
+#include "dcpkv/status.h"
+
+namespace dcpkv {
+
+// Read-only bytes of one write item: valid until the save that asked for them returns.
+struct ConstBytes {
+  const void* data = nullptr;
+  size_t size = 0;
+};
+
+// The coordinator's result: one final plan per rank and the checkpoint's Metadata.
+struct GlobalSavePlan {
+  std::vector<SavePlan> plans;
+  Metadata metadata;
+};
+
+// What save remembers between saves when plan caching is on. Managed by the save protocol.
+struct SavePlanCache {
+  bool valid = false;
+  int world_size = 0;
+  int coordinator_rank = 0;
+  uint64_t local_plan_hash = 0;  // every rank: hash of the local plan it sent last
+  SavePlan final_plan;           // every rank: the final plan it received last
+  // Coordinator only: every rank's last local plan, the final plans and the Metadata.
+  std::vector<SavePlan> local_plans;
+  std::vector<uint64_t> final_plan_hashes;
+  GlobalSavePlan global;
+};
+
+class SavePlanner {
+ public:
+  virtual ~SavePlanner() = default;
+  // `state` must outlive the save.
+  virtual Status SetUpPlanner(const FlatStateDict* state, bool is_coordinator) = 0;
+  virtual StatusOr<SavePlan> CreateLocalPlan() = 0;
+  // Coordinator only. all_plans[r] is rank r's local plan.
+  virtual StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) = 0;
+  virtual StatusOr<SavePlan> FinishPlan(SavePlan central_plan) = 0;
+  // The bytes to write for `item`.
+  virtual StatusOr<ConstBytes> ResolveData(const WriteItem& item) = 0;
+  // Non-null if this planner caches plans between saves: a save whose local plans all equal
+  // the previous save's sends only their hashes, and the coordinator reuses the global plan.
+  virtual SavePlanCache* plan_cache() { return nullptr; }
+};
+
+struct DefaultSavePlannerOptions {
+  // Write each item replicated on several ranks (same fqn and offsets) exactly once, on the
+  // candidate rank with the fewest bytes to write. Default: true.
+  bool dedup_replicated_tensors = true;
+  // Remember plans between saves (useful with a long-lived Checkpointer). Default: false.
+  bool enable_plan_caching = false;
+};
+
+class DefaultSavePlanner : public SavePlanner {
+ public:
+  explicit DefaultSavePlanner(DefaultSavePlannerOptions options = {});
+
+  Status SetUpPlanner(const FlatStateDict* state, bool is_coordinator) override;
+  StatusOr<SavePlan> CreateLocalPlan() override;
+  StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) override;
+  StatusOr<SavePlan> FinishPlan(SavePlan central_plan) override;
+  StatusOr<ConstBytes> ResolveData(const WriteItem& item) override;
+  SavePlanCache* plan_cache() override;
+
+ private:
+  DefaultSavePlannerOptions options_;
+  const FlatStateDict* state_ = nullptr;
+  SavePlanCache cache_;
+};
+
+class LoadPlanner {
+ public:
+  virtual ~LoadPlanner() = default;
+  // `state` must outlive the load; its tensors and bytes entries are filled in place.
+  virtual Status SetUpPlanner(FlatStateDict* state, const Metadata* metadata,
+                              bool is_coordinator) = 0;
+  virtual StatusOr<LoadPlan> CreateLocalPlan() = 0;
+  virtual StatusOr<std::vector<LoadPlan>> CreateGlobalPlan(std::vector<LoadPlan> all_plans) = 0;
+  virtual StatusOr<LoadPlan> FinishPlan(LoadPlan central_plan) = 0;
+  // The local tensor (whole tensor or local shard at item.dest_offsets) to copy into.
+  virtual StatusOr<Tensor> ResolveTensor(const ReadItem& item) = 0;
+  // Called after the overlap of `item` has been copied into `tensor`.
+  virtual Status CommitTensor(const ReadItem& item, const Tensor& tensor) = 0;
+  // Delivers a bytes entry.
+  virtual Status LoadBytes(const ReadItem& item, std::string data) = 0;
+};
+
+struct DefaultLoadPlannerOptions {
+  // Skip fqns of the state dict that the checkpoint lacks instead of failing. Default: false.
+  bool allow_partial_load = false;
+};
+
+class DefaultLoadPlanner : public LoadPlanner {
+ public:
+  explicit DefaultLoadPlanner(DefaultLoadPlannerOptions options = {});
+
+  Status SetUpPlanner(FlatStateDict* state, const Metadata* metadata, bool is_coordinator) override;
+  StatusOr<LoadPlan> CreateLocalPlan() override;
+  StatusOr<std::vector<LoadPlan>> CreateGlobalPlan(std::vector<LoadPlan> all_plans) override;
+  StatusOr<LoadPlan> FinishPlan(LoadPlan central_plan) override;
+  StatusOr<Tensor> ResolveTensor(const ReadItem& item) override;
+  Status CommitTensor(const ReadItem& item, const Tensor& tensor) override;
+  Status LoadBytes(const ReadItem& item, std::string data) override;
+
+ private:
+  DefaultLoadPlannerOptions options_;
+  FlatStateDict* state_ = nullptr;
+  const Metadata* metadata_ = nullptr;
+};
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_PLANNER_H_

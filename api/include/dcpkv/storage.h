@@ -1,0 +1,62 @@
+// StorageWriter and StorageReader: where checkpoint bytes go (DCP's storage layer).
+//
+// Save calls on every rank: Reset(checkpoint_id), SetUpStorageWriter, PrepareLocalPlan; on the
+// coordinator: PrepareGlobalPlan(all plans); on every rank: WriteData(final plan) and waits for
+// it; on the coordinator, after every rank's WriteData succeeded: Finish(metadata, results),
+// which commits. Load calls Reset, ReadMetadata, SetUpStorageReader, PrepareLocalPlan,
+// PrepareGlobalPlan (coordinator) and ReadData.
+//
+// Futures carry results: dropping a future returned by WriteData or ReadData waits for the
+// operation (std::future from std::async semantics are not relied upon; implementations return
+// futures that are safe to drop). A writer or reader may be reused for many saves or loads but
+// serves one at a time.
+#ifndef DCPKV_STORAGE_H_
+#define DCPKV_STORAGE_H_
+
+#include <future>
+#include <string_view>
+#include <vector>
+
+#include "dcpkv/metadata.h"
+#include "dcpkv/plan.h"
+#include "dcpkv/planner.h"
+#include "dcpkv/status.h"
+
+namespace dcpkv {
+
+class StorageWriter {
+ public:
+  virtual ~StorageWriter() = default;
+  // Starts a new checkpoint.
+  virtual Status Reset(std::string_view checkpoint_id) = 0;
+  // `rank` and `world_size` are those of the saving process group.
+  virtual Status SetUpStorageWriter(bool is_coordinator, int rank, int world_size,
+                                    bool use_collectives) = 0;
+  virtual StatusOr<SavePlan> PrepareLocalPlan(SavePlan plan) = 0;
+  // Coordinator only.
+  virtual StatusOr<std::vector<SavePlan>> PrepareGlobalPlan(std::vector<SavePlan> plans) = 0;
+  // Writes every item of `plan` (bytes from planner.ResolveData) and makes them durable.
+  virtual std::future<StatusOr<std::vector<WriteResult>>> WriteData(const SavePlan& plan,
+                                                                    SavePlanner& planner) = 0;
+  // Coordinator only: commits the checkpoint (its manifest). results[r] are rank r's results.
+  virtual Status Finish(const Metadata& metadata,
+                        const std::vector<std::vector<WriteResult>>& results) = 0;
+};
+
+class StorageReader {
+ public:
+  virtual ~StorageReader() = default;
+  virtual Status Reset(std::string_view checkpoint_id) = 0;
+  // The committed Metadata of the checkpoint; NOT_FOUND if it was never committed.
+  virtual StatusOr<Metadata> ReadMetadata() = 0;
+  virtual Status SetUpStorageReader(const Metadata& metadata, bool is_coordinator, int rank) = 0;
+  virtual StatusOr<LoadPlan> PrepareLocalPlan(LoadPlan plan) = 0;
+  // Coordinator only.
+  virtual StatusOr<std::vector<LoadPlan>> PrepareGlobalPlan(std::vector<LoadPlan> plans) = 0;
+  // Reads every item of `plan` and hands it to the planner.
+  virtual std::future<Status> ReadData(const LoadPlan& plan, LoadPlanner& planner) = 0;
+};
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_STORAGE_H_

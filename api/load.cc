@@ -1,0 +1,154 @@
+// The load protocol: every rank reads the Metadata, plans the reads of what it holds now (any
+// sharding), the coordinator sees every plan (a hook for custom planners), every rank reads and
+// copies the overlaps into its tensors and calls load_state_dict() on Stateful values, and an
+// all-gather of the outcome makes a failure on any rank the error of every rank.
+#include "dcpkv/checkpoint.h"
+#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/store/names.h"
+#include "plan_codec.h"
+#include "protocol.h"
+
+namespace dcpkv {
+namespace {
+
+class Loader {
+ public:
+  Loader(StateDict& state, const LoadOptions& options, ProcessGroup& group)
+      : state_(state), options_(options), group_(group) {}
+
+  Status Run();
+
+ private:
+  Status LocalStep(LoadPlan* plan);
+  std::vector<std::string> PlanReplies(const std::vector<std::string>& gathered);
+  Status ReadStep(const std::string& reply);
+
+  StateDict& state_;
+  const LoadOptions& options_;
+  ProcessGroup& group_;
+  int rank_ = 0;
+  int world_ = 1;
+  bool is_coordinator_ = true;
+  std::string what_;
+  std::shared_ptr<LoadPlanner> planner_;
+  std::shared_ptr<StorageReader> reader_;
+  FlatStateDict flat_;
+  std::vector<StatefulBinding> bindings_;
+  Metadata metadata_;
+};
+
+Status Loader::LocalStep(LoadPlan* plan) {
+  DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
+  DCPKV_RETURN_IF_ERROR(reader_->Reset(options_.checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(metadata_, reader_->ReadMetadata());
+  DCPKV_RETURN_IF_ERROR(reader_->SetUpStorageReader(metadata_, is_coordinator_, rank_));
+  DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, &metadata_, is_coordinator_));
+  DCPKV_ASSIGN_OR_RETURN(*plan, planner_->CreateLocalPlan());
+  DCPKV_ASSIGN_OR_RETURN(*plan, reader_->PrepareLocalPlan(std::move(*plan)));
+  return Status::Ok();
+}
+
+std::vector<std::string> Loader::PlanReplies(const std::vector<std::string>& gathered) {
+  std::vector<LoadPlan> plans(world_);
+  std::vector<Status> failures(world_);
+  bool failed = false;
+  for (int r = 0; r < world_; ++r) {
+    StatusOr<Message> m = DecodeMessage(gathered[r]);
+    if (!m.ok())
+      failures[r] = m.status();
+    else if (m->kind != MessageKind::kPayload)
+      failures[r] = m->status;
+    else if (auto plan = DecodeLoadPlan(m->payload); plan.ok())
+      plans[r] = std::move(plan).value();
+    else
+      failures[r] = plan.status();
+    failed = failed || !failures[r].ok();
+  }
+  Status error;
+  if (failed) {
+    error = AggregateFailures(what_, failures);
+  } else {
+    StatusOr<std::vector<LoadPlan>> global = planner_->CreateGlobalPlan(std::move(plans));
+    if (global.ok()) global = reader_->PrepareGlobalPlan(std::move(global).value());
+    if (global.ok() && global->size() != static_cast<size_t>(world_)) {
+      global = InternalError("the global load plan has the wrong number of plans");
+    }
+    if (global.ok()) {
+      std::vector<std::string> replies;
+      for (const LoadPlan& p : *global) replies.push_back(PayloadMessage(EncodeLoadPlan(p)));
+      return replies;
+    }
+    error = global.status().WithContext(what_ + ": global plan");
+  }
+  return std::vector<std::string>(world_, FailureMessage(error));
+}
+
+Status Loader::ReadStep(const std::string& reply) {
+  DCPKV_ASSIGN_OR_RETURN(Message m, DecodeMessage(reply));
+  if (m.kind != MessageKind::kPayload) return m.status;
+  DCPKV_ASSIGN_OR_RETURN(LoadPlan central, DecodeLoadPlan(m.payload));
+  DCPKV_ASSIGN_OR_RETURN(LoadPlan plan, planner_->FinishPlan(std::move(central)));
+  DCPKV_RETURN_IF_ERROR(reader_->ReadData(plan, *planner_).get());
+  for (StatefulBinding& b : bindings_) {
+    DCPKV_RETURN_IF_ERROR(b.object->load_state_dict(*b.state).WithContext("load_state_dict()"));
+  }
+  return Status::Ok();
+}
+
+Status Loader::Run() {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(options_.checkpoint_id));
+  rank_ = group_.rank();
+  world_ = group_.size();
+  if (options_.coordinator_rank < 0 || options_.coordinator_rank >= world_) {
+    return InvalidArgumentError("coordinator_rank " + std::to_string(options_.coordinator_rank) +
+                                " is outside the process group of size " + std::to_string(world_));
+  }
+  is_coordinator_ = rank_ == options_.coordinator_rank;
+  what_ = "load of checkpoint \"" + options_.checkpoint_id + "\"";
+  planner_ = options_.planner ? options_.planner : std::make_shared<DefaultLoadPlanner>();
+  reader_ = options_.storage_reader;
+  if (!reader_ && !options_.store_root.empty()) {
+    reader_ = std::make_shared<KvStorageReader>(KvStorageOptions{options_.store_root, {}});
+  }
+  if (!reader_) {
+    return InvalidArgumentError(what_ + ": neither storage_reader nor store_root is given");
+  }
+
+  LoadPlan local;
+  Status local_status = LocalStep(&local);
+  std::string message =
+      local_status.ok() ? PayloadMessage(EncodeLoadPlan(local)) : FailureMessage(local_status);
+  StatusOr<std::vector<std::string>> gathered = group_.Gather(message, options_.coordinator_rank);
+  if (!gathered.ok()) return gathered.status().WithContext(what_ + ": gathering plans");
+  std::vector<std::string> replies;
+  if (is_coordinator_) replies = PlanReplies(*gathered);
+  StatusOr<std::string> reply = group_.Scatter(replies, options_.coordinator_rank);
+  if (!reply.ok()) return reply.status().WithContext(what_ + ": scattering plans");
+  if (auto m = DecodeMessage(*reply); m.ok() && m->kind == MessageKind::kFailure) {
+    return m->status;  // a planning failure, the same on every rank
+  }
+
+  Status read = ReadStep(*reply);
+  StatusOr<std::vector<std::string>> outcomes =
+      group_.AllGather(read.ok() ? PayloadMessage("") : FailureMessage(read));
+  if (!outcomes.ok()) return outcomes.status().WithContext(what_ + ": gathering outcomes");
+  std::vector<Status> failures(world_);
+  bool failed = false;
+  for (int r = 0; r < world_; ++r) {
+    StatusOr<Message> m = DecodeMessage((*outcomes)[r]);
+    failures[r] = !m.ok() ? m.status() : m->status;
+    failed = failed || !failures[r].ok();
+  }
+  return failed ? AggregateFailures(what_, failures) : Status::Ok();
+}
+
+}  // namespace
+
+Status Load(StateDict& state_dict, const LoadOptions& options) {
+  ProcessGroup* group = options.process_group;
+  if (group == nullptr || options.no_dist) group = &SingleProcessGroupInstance();
+  Loader loader(state_dict, options, *group);
+  return loader.Run();
+}
+
+}  // namespace dcpkv

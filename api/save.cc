@@ -1,0 +1,354 @@
+// The save protocol (REFERENCE.md "save"): local plan -> gather -> global plan on the
+// coordinator -> scatter -> write -> gather results -> commit -> broadcast of the outcome.
+// Every message carries success or the rank's error (protocol.h), so a failure anywhere reaches
+// the coordinator and then every rank; a collective that times out fails on its own.
+#include <chrono>
+#include <map>
+
+#include "dcpkv/checkpoint.h"
+#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/store/names.h"
+#include "plan_codec.h"
+#include "plan_metadata.h"
+#include "protocol.h"
+
+namespace dcpkv {
+namespace {
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class Saver {
+ public:
+  Saver(StateDict& state, const SaveOptions& options, ProcessGroup& group)
+      : state_(state), options_(options), group_(group) {}
+
+  StatusOr<Metadata> Run();
+
+ private:
+  Status LocalStep(SavePlan* plan);
+  // Coordinator: turns the gathered local plans into one reply per rank.
+  std::vector<std::string> PlanReplies(const std::vector<std::string>& gathered);
+  StatusOr<std::vector<std::string>> GlobalPlan(const std::vector<std::string>& gathered);
+  StatusOr<SavePlan> CentralPlan(const std::string& reply);
+  StatusOr<std::vector<WriteResult>> WriteStep(const SavePlan& central);
+  // Coordinator: commits if every rank wrote; returns the outcome message to broadcast.
+  std::string Commit(const std::vector<std::string>& gathered);
+  StatusOr<Metadata> SaveWithoutCollectives();
+  // This rank's part of a save without collectives.
+  StatusOr<Metadata> SavePart();
+  void InvalidateCache() {
+    if (cache_ != nullptr) cache_->valid = false;
+  }
+
+  StateDict& state_;
+  const SaveOptions& options_;
+  ProcessGroup& group_;
+  int rank_ = 0;
+  int world_ = 1;
+  bool is_coordinator_ = true;
+  std::string what_;
+  std::shared_ptr<SavePlanner> planner_;
+  std::shared_ptr<StorageWriter> writer_;
+  SavePlanCache* cache_ = nullptr;
+  FlatStateDict flat_;
+  std::vector<StatefulBinding> bindings_;
+  uint64_t local_hash_ = 0;
+  GlobalSavePlan global_;  // coordinator
+};
+
+Status Saver::LocalStep(SavePlan* plan) {
+  DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
+  DCPKV_RETURN_IF_ERROR(writer_->Reset(options_.checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, is_coordinator_));
+  DCPKV_RETURN_IF_ERROR(
+      writer_->SetUpStorageWriter(is_coordinator_, rank_, world_, options_.use_collectives));
+  DCPKV_ASSIGN_OR_RETURN(*plan, planner_->CreateLocalPlan());
+  DCPKV_ASSIGN_OR_RETURN(*plan, writer_->PrepareLocalPlan(std::move(*plan)));
+  return Status::Ok();
+}
+
+StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::string>& gathered) {
+  std::vector<SavePlan> plans(world_);
+  std::vector<Status> failures(world_);
+  bool failed = false, all_cached = true;
+  for (int r = 0; r < world_; ++r) {
+    StatusOr<Message> m = DecodeMessage(gathered[r]);
+    if (!m.ok()) {
+      failures[r] = m.status();
+    } else if (m->kind == MessageKind::kFailure) {
+      failures[r] = m->status;
+    } else if (m->kind == MessageKind::kCached) {
+      if (cache_ == nullptr || !cache_->valid || m->hash != HashSavePlan(cache_->local_plans[r])) {
+        failures[r] = AbortedError("plan cache out of sync with the coordinator; retry the save");
+      } else {
+        plans[r] = cache_->local_plans[r];
+      }
+    } else {
+      all_cached = false;
+      StatusOr<SavePlan> plan = DecodeSavePlan(m->payload);
+      if (plan.ok())
+        plans[r] = std::move(plan).value();
+      else
+        failures[r] = plan.status();
+    }
+    failed = failed || !failures[r].ok();
+  }
+  if (failed) return AggregateFailures(what_, failures);
+
+  std::vector<uint64_t> previous_final;
+  if (all_cached) {
+    global_ = cache_->global;  // nothing changed: reuse the global plan and Metadata
+    previous_final = cache_->final_plan_hashes;
+  } else {
+    StatusOr<GlobalSavePlan> global = planner_->CreateGlobalPlan(plans);
+    if (!global.ok()) return global.status().WithContext(what_ + ": global plan");
+    global_ = std::move(global).value();
+    if (global_.plans.size() != static_cast<size_t>(world_)) {
+      return InternalError(what_ + ": the global plan has " + std::to_string(global_.plans.size()) +
+                           " plans for " + std::to_string(world_) + " ranks");
+    }
+    if (cache_ != nullptr && cache_->valid) previous_final = cache_->final_plan_hashes;
+  }
+  StatusOr<std::vector<SavePlan>> final_plans = writer_->PrepareGlobalPlan(global_.plans);
+  if (!final_plans.ok()) return final_plans.status().WithContext(what_);
+  global_.plans = std::move(final_plans).value();
+
+  std::vector<std::string> replies(world_);
+  std::vector<uint64_t> hashes(world_);
+  for (int r = 0; r < world_; ++r) {
+    hashes[r] = HashSavePlan(global_.plans[r]);
+    const bool unchanged = cache_ != nullptr && r < static_cast<int>(previous_final.size()) &&
+                           previous_final[r] == hashes[r];
+    replies[r] =
+        unchanged ? CachedMessage(hashes[r]) : PayloadMessage(EncodeSavePlan(global_.plans[r]));
+  }
+  if (cache_ != nullptr) {
+    cache_->local_plans = std::move(plans);
+    cache_->final_plan_hashes = std::move(hashes);
+    cache_->global = global_;
+  }
+  return replies;
+}
+
+std::vector<std::string> Saver::PlanReplies(const std::vector<std::string>& gathered) {
+  StatusOr<std::vector<std::string>> replies = GlobalPlan(gathered);
+  if (replies.ok()) return std::move(replies).value();
+  InvalidateCache();
+  return std::vector<std::string>(world_, FailureMessage(replies.status()));
+}
+
+StatusOr<SavePlan> Saver::CentralPlan(const std::string& reply) {
+  DCPKV_ASSIGN_OR_RETURN(Message m, DecodeMessage(reply));
+  if (m.kind == MessageKind::kFailure) return m.status;
+  if (m.kind == MessageKind::kCached) {
+    if (cache_ == nullptr || !cache_->valid || HashSavePlan(cache_->final_plan) != m.hash) {
+      return AbortedError("plan cache out of sync with the coordinator; retry the save");
+    }
+    return cache_->final_plan;
+  }
+  return DecodeSavePlan(m.payload);
+}
+
+StatusOr<std::vector<WriteResult>> Saver::WriteStep(const SavePlan& central) {
+  DCPKV_ASSIGN_OR_RETURN(SavePlan plan, planner_->FinishPlan(central));
+  return writer_->WriteData(plan, *planner_).get();
+}
+
+std::string Saver::Commit(const std::vector<std::string>& gathered) {
+  std::vector<Status> failures(world_);
+  std::vector<std::vector<WriteResult>> results(world_);
+  bool failed = false;
+  for (int r = 0; r < world_; ++r) {
+    StatusOr<Message> m = DecodeMessage(gathered[r]);
+    if (!m.ok())
+      failures[r] = m.status();
+    else if (m->kind != MessageKind::kPayload)
+      failures[r] = m->status;
+    else if (auto decoded = DecodeWriteResults(m->payload); decoded.ok())
+      results[r] = *decoded;
+    else
+      failures[r] = decoded.status();
+    failed = failed || !failures[r].ok();
+  }
+  if (failed) return FailureMessage(AggregateFailures(what_, failures));
+
+  Metadata md = global_.metadata;
+  md.checkpoint_id = options_.checkpoint_id;
+  md.world_size = world_;
+  md.coordinator_rank = options_.coordinator_rank;
+  md.committed_unix_micros = NowMicros();
+  std::map<std::pair<std::string, Shape>, std::map<int, SavedShard*>> shards;
+  for (auto& [fqn, entry] : md.entries) {
+    for (SavedShard& s : entry.shards) shards[{fqn, s.offsets}][s.rank] = &s;
+  }
+  for (int r = 0; r < world_; ++r) {
+    for (const WriteResult& w : results[r]) {
+      auto it = shards.find({w.fqn, w.offsets});
+      if (it == shards.end() || !it->second.count(r)) {
+        return FailureMessage(InternalError(what_ + ": rank " + std::to_string(r) +
+                                            " reports writing \"" + w.fqn +
+                                            "\" which it was not asked to"));
+      }
+      it->second[r]->chunks = w.chunks;
+    }
+  }
+  Status committed = writer_->Finish(md, results);
+  if (!committed.ok()) {
+    failures[rank_] = committed.WithContext("commit");
+    return FailureMessage(AggregateFailures(what_, failures));
+  }
+  return PayloadMessage(EncodeMetadata(md));
+}
+
+StatusOr<Metadata> Saver::Run() {
+  if (Status s = ValidateCheckpointId(options_.checkpoint_id); !s.ok()) return s;
+  rank_ = group_.rank();
+  world_ = group_.size();
+  if (options_.coordinator_rank < 0 || options_.coordinator_rank >= world_) {
+    return InvalidArgumentError("coordinator_rank " + std::to_string(options_.coordinator_rank) +
+                                " is outside the process group of size " + std::to_string(world_));
+  }
+  is_coordinator_ = rank_ == options_.coordinator_rank;
+  what_ = "save of checkpoint \"" + options_.checkpoint_id + "\"";
+  planner_ = options_.planner ? options_.planner : std::make_shared<DefaultSavePlanner>();
+  writer_ = options_.storage_writer;
+  if (!writer_ && !options_.store_root.empty()) {
+    writer_ = std::make_shared<KvStorageWriter>(KvStorageOptions{options_.store_root, {}});
+  }
+  if (!writer_) {
+    return InvalidArgumentError(what_ + ": neither storage_writer nor store_root is given");
+  }
+  if (!options_.use_collectives) return SaveWithoutCollectives();
+  cache_ = planner_->plan_cache();
+  if (cache_ != nullptr && cache_->valid &&
+      (cache_->world_size != world_ || cache_->coordinator_rank != options_.coordinator_rank)) {
+    cache_->valid = false;
+  }
+
+  // 1. Local plan on every rank, gathered at the coordinator.
+  SavePlan local;
+  Status local_status = LocalStep(&local);
+  std::string message;
+  if (!local_status.ok()) {
+    message = FailureMessage(local_status);
+  } else {
+    local_hash_ = HashSavePlan(local);
+    const bool cached =
+        cache_ != nullptr && cache_->valid && cache_->local_plan_hash == local_hash_;
+    message = cached ? CachedMessage(local_hash_) : PayloadMessage(EncodeSavePlan(local));
+  }
+  StatusOr<std::vector<std::string>> gathered = group_.Gather(message, options_.coordinator_rank);
+  if (!gathered.ok()) return gathered.status().WithContext(what_ + ": gathering plans");
+
+  // 2. Global plan on the coordinator, final plans scattered back.
+  std::vector<std::string> replies;
+  if (is_coordinator_) replies = PlanReplies(*gathered);
+  StatusOr<std::string> reply = group_.Scatter(replies, options_.coordinator_rank);
+  if (!reply.ok()) {
+    InvalidateCache();
+    return reply.status().WithContext(what_ + ": scattering plans");
+  }
+  StatusOr<SavePlan> central = CentralPlan(*reply);
+  if (central.ok() && cache_ != nullptr) {
+    cache_->valid = true;
+    cache_->world_size = world_;
+    cache_->coordinator_rank = options_.coordinator_rank;
+    cache_->local_plan_hash = local_hash_;
+    cache_->final_plan = *central;
+  }
+  if (!central.ok() && DecodeMessage(*reply).ok() &&
+      DecodeMessage(*reply)->kind == MessageKind::kFailure) {
+    InvalidateCache();
+    return central.status();  // the planning failure, the same on every rank
+  }
+
+  // 3. Every rank writes; results (or the error) go to the coordinator.
+  StatusOr<std::vector<WriteResult>> written =
+      central.ok() ? WriteStep(*central) : StatusOr<std::vector<WriteResult>>(central.status());
+  message = written.ok() ? PayloadMessage(EncodeWriteResults(*written))
+                         : FailureMessage(written.status());
+  gathered = group_.Gather(message, options_.coordinator_rank);
+  if (!gathered.ok()) {
+    InvalidateCache();
+    return gathered.status().WithContext(what_ + ": gathering write results");
+  }
+
+  // 4. The coordinator commits; the outcome goes to every rank.
+  std::string outcome;
+  if (is_coordinator_) outcome = Commit(*gathered);
+  StatusOr<std::string> final_message = group_.Broadcast(outcome, options_.coordinator_rank);
+  if (!final_message.ok()) {
+    InvalidateCache();
+    return final_message.status().WithContext(what_ + ": broadcasting the outcome");
+  }
+  DCPKV_ASSIGN_OR_RETURN(Message m, DecodeMessage(*final_message));
+  if (m.kind != MessageKind::kPayload) {
+    InvalidateCache();
+    return m.status;
+  }
+  return DecodeMetadata(m.payload);
+}
+
+StatusOr<Metadata> Saver::SaveWithoutCollectives() {
+  // Each rank plans, writes and commits its own part in its own database; a barrier, which a
+  // failed rank joins too, ends the save. There is no exchange to carry errors, so each rank
+  // returns its own; a load needs every rank's part (per_rank_commit), so a part missing
+  // because its rank failed is an error there, never a silent hole.
+  StatusOr<Metadata> part = SavePart();
+  Status barrier = group_.Barrier();
+  if (!part.ok()) return part.status();
+  if (!barrier.ok()) return barrier.WithContext(what_ + ": final barrier");
+  return part;
+}
+
+StatusOr<Metadata> Saver::SavePart() {
+  SavePlan local;
+  DCPKV_RETURN_IF_ERROR(LocalStep(&local));
+  DCPKV_ASSIGN_OR_RETURN(std::vector<SavePlan> plans, writer_->PrepareGlobalPlan({local}));
+  DCPKV_ASSIGN_OR_RETURN(SavePlan plan, planner_->FinishPlan(std::move(plans.at(0))));
+  StatusOr<Metadata> part = MetadataFromPlans({plan}, /*validate_coverage=*/false);
+  if (!part.ok()) return part.status().WithContext(what_);
+  DCPKV_ASSIGN_OR_RETURN(std::vector<WriteResult> written,
+                         writer_->WriteData(plan, *planner_).get());
+  Metadata md = std::move(part).value();
+  md.checkpoint_id = options_.checkpoint_id;
+  md.world_size = world_;
+  md.coordinator_rank = rank_;
+  md.committed_unix_micros = NowMicros();
+  md.per_rank_commit = true;
+  std::map<std::pair<std::string, Shape>, uint32_t> chunks;
+  for (const WriteResult& w : written) chunks[{w.fqn, w.offsets}] = w.chunks;
+  for (auto& [fqn, entry] : md.entries) {
+    for (SavedShard& shard : entry.shards) {
+      shard.rank = rank_;
+      shard.chunks = chunks[{fqn, shard.offsets}];
+    }
+  }
+  DCPKV_RETURN_IF_ERROR(writer_->Finish(md, {written}).WithContext(what_ + ": commit"));
+  return md;
+}
+
+}  // namespace
+
+StatusOr<Metadata> Save(StateDict& state_dict, const SaveOptions& options) {
+  ProcessGroup* group = options.process_group;
+  if (group == nullptr || options.no_dist) group = &SingleProcessGroupInstance();
+  Saver saver(state_dict, options, *group);
+  return saver.Run();
+}
+
+StatusOr<Metadata> SaveStateDict(StateDict& state_dict, const SaveOptions& options) {
+  static bool warned = false;
+  if (!warned) {
+    warned = true;
+    std::fprintf(stderr, "dcpkv: SaveStateDict is deprecated; use dcpkv::Save\n");
+  }
+  return Save(state_dict, options);
+}
+
+}  // namespace dcpkv

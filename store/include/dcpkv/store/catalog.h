@@ -1,0 +1,33 @@
+// The catalog of a store root: which checkpoints are committed and what they hold, read through
+// read-only opens that never block or disturb a job that is writing.
+#ifndef DCPKV_STORE_CATALOG_H_
+#define DCPKV_STORE_CATALOG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dcpkv/metadata.h"
+#include "dcpkv/status.h"
+
+namespace dcpkv {
+
+struct CheckpointSummary {
+  std::string checkpoint_id;
+  int64_t committed_unix_micros = 0;
+  int32_t world_size = 0;
+  int32_t coordinator_rank = 0;  // whose database holds the manifest
+  uint64_t num_tensors = 0;      // fqns, bytes entries included
+  uint64_t logical_bytes = 0;
+};
+
+// Every committed checkpoint under `root`, oldest commit first. NOT_FOUND if root does not exist;
+// DATA_LOSS if a manifest is damaged.
+StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(const std::string& root);
+
+// "1.5 GiB", "812 B"
+std::string HumanBytes(uint64_t bytes);
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_STORE_CATALOG_H_

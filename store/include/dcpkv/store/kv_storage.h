@@ -1,0 +1,92 @@
+// KvStorageWriter and KvStorageReader: the StorageWriter/StorageReader of dcpkv's embedded store.
+//
+// A store root holds one ChunkStore per rank (<root>/rank-NNNNN, by the rank in the saving
+// process group). On save each rank writes its items as chunks into its own database, flushes,
+// and the coordinator commits by writing the checkpoint's Metadata as the manifest of its own
+// database. On load each rank reads the manifest (from whichever rank database holds it) and the
+// chunks it needs from the databases of the ranks that wrote them, opened read-only; a rank's own
+// database is read through the writer's handle when one is shared with the reader.
+//
+// Thread safety: one save (writer) or load (reader) at a time per object.
+#ifndef DCPKV_STORE_KV_STORAGE_H_
+#define DCPKV_STORE_KV_STORAGE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "dcpkv/storage.h"
+#include "dcpkv/store/chunk_store.h"
+
+namespace dcpkv {
+
+struct KvStorageOptions {
+  // Directory that holds the rank databases. Required.
+  std::string root;
+  // Options of the rank databases this writer opens (chunk size, batch size, ...).
+  // Default: ChunkStoreOptions defaults.
+  ChunkStoreOptions store_options;
+};
+
+class KvStorageWriter : public StorageWriter {
+ public:
+  explicit KvStorageWriter(KvStorageOptions options);
+  ~KvStorageWriter() override;
+
+  Status Reset(std::string_view checkpoint_id) override;
+  Status SetUpStorageWriter(bool is_coordinator, int rank, int world_size,
+                            bool use_collectives) override;
+  StatusOr<SavePlan> PrepareLocalPlan(SavePlan plan) override;
+  // Fails with ALREADY_EXISTS if the checkpoint id is already committed.
+  StatusOr<std::vector<SavePlan>> PrepareGlobalPlan(std::vector<SavePlan> plans) override;
+  std::future<StatusOr<std::vector<WriteResult>>> WriteData(const SavePlan& plan,
+                                                            SavePlanner& planner) override;
+  Status Finish(const Metadata& metadata,
+                const std::vector<std::vector<WriteResult>>& results) override;
+
+  // This rank's database once SetUpStorageWriter succeeded, else nullptr. Owned by the writer.
+  ChunkStore* store() const { return store_.get(); }
+  int rank() const { return rank_; }
+
+ private:
+  StatusOr<std::vector<WriteResult>> Write(const SavePlan& plan, SavePlanner& planner);
+
+  KvStorageOptions options_;
+  std::string checkpoint_id_;
+  int rank_ = -1;
+  std::unique_ptr<ChunkStore> store_;
+};
+
+class KvStorageReader : public StorageReader {
+ public:
+  explicit KvStorageReader(KvStorageOptions options);
+  ~KvStorageReader() override;
+
+  // Reads rank `rank`'s chunks through `store` (e.g. a writer's open read-write database)
+  // instead of opening it read-only. `store` must outlive the reader.
+  void ShareStore(int rank, ChunkStore* store);
+
+  Status Reset(std::string_view checkpoint_id) override;
+  StatusOr<Metadata> ReadMetadata() override;
+  Status SetUpStorageReader(const Metadata& metadata, bool is_coordinator, int rank) override;
+  StatusOr<LoadPlan> PrepareLocalPlan(LoadPlan plan) override;
+  StatusOr<std::vector<LoadPlan>> PrepareGlobalPlan(std::vector<LoadPlan> plans) override;
+  std::future<Status> ReadData(const LoadPlan& plan, LoadPlanner& planner) override;
+
+ private:
+  StatusOr<ChunkStore*> StoreOf(int rank);
+  // The decoded manifest of the checkpoint in `rank`'s database.
+  StatusOr<Metadata> ReadManifest(int rank);
+  // A checkpoint saved without collectives: the union of every rank's part.
+  StatusOr<Metadata> MergeParts(Metadata first);
+  Status Read(const LoadPlan& plan, LoadPlanner& planner);
+
+  KvStorageOptions options_;
+  std::string checkpoint_id_;
+  std::map<int, ChunkStore*> shared_;
+  std::map<int, std::unique_ptr<ChunkStore>> opened_;  // read-only, reused across loads
+};
+
+}  // namespace dcpkv
+
+#endif  // DCPKV_STORE_KV_STORAGE_H_
