@@ -3,7 +3,9 @@
 // Every message carries success or the rank's error (protocol.h), so a failure anywhere reaches
 // the coordinator and then every rank; a collective that times out fails on its own.
 #include <chrono>
+#include <cstdio>
 #include <map>
+#include <mutex>
 
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/kv_storage.h"
@@ -12,6 +14,7 @@
 #include "plan_codec.h"
 #include "plan_metadata.h"
 #include "protocol.h"
+#include "save_internal.h"
 
 namespace dcpkv {
 namespace {
@@ -26,6 +29,9 @@ class Saver {
  public:
   Saver(StateDict& state, const SaveOptions& options, ProcessGroup& group)
       : state_(state), options_(options), group_(group) {}
+  // Saves an already flattened (e.g. staged) state instead of flattening state_; a non-OK
+  // `flat` is this rank's local failure, reported through the protocol.
+  void UseFlattened(const StatusOr<FlatStateDict>* flat) { preflattened_ = flat; }
 
   StatusOr<Metadata> Run();
 
@@ -59,10 +65,16 @@ class Saver {
   std::vector<StatefulBinding> bindings_;
   uint64_t local_hash_ = 0;
   GlobalSavePlan global_;  // coordinator
+  const StatusOr<FlatStateDict>* preflattened_ = nullptr;
 };
 
 Status Saver::LocalStep(SavePlan* plan) {
-  DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
+  if (preflattened_ != nullptr) {
+    DCPKV_RETURN_IF_ERROR(preflattened_->status());
+    flat_ = **preflattened_;
+  } else {
+    DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
+  }
   DCPKV_RETURN_IF_ERROR(writer_->Reset(options_.checkpoint_id));
   DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, is_coordinator_));
   DCPKV_RETURN_IF_ERROR(
@@ -342,12 +354,19 @@ StatusOr<Metadata> Save(StateDict& state_dict, const SaveOptions& options) {
   return saver.Run();
 }
 
+StatusOr<Metadata> SaveFlattened(const StatusOr<FlatStateDict>& flat, const SaveOptions& options) {
+  ProcessGroup* group = options.process_group;
+  if (group == nullptr || options.no_dist) group = &SingleProcessGroupInstance();
+  StateDict unused;
+  Saver saver(unused, options, *group);
+  saver.UseFlattened(&flat);
+  return saver.Run();
+}
+
 StatusOr<Metadata> SaveStateDict(StateDict& state_dict, const SaveOptions& options) {
-  static bool warned = false;
-  if (!warned) {
-    warned = true;
-    std::fprintf(stderr, "dcpkv: SaveStateDict is deprecated; use dcpkv::Save\n");
-  }
+  static std::once_flag once;
+  std::call_once(
+      once, [] { std::fprintf(stderr, "dcpkv: SaveStateDict is deprecated; use dcpkv::Save\n"); });
   return Save(state_dict, options);
 }
 

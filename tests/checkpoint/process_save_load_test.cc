@@ -27,5 +27,13 @@ TEST(ProcessSaveLoadTest, SaveOnTwoProcessesLoadOnThreeAndOne) {
   EXPECT_EQ(again.exit_codes, (std::vector<int>{1, 1}));
 }
 
+TEST(ProcessSaveLoadTest, AsyncSaveOnTwoProcessesLoadsOnThree) {
+  testing::TempDir tmp;
+  const std::string worker = DCPKV_SAVE_LOAD_WORKER;
+  ExpectAllSucceeded(testing::RunProcesses(worker, {"async-save", tmp.path(), "ck"}, 2),
+                     "async save");
+  ExpectAllSucceeded(testing::RunProcesses(worker, {"load", tmp.path(), "ck"}, 3), "load on 3");
+}
+
 }  // namespace
 }  // namespace dcpkv

@@ -3,11 +3,15 @@
 //
 //   dcpkv_save_load_worker save ROOT ID   saves its row shard of "w", a replicated "bias" and
 //                                        a bytes entry
+//   dcpkv_save_load_worker async-save ROOT ID
+//                                        the same through AsyncSave, overwriting its tensors
+//                                        once staging is done
 //   dcpkv_save_load_worker load ROOT ID   loads its row shard (any world size) and checks every
 //                                        element; exit code 0 only if all match
 #include <cstdio>
 #include <cstring>
 
+#include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/gloo_process_group.h"
 #include "tests/util/sharding.h"
@@ -39,6 +43,24 @@ int main(int argc, char** argv) {
     o.store_root = root;
     o.process_group = pg->get();
     s = Save(state, o).status();
+  } else if (mode == "async-save") {
+    ShardedTensor mine = testing::ShardOf(w, 0, world, rank);
+    Tensor my_bias = testing::Slice(bias, {{0}, {6}});
+    state.Set("w", mine);
+    state.Set("bias", my_bias);
+    state.Set("step", Bytes{"1234"});
+    AsyncSaveOptions o;
+    o.save.checkpoint_id = id;
+    o.save.store_root = root;
+    o.save.process_group = pg->get();
+    StatusOr<AsyncSaveResponse> r = AsyncSave(state, o);
+    s = r.status();
+    if (s.ok()) s = r->staging_completion.get();
+    if (s.ok()) {  // training goes on: what was staged must be what gets saved
+      std::memset(mine.local_shards[0].tensor.data(), 0, mine.local_shards[0].tensor.nbytes());
+      std::memset(my_bias.data(), 0, my_bias.nbytes());
+      s = r->upload_completion.get().status();
+    }
   } else {
     ShardedTensor mine = testing::EmptyShardOf(w, 0, world, rank);
     Tensor my_bias = Tensor::Allocate(DType::kFloat32, {6});

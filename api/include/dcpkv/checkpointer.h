@@ -1,11 +1,13 @@
 // Checkpointer: save and load for a long-running training loop.
 //
 // Keeps, between saves, what the free functions set up each time: the process group (not owned),
-// this rank's opened database (also used to read it back), and a
-// DefaultSavePlanner with plan caching on, so a save every N steps whose state dict keeps its
-// structure exchanges only plan hashes instead of full plans.
+// this rank's opened database (also used to read it back), a DefaultSavePlanner with plan
+// caching on, so a save every N steps whose state dict keeps its structure exchanges only plan
+// hashes instead of full plans, and for AsyncSave a DefaultStager whose staging memory is reused
+// from one save to the next.
 //
-// Thread safety: one Save or Load at a time.
+// Thread safety: one call at a time. An AsyncSave's upload counts as running until its
+// upload_completion resolves: the next Save, AsyncSave or Load waits for it first.
 #ifndef DCPKV_CHECKPOINTER_H_
 #define DCPKV_CHECKPOINTER_H_
 
@@ -13,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 
 namespace dcpkv {
@@ -32,6 +35,8 @@ struct CheckpointerOptions {
   uint64_t chunk_size = uint64_t{4} << 20;
   // Default: true.
   bool enable_plan_caching = true;
+  // Staging of AsyncSave. Default: StagingOptions defaults.
+  StagingOptions staging_options;
 };
 
 class Checkpointer {
@@ -40,6 +45,8 @@ class Checkpointer {
   ~Checkpointer();
 
   StatusOr<Metadata> Save(StateDict& state_dict, std::string_view checkpoint_id);
+  // Stages into the Checkpointer's stager and uploads in the background (see async_save.h).
+  StatusOr<AsyncSaveResponse> AsyncSave(StateDict& state_dict, std::string_view checkpoint_id);
   Status Load(StateDict& state_dict, std::string_view checkpoint_id,
               DefaultLoadPlannerOptions planner_options = {});
 
@@ -47,11 +54,16 @@ class Checkpointer {
 
  private:
   explicit Checkpointer(CheckpointerOptions options);
+  SaveOptions MakeSaveOptions(std::string_view checkpoint_id) const;
+  // Waits for the previous AsyncSave's upload, if any.
+  void WaitForUpload();
 
   CheckpointerOptions options_;
   std::shared_ptr<KvStorageWriter> writer_;
   std::shared_ptr<KvStorageReader> reader_;
   std::shared_ptr<DefaultSavePlanner> planner_;
+  std::shared_ptr<DefaultStager> stager_;
+  std::shared_future<StatusOr<Metadata>> upload_;  // of the last AsyncSave
 };
 
 }  // namespace dcpkv
