@@ -94,11 +94,17 @@ struct Job {
   SaveOptions options;
   std::vector<std::string> keys;
   std::promise<Status> staging_done;
+  bool staging_reported = false;
   std::promise<StatusOr<Metadata>> upload_done;
 
   void Stage() {
     staged = flattened.ok() ? stager->Stage(flat) : StatusOr<FlatStateDict>(flattened);
-    staging_done.set_value(staged.status());
+    ReportStaging(staged.status());
+  }
+  void ReportStaging(const Status& s) {
+    if (staging_reported) return;
+    staging_reported = true;
+    staging_done.set_value(s);
   }
 };
 
@@ -144,9 +150,16 @@ void Upload(const std::shared_ptr<Job>& job, bool stage_here) {
   } catch (...) {
     result = InternalError("async save upload threw");
   }
+  job->ReportStaging(result.status());  // only if staging itself threw
   if (job->owns_stager) job->stager->Close();
-  UploadRegistry::Instance().Release(job->keys);
-  job->upload_done.set_value(std::move(result));
+  // Drop everything the upload held (storage writer, planner, stager, staged views) before
+  // reporting completion: whoever waits on the future may then tear down what these point to,
+  // and nothing of this save runs any more.
+  std::promise<StatusOr<Metadata>> done = std::move(job->upload_done);
+  std::vector<std::string> keys = std::move(job->keys);
+  *job = Job();
+  UploadRegistry::Instance().Release(keys);
+  done.set_value(std::move(result));
 }
 
 }  // namespace

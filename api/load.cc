@@ -49,24 +49,12 @@ Status Loader::LocalStep(LoadPlan* plan) {
 }
 
 std::vector<std::string> Loader::PlanReplies(const std::vector<std::string>& gathered) {
-  std::vector<LoadPlan> plans(world_);
-  std::vector<Status> failures(world_);
-  bool failed = false;
-  for (int r = 0; r < world_; ++r) {
-    StatusOr<Message> m = DecodeMessage(gathered[r]);
-    if (!m.ok())
-      failures[r] = m.status();
-    else if (m->kind != MessageKind::kPayload)
-      failures[r] = m->status;
-    else if (auto plan = DecodeLoadPlan(m->payload); plan.ok())
-      plans[r] = std::move(plan).value();
-    else
-      failures[r] = plan.status();
-    failed = failed || !failures[r].ok();
-  }
+  GatheredMessages g = DecodeGathered(gathered);
+  std::vector<LoadPlan> plans =
+      DecodePayloads<LoadPlan>(g, DecodeLoadPlan, /*cached_allowed=*/false);
   Status error;
-  if (failed) {
-    error = AggregateFailures(what_, failures);
+  if (g.any_failed) {
+    error = AggregateFailures(what_, g.failures);
   } else {
     StatusOr<std::vector<LoadPlan>> global = planner_->CreateGlobalPlan(std::move(plans));
     if (global.ok()) global = reader_->PrepareGlobalPlan(std::move(global).value());
@@ -96,14 +84,10 @@ Status Loader::ReadStep(const std::string& reply) {
 }
 
 Status Loader::Run() {
-  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(options_.checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(is_coordinator_, CheckProtocolOptions(options_.checkpoint_id,
+                                                               options_.coordinator_rank, group_));
   rank_ = group_.rank();
   world_ = group_.size();
-  if (options_.coordinator_rank < 0 || options_.coordinator_rank >= world_) {
-    return InvalidArgumentError("coordinator_rank " + std::to_string(options_.coordinator_rank) +
-                                " is outside the process group of size " + std::to_string(world_));
-  }
-  is_coordinator_ = rank_ == options_.coordinator_rank;
   what_ = "load of checkpoint \"" + options_.checkpoint_id + "\"";
   planner_ = options_.planner ? options_.planner : std::make_shared<DefaultLoadPlanner>();
   reader_ = options_.storage_reader;
@@ -132,14 +116,8 @@ Status Loader::Run() {
   StatusOr<std::vector<std::string>> outcomes =
       group_.AllGather(read.ok() ? PayloadMessage("") : FailureMessage(read));
   if (!outcomes.ok()) return outcomes.status().WithContext(what_ + ": gathering outcomes");
-  std::vector<Status> failures(world_);
-  bool failed = false;
-  for (int r = 0; r < world_; ++r) {
-    StatusOr<Message> m = DecodeMessage((*outcomes)[r]);
-    failures[r] = !m.ok() ? m.status() : m->status;
-    failed = failed || !failures[r].ok();
-  }
-  return failed ? AggregateFailures(what_, failures) : Status::Ok();
+  GatheredMessages g = DecodeGathered(*outcomes);
+  return g.any_failed ? AggregateFailures(what_, g.failures) : Status::Ok();
 }
 
 }  // namespace

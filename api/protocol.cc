@@ -1,5 +1,6 @@
 #include "protocol.h"
 
+#include "dcpkv/store/names.h"
 #include "plan_codec.h"
 
 namespace dcpkv {
@@ -61,6 +62,34 @@ Status AggregateFailures(std::string_view what, const std::vector<Status>& per_r
   return Status(code, std::string(what) + " failed on rank" +
                           (ranks.find(',') == std::string::npos ? " " : "s ") + ranks + " of " +
                           std::to_string(per_rank.size()) + ": " + details);
+}
+
+StatusOr<bool> CheckProtocolOptions(const std::string& checkpoint_id, int coordinator_rank,
+                                    const ProcessGroup& group) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  if (coordinator_rank < 0 || coordinator_rank >= group.size()) {
+    return InvalidArgumentError("coordinator_rank " + std::to_string(coordinator_rank) +
+                                " is outside the process group of size " +
+                                std::to_string(group.size()));
+  }
+  return group.rank() == coordinator_rank;
+}
+
+GatheredMessages DecodeGathered(const std::vector<std::string>& gathered) {
+  GatheredMessages out;
+  out.messages.resize(gathered.size());
+  out.failures.resize(gathered.size());
+  for (size_t r = 0; r < gathered.size(); ++r) {
+    StatusOr<Message> m = DecodeMessage(gathered[r]);
+    if (!m.ok()) {
+      out.failures[r] = m.status();
+    } else {
+      out.messages[r] = std::move(m).value();
+      if (out.messages[r].kind == MessageKind::kFailure) out.failures[r] = out.messages[r].status;
+    }
+    out.any_failed = out.any_failed || !out.failures[r].ok();
+  }
+  return out;
 }
 
 ProcessGroup& SingleProcessGroupInstance() {

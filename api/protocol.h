@@ -39,6 +39,43 @@ StatusOr<Message> DecodeMessage(std::string_view bytes);
 // REQUIRES: at least one status is not OK.
 Status AggregateFailures(std::string_view what, const std::vector<Status>& per_rank);
 
+// Checks what every save and load checks first: a valid checkpoint id and a coordinator inside
+// the group. Returns whether this rank is the coordinator.
+StatusOr<bool> CheckProtocolOptions(const std::string& checkpoint_id, int coordinator_rank,
+                                    const ProcessGroup& group);
+
+// The messages a collective gathered, one per rank, decoded: failures[r] is rank r's reported
+// failure (or why its message could not be decoded), OK otherwise.
+struct GatheredMessages {
+  std::vector<Message> messages;
+  std::vector<Status> failures;
+  bool any_failed = false;
+};
+GatheredMessages DecodeGathered(const std::vector<std::string>& gathered);
+
+// Decodes the payload of every rank that sent one with `decode` (StatusOr<T>(std::string_view));
+// a payload that does not decode becomes that rank's failure. Ranks that failed, or that sent
+// "cached" (only valid where `cached_allowed`), get a default T.
+template <typename T, typename Decode>
+std::vector<T> DecodePayloads(GatheredMessages& gathered, Decode decode, bool cached_allowed) {
+  std::vector<T> out(gathered.messages.size());
+  for (size_t r = 0; r < out.size(); ++r) {
+    if (!gathered.failures[r].ok()) continue;
+    const Message& m = gathered.messages[r];
+    StatusOr<T> value = m.kind == MessageKind::kPayload ? decode(m.payload)
+                        : cached_allowed
+                            ? StatusOr<T>(T())
+                            : StatusOr<T>(DataLossError("unexpected 'cached' message"));
+    if (value.ok()) {
+      out[r] = std::move(value).value();
+    } else {
+      gathered.failures[r] = value.status();
+      gathered.any_failed = true;
+    }
+  }
+  return out;
+}
+
 // A group of one rank for single-process saves and loads (no_dist).
 ProcessGroup& SingleProcessGroupInstance();
 

@@ -85,32 +85,22 @@ Status Saver::LocalStep(SavePlan* plan) {
 }
 
 StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::string>& gathered) {
-  std::vector<SavePlan> plans(world_);
-  std::vector<Status> failures(world_);
-  bool failed = false, all_cached = true;
+  GatheredMessages g = DecodeGathered(gathered);
+  std::vector<SavePlan> plans =
+      DecodePayloads<SavePlan>(g, DecodeSavePlan, /*cached_allowed=*/true);
+  bool all_cached = true;
   for (int r = 0; r < world_; ++r) {
-    StatusOr<Message> m = DecodeMessage(gathered[r]);
-    if (!m.ok()) {
-      failures[r] = m.status();
-    } else if (m->kind == MessageKind::kFailure) {
-      failures[r] = m->status;
-    } else if (m->kind == MessageKind::kCached) {
-      if (cache_ == nullptr || !cache_->valid || m->hash != HashSavePlan(cache_->local_plans[r])) {
-        failures[r] = AbortedError("plan cache out of sync with the coordinator; retry the save");
-      } else {
-        plans[r] = cache_->local_plans[r];
-      }
-    } else {
+    if (!g.failures[r].ok() || g.messages[r].kind != MessageKind::kCached) {
       all_cached = false;
-      StatusOr<SavePlan> plan = DecodeSavePlan(m->payload);
-      if (plan.ok())
-        plans[r] = std::move(plan).value();
-      else
-        failures[r] = plan.status();
+    } else if (cache_ == nullptr || !cache_->valid ||
+               g.messages[r].hash != HashSavePlan(cache_->local_plans[r])) {
+      g.failures[r] = AbortedError("plan cache out of sync with the coordinator; retry the save");
+      g.any_failed = true;
+    } else {
+      plans[r] = cache_->local_plans[r];
     }
-    failed = failed || !failures[r].ok();
   }
-  if (failed) return AggregateFailures(what_, failures);
+  if (g.any_failed) return AggregateFailures(what_, g.failures);
 
   std::vector<uint64_t> previous_final;
   if (all_cached) {
@@ -172,22 +162,11 @@ StatusOr<std::vector<WriteResult>> Saver::WriteStep(const SavePlan& central) {
 }
 
 std::string Saver::Commit(const std::vector<std::string>& gathered) {
-  std::vector<Status> failures(world_);
-  std::vector<std::vector<WriteResult>> results(world_);
-  bool failed = false;
-  for (int r = 0; r < world_; ++r) {
-    StatusOr<Message> m = DecodeMessage(gathered[r]);
-    if (!m.ok())
-      failures[r] = m.status();
-    else if (m->kind != MessageKind::kPayload)
-      failures[r] = m->status;
-    else if (auto decoded = DecodeWriteResults(m->payload); decoded.ok())
-      results[r] = *decoded;
-    else
-      failures[r] = decoded.status();
-    failed = failed || !failures[r].ok();
-  }
-  if (failed) return FailureMessage(AggregateFailures(what_, failures));
+  GatheredMessages g = DecodeGathered(gathered);
+  std::vector<std::vector<WriteResult>> results =
+      DecodePayloads<std::vector<WriteResult>>(g, DecodeWriteResults, /*cached_allowed=*/false);
+  std::vector<Status>& failures = g.failures;
+  if (g.any_failed) return FailureMessage(AggregateFailures(what_, failures));
 
   Metadata md = global_.metadata;
   md.checkpoint_id = options_.checkpoint_id;
@@ -218,14 +197,10 @@ std::string Saver::Commit(const std::vector<std::string>& gathered) {
 }
 
 StatusOr<Metadata> Saver::Run() {
-  if (Status s = ValidateCheckpointId(options_.checkpoint_id); !s.ok()) return s;
+  DCPKV_ASSIGN_OR_RETURN(is_coordinator_, CheckProtocolOptions(options_.checkpoint_id,
+                                                               options_.coordinator_rank, group_));
   rank_ = group_.rank();
   world_ = group_.size();
-  if (options_.coordinator_rank < 0 || options_.coordinator_rank >= world_) {
-    return InvalidArgumentError("coordinator_rank " + std::to_string(options_.coordinator_rank) +
-                                " is outside the process group of size " + std::to_string(world_));
-  }
-  is_coordinator_ = rank_ == options_.coordinator_rank;
   what_ = "save of checkpoint \"" + options_.checkpoint_id + "\"";
   planner_ = options_.planner ? options_.planner : std::make_shared<DefaultSavePlanner>();
   writer_ = options_.storage_writer;
