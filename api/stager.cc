@@ -9,12 +9,15 @@
 #include <mutex>
 
 #include "dcpkv/async_save.h"
+#include "pinned_memory.h"
 
 namespace dcpkv {
 
 class DefaultStager::Buffer {
  public:
-  static StatusOr<std::unique_ptr<Buffer>> Allocate(uint64_t bytes, bool shared) {
+  // Shared memory is a memfd mapping; otherwise heap memory. With `pinned`, the memory is also
+  // page-locked for fast device copies when CUDA and a GPU are available (else left pageable).
+  static StatusOr<std::unique_ptr<Buffer>> Allocate(uint64_t bytes, bool shared, bool pinned) {
     auto b = std::unique_ptr<Buffer>(new Buffer(bytes));
     if (bytes == 0) return b;
     if (shared) {
@@ -31,8 +34,11 @@ class DefaultStager::Buffer {
                                       " bytes of shared staging memory");
       }
       b->data_ = p;
+      b->registered_ = pinned && RegisterPinned(p, bytes);
     } else {
-      b->data_ = std::malloc(bytes);
+      if (pinned) b->data_ = AllocatePinned(bytes);
+      b->pinned_ = b->data_ != nullptr;
+      if (b->data_ == nullptr) b->data_ = std::malloc(bytes);
       if (b->data_ == nullptr) {
         return ResourceExhaustedError("cannot allocate " + std::to_string(bytes) +
                                       " bytes of staging memory");
@@ -41,9 +47,12 @@ class DefaultStager::Buffer {
     return b;
   }
   ~Buffer() {
+    if (registered_) UnregisterPinned(data_);
     if (fd_ >= 0) {
       if (data_ != nullptr) munmap(data_, bytes_);
       close(fd_);
+    } else if (pinned_) {
+      FreePinned(data_);
     } else {
       std::free(data_);
     }
@@ -56,6 +65,8 @@ class DefaultStager::Buffer {
   uint64_t bytes_;
   void* data_ = nullptr;
   int fd_ = -1;
+  bool pinned_ = false;      // from AllocatePinned
+  bool registered_ = false;  // shared mapping page-locked with RegisterPinned
 };
 
 namespace {
@@ -68,8 +79,8 @@ void NotePageableFallback() {
   static std::once_flag once;
   std::call_once(once, [] {
     std::fprintf(stderr,
-                 "dcpkv: pinned staging memory needs CUDA, which this process does not use; "
-                 "staging into pageable memory\n");
+                 "dcpkv: pinned staging memory needs CUDA and a GPU, and this process has "
+                 "neither; staging into pageable memory\n");
   });
 }
 
@@ -108,7 +119,7 @@ void DefaultStager::Close() {
 StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return FailedPreconditionError("the stager is closed");
-  if (options_.use_pinned_memory) NotePageableFallback();
+  if (options_.use_pinned_memory && !PinnedMemoryAvailable()) NotePageableFallback();
 
   // What this state needs: one buffer per dense tensor or local shard.
   std::map<std::string, uint64_t> wanted;
@@ -139,7 +150,8 @@ StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
       continue;
     }
     if (it != buffers_.end()) it->second.reset();  // free before allocating its replacement
-    StatusOr<std::unique_ptr<Buffer>> buffer = Buffer::Allocate(bytes, options_.use_shared_memory);
+    StatusOr<std::unique_ptr<Buffer>> buffer =
+        Buffer::Allocate(bytes, options_.use_shared_memory, options_.use_pinned_memory);
     if (!buffer.ok()) {
       buffers_.clear();  // partly moved into `next`: start the pool afresh next time
       return buffer.status();

@@ -44,8 +44,9 @@ namespace dcpkv {
 enum class AsyncCheckpointerType { kThread };
 
 struct StagingOptions {
-  // Stage into page-locked memory for fast device-to-host copies. Needs CUDA; where it is not
-  // available the option is accepted and pageable memory is used (noted once on stderr).
+  // Stage into page-locked memory (cudaHostAlloc, or cudaHostRegister of shared memory) for fast
+  // device-to-host copies. Needs a CUDA build and a GPU; where either is missing the option is
+  // accepted and pageable memory is used (noted once on stderr).
   // Default: true.
   bool use_pinned_memory = true;
   // Stage into shared memory (memfd mappings) that another process could map. Default: false.
