@@ -6,9 +6,10 @@
 // which commits. Load calls Reset, ReadMetadata, SetUpStorageReader, PrepareLocalPlan,
 // PrepareGlobalPlan (coordinator) and ReadData.
 //
-// Futures carry results: dropping a future returned by WriteData or ReadData waits for the
-// operation (std::future from std::async semantics are not relied upon; implementations return
-// futures that are safe to drop). A writer or reader may be reused for many saves or loads but
+// Futures carry results (a Status or the write results), never bare values. Implementations
+// return futures made from a std::promise: dropping one neither blocks nor cancels the work,
+// and the save or load protocol always waits for them. The KV implementations finish the work
+// before returning the future. A writer or reader may be reused for many saves or loads but
 // serves one at a time.
 #ifndef DCPKV_STORAGE_H_
 #define DCPKV_STORAGE_H_
