@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Smoke test of dcpkv_bench (tools/bench/): runs every registered benchmark at a tiny size and
+checks that it exits 0, that every output line is a JSON object with the documented keys and
+sane values, that every benchmark reported, and that the working directory is removed.
+Timings are not asserted. Usage: bench_smoke_test.py PATH_TO_DCPKV_BENCH"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ARGS = ["--size=4MiB", "--tensors=4", "--world=2", "--repetitions=1", "--sim-ranks=64",
+        "--plan-tensors=10", "--json"]
+NUMBER = (int, float)
+REQUIRED = {"benchmark": str, "bytes": int, "seconds": NUMBER, "gbps": NUMBER, "baseline": str,
+            "baseline_seconds": NUMBER, "ratio": NUMBER, "peak_rss_bytes": int}
+
+
+def fail(message):
+    sys.exit("FAIL: " + message)
+
+
+def registered(bench):
+    """Benchmark names from --help: the indented lines after 'benchmarks'."""
+    out = subprocess.run([bench, "--help"], capture_output=True, text=True, check=True).stdout
+    names, listing = [], False
+    for line in out.splitlines():
+        if line.startswith("benchmarks"):
+            listing = True
+        elif listing and line.startswith("  "):
+            names.append(line.split()[0])
+    return names
+
+
+def check_record(line):
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        fail(f"not JSON ({e}): {line}")
+    if not isinstance(record, dict):
+        fail(f"not a JSON object: {line}")
+    for key, kind in REQUIRED.items():
+        if key not in record:
+            fail(f"missing key {key!r}: {line}")
+        if not isinstance(record[key], kind) or isinstance(record[key], bool):
+            fail(f"key {key!r} has the wrong type: {line}")
+    if record["bytes"] <= 0 or record["seconds"] <= 0 or record["peak_rss_bytes"] <= 0:
+        fail(f"bytes, seconds and peak_rss_bytes must be positive: {line}")
+    if record["gbps"] < 0 or record["ratio"] <= 0:
+        fail(f"gbps must be >= 0 and ratio > 0: {line}")
+    if record["baseline"] != "none" and record["baseline_seconds"] <= 0:
+        fail(f"a baseline was named but not measured: {line}")
+    return record["benchmark"]
+
+
+def main():
+    bench = sys.argv[1]
+    names = registered(bench)
+    if not names:
+        fail("--help lists no benchmarks")
+    with tempfile.TemporaryDirectory(prefix="dcpkv-bench-smoke-") as parent:
+        run = subprocess.run([bench, f"--dir={parent}"] + ARGS, capture_output=True, text=True,
+                             timeout=240)
+        if run.returncode != 0:
+            fail(f"dcpkv_bench exited {run.returncode}:\n{run.stderr}")
+        if os.listdir(parent):
+            fail(f"working directory left behind: {os.listdir(parent)}")
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    seen = {check_record(line) for line in lines}
+    for name in names:
+        if not any(b == name or b.startswith(name + "_") for b in seen):
+            fail(f"benchmark {name!r} reported nothing; got {sorted(seen)}")
+    bad = subprocess.run([bench, "--benchmarks=no_such_benchmark"], capture_output=True)
+    if bad.returncode != 2:
+        fail(f"an unknown benchmark should exit 2, got {bad.returncode}")
+    print(f"{len(lines)} records from {len(names)} benchmarks ok: {', '.join(sorted(seen))}")
+    if run.stderr.strip():
+        print("stderr of the run:\n" + run.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+// Baselines: what the same bytes cost without dcpkv. Each function is one rank's part; run
+// them on every rank with TimeOnRanks.
+#ifndef DCPKV_TOOLS_BENCH_BASELINES_H_
+#define DCPKV_TOOLS_BENCH_BASELINES_H_
+
+#include <string>
+
+#include "dcpkv/status.h"
+#include "state.h"
+
+namespace dcpkv::bench {
+
+// raw_write: the state's shards written one after another with plain write() into `path`
+// (created or truncated), then fdatasync and close.
+Status RawWrite(const std::string& path, const RankState& state);
+
+// raw_read: `path` read back with plain read() into the state's shards, one after another.
+// Drop the file's page cache first (DropPageCache) for a cold read.
+Status RawRead(const std::string& path, RankState& state);
+
+// memcpy: every shard of `from` copied into the same shard of `to` (same shape).
+void CopyState(const RankState& from, RankState& to);
+
+}  // namespace dcpkv::bench
+
+#endif  // DCPKV_TOOLS_BENCH_BASELINES_H_

@@ -1,0 +1,82 @@
+#include "io_steps.h"
+
+#include "baselines.h"
+#include "dcpkv/checkpoint.h"
+#include "dcpkv/store/kv_storage.h"
+
+namespace dcpkv::bench {
+namespace {
+
+constexpr char kCheckpointFixture[] = "checkpoint";
+constexpr char kRawFixture[] = "raw_files";
+
+}  // namespace
+
+StateShape RunShape(const Config& config) {
+  return ShapeFor(config.size, config.tensors, config.world + 1);
+}
+
+std::vector<RankState> PatternStates(const Config& config, uint32_t seed) {
+  std::vector<RankState> states = MakeWorldStates(RunShape(config), config.world);
+  for (RankState& s : states) FillPattern(s, seed);
+  return states;
+}
+
+Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
+                uint64_t chunk_size) {
+  KvStorageOptions storage{root, {}};
+  storage.store_options.chunk_size = chunk_size;
+  SaveOptions o;
+  o.checkpoint_id = id;
+  o.storage_writer = std::make_shared<KvStorageWriter>(storage);
+  o.process_group = r.group;
+  return Save(state.dict, o).status();
+}
+
+Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id) {
+  LoadOptions o;
+  o.checkpoint_id = id;
+  o.store_root = root;
+  o.process_group = r.group;
+  return Load(state.dict, o);
+}
+
+Status CheckStates(const std::vector<RankState>& states, uint32_t seed, std::string_view what) {
+  for (size_t r = 0; r < states.size(); ++r) {
+    if (!MatchesPattern(states[r], seed)) {
+      return DataLossError(std::string(what) + ": rank " + std::to_string(r) +
+                           " does not hold the saved values");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::string> SavedCheckpoint(BenchContext& ctx) {
+  auto& fixtures = ctx.workspace.fixtures();
+  if (auto it = fixtures.find(kCheckpointFixture); it != fixtures.end()) return it->second;
+  std::vector<RankState> states = PatternStates(ctx.config, 0);
+  const std::string id = ctx.workspace.NewId("fixture");
+  DCPKV_RETURN_IF_ERROR(RunRanks(ctx.config.world, [&](const Rank& r) {
+    return SaveStep(r, states[r.rank], ctx.workspace.StoreRoot(), id, ctx.config.chunk_size);
+  }));
+  RegisterSavedCheckpoint(ctx, id);
+  return id;
+}
+
+void RegisterSavedCheckpoint(BenchContext& ctx, const std::string& id) {
+  ctx.workspace.fixtures()[kCheckpointFixture] = id;
+}
+
+Status EnsureRawFiles(BenchContext& ctx) {
+  if (ctx.workspace.fixtures().contains(kRawFixture)) return Status::Ok();
+  std::vector<RankState> states = PatternStates(ctx.config, 0);
+  DCPKV_RETURN_IF_ERROR(RunRanks(ctx.config.world, [&](const Rank& r) {
+    return RawWrite(ctx.workspace.RawFile(r.rank), states[r.rank]);
+  }));
+  RegisterRawFiles(ctx);
+  return Status::Ok();
+}
+
+void RegisterRawFiles(BenchContext& ctx) { ctx.workspace.fixtures()[kRawFixture] = "written"; }
+
+}  // namespace dcpkv::bench

@@ -1,0 +1,29 @@
+// The table of benchmarks: name -> function. A new benchmark is one line here.
+#include "bench.h"
+#include "benchmarks.h"
+
+namespace dcpkv::bench {
+
+const std::vector<BenchmarkSpec>& Registry() {
+  static const auto* const kRegistry = new std::vector<BenchmarkSpec>{
+      {"save", "sync Save on --world ranks vs raw_write (write + fdatasync)", RunSave},
+      {"load", "cold Load vs raw_read (cold read of the raw files)", RunLoad},
+      {"load_reshard", "cold Load on world+1 ranks vs cold Load on world", RunLoadReshard},
+      {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan},
+      {"memcpy", "memcpy of the state (the async baselines' reference)", RunMemcpy},
+      {"async_block", "time AsyncSave blocks the caller vs memcpy",
+       [](BenchContext& ctx) { return RunAsyncBlock(ctx, /*lazy=*/false); }},
+      {"async_block_lazy", "the same with use_async_staging",
+       [](BenchContext& ctx) { return RunAsyncBlock(ctx, /*lazy=*/true); }},
+  };
+  return *kRegistry;
+}
+
+const BenchmarkSpec* FindBenchmark(const std::string& name) {
+  for (const BenchmarkSpec& spec : Registry()) {
+    if (spec.name == name) return &spec;
+  }
+  return nullptr;
+}
+
+}  // namespace dcpkv::bench
