@@ -192,6 +192,23 @@ class GlooGroup final : public ProcessGroup {
   std::map<std::vector<int>, int> subgroups_made_;  // per rank list
 };
 
+// Once every peer's size header has been posted for receipt: waits for the sizes, receives
+// each peer's payload (self's is `own`, at index `self`) and waits for every transfer.
+StatusOr<std::vector<std::string>> ReceivePayloads(Call& call, const std::vector<uint64_t>& sizes,
+                                                   int self, std::string_view own) {
+  DCPKV_RETURN_IF_ERROR(call.WaitRecvs());
+  std::vector<std::string> out(sizes.size());
+  out[self] = std::string(own);
+  for (int r = 0; r < static_cast<int>(sizes.size()); ++r) {
+    if (r == self) continue;
+    DCPKV_RETURN_IF_ERROR(call.CheckSize(r, sizes[r]));
+    out[r].resize(sizes[r]);
+    DCPKV_RETURN_IF_ERROR(call.Recv(r, out[r].data(), out[r].size(), kPayload));
+  }
+  DCPKV_RETURN_IF_ERROR(call.WaitAll());
+  return out;
+}
+
 StatusOr<std::vector<std::string>> GlooGroup::Gather(std::string_view data, int root) {
   DCPKV_RETURN_IF_ERROR(CheckRoot("Gather", root));
   if (size_ == 1) return std::vector<std::string>{std::string(data)};
@@ -207,17 +224,7 @@ StatusOr<std::vector<std::string>> GlooGroup::Gather(std::string_view data, int 
         for (int r = 0; r < size_; ++r) {
           if (r != root) DCPKV_RETURN_IF_ERROR(call.RecvSize(r, &sizes[r]));
         }
-        DCPKV_RETURN_IF_ERROR(call.WaitRecvs());
-        std::vector<std::string> out(size_);
-        out[root] = std::string(data);
-        for (int r = 0; r < size_; ++r) {
-          if (r == root) continue;
-          DCPKV_RETURN_IF_ERROR(call.CheckSize(r, sizes[r]));
-          out[r].resize(sizes[r]);
-          DCPKV_RETURN_IF_ERROR(call.Recv(r, out[r].data(), out[r].size(), kPayload));
-        }
-        DCPKV_RETURN_IF_ERROR(call.WaitAll());
-        return out;
+        return ReceivePayloads(call, sizes, root, data);
       });
 }
 
@@ -284,17 +291,7 @@ StatusOr<std::vector<std::string>> GlooGroup::AllGather(std::string_view data) {
           DCPKV_RETURN_IF_ERROR(call.Send(r, data.data(), data.size(), kPayload));
           DCPKV_RETURN_IF_ERROR(call.RecvSize(r, &sizes[r]));
         }
-        DCPKV_RETURN_IF_ERROR(call.WaitRecvs());
-        std::vector<std::string> out(size_);
-        out[rank_] = std::string(data);
-        for (int r = 0; r < size_; ++r) {
-          if (r == rank_) continue;
-          DCPKV_RETURN_IF_ERROR(call.CheckSize(r, sizes[r]));
-          out[r].resize(sizes[r]);
-          DCPKV_RETURN_IF_ERROR(call.Recv(r, out[r].data(), out[r].size(), kPayload));
-        }
-        DCPKV_RETURN_IF_ERROR(call.WaitAll());
-        return out;
+        return ReceivePayloads(call, sizes, rank_, data);
       });
 }
 

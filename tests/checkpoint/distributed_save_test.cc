@@ -249,9 +249,10 @@ TEST(DistributedSaveTest, PlanCachingSkipsThePlanExchange) {
     before = pg.bytes_sent();
     ASSERT_TRUE(checkpointer->Save(state, "s2").ok());
     const uint64_t second = pg.bytes_sent() - before;
-    std::printf("rank %d: bytes sent by the first save %llu, by the cached second %llu (plan %zu)\n",
-                pg.rank(), static_cast<unsigned long long>(first),
-                static_cast<unsigned long long>(second), plan_bytes);
+    std::printf(
+        "rank %d: bytes sent by the first save %llu, by the cached second %llu (plan %zu)\n",
+        pg.rank(), static_cast<unsigned long long>(first), static_cast<unsigned long long>(second),
+        plan_bytes);
     // Rank 1 no longer sends its local plan; the coordinator no longer scatters rank 1's final
     // plan: either way about one plan's bytes fewer.
     EXPECT_LE(second + plan_bytes - 64, first)
