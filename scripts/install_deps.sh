@@ -13,7 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
   libxxhash-dev libzstd-dev
-  libcli11-dev libfmt-dev libspdlog-dev
+  libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
   libssl-dev openssl
   python3 python3-numpy
   clang-format

@@ -12,7 +12,8 @@
 
 namespace dcpkv {
 
-StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(const std::string& root) {
+StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
+    const std::string& root, std::vector<DamagedManifest>* damaged) {
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(root));
   std::vector<CheckpointSummary> out;
   // Checkpoints saved without collectives have one part per rank: summed here, listed once all
@@ -27,13 +28,20 @@ StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(const std::str
     DCPKV_RETURN_IF_ERROR(opened);
     DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListManifestIds());
     for (const std::string& id : ids) {
-      DCPKV_ASSIGN_OR_RETURN(ManifestRecord record, store->GetManifest(id));
-      StatusOr<Metadata> md = DecodeMetadata(record.payload);
+      StatusOr<ManifestRecord> record = store->GetManifest(id);
+      StatusOr<Metadata> md = record.ok() ? DecodeMetadata(record->payload) : record.status();
       if (!md.ok()) {
-        return md.status().WithContext("manifest of \"" + id + "\" in " + store->directory());
+        Status s = md.status().WithContext("manifest of \"" + id + "\" in " + store->directory());
+        if (damaged == nullptr) return s;
+        damaged->push_back({id, rank, std::move(s)});
+        continue;
       }
-      CheckpointSummary summary{id,   record.committed_unix_micros, md->world_size,
-                                rank, md->entries.size(),           md->logical_bytes()};
+      CheckpointSummary summary{id,
+                                record->committed_unix_micros,
+                                md->world_size,
+                                rank,
+                                md->entries.size(),
+                                md->logical_bytes()};
       if (!md->per_rank_commit) {
         out.push_back(summary);
         continue;

@@ -21,9 +21,18 @@ struct CheckpointSummary {
   uint64_t logical_bytes = 0;
 };
 
-// Every committed checkpoint under `root`, oldest commit first. NOT_FOUND if root does not exist;
-// DATA_LOSS if a manifest is damaged.
-StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(const std::string& root);
+// A manifest that could not be read or decoded.
+struct DamagedManifest {
+  std::string checkpoint_id;
+  int32_t rank = 0;  // whose database holds it
+  Status status;
+};
+
+// Every committed checkpoint under `root`, oldest commit first. NOT_FOUND if root does not exist.
+// A damaged manifest is DATA_LOSS, unless `damaged` is given: then it is appended there and the
+// listing goes on without it.
+StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
+    const std::string& root, std::vector<DamagedManifest>* damaged = nullptr);
 
 // "1.5 GiB", "812 B"
 std::string HumanBytes(uint64_t bytes);

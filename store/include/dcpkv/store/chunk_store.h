@@ -20,6 +20,7 @@
 #define DCPKV_STORE_CHUNK_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -124,6 +125,20 @@ class ChunkIterator {
   std::unique_ptr<Impl> impl_;
 };
 
+// A problem VerifyShard found in bytes [byte_offset, end) of a shard.
+struct ShardProblem {
+  uint64_t byte_offset = 0;
+  uint64_t end = 0;
+  std::string what;
+};
+
+// What VerifyShard found.
+struct ShardVerification {
+  uint64_t chunks = 0;  // chunks read and found intact
+  uint64_t bytes = 0;   // their payload bytes
+  std::vector<ShardProblem> problems;
+};
+
 class ChunkBatchWriter;
 
 class ChunkStore {
@@ -163,6 +178,16 @@ class ChunkStore {
   // only the chunks that hold them. Errors as ReadShard.
   Status ReadShardRange(std::string_view checkpoint_id, std::string_view fqn,
                         const ShardGeometry& geometry, uint64_t begin, uint64_t end, void* dest);
+
+  // Reads and verifies every chunk of one shard and checks that together they tile the shard's
+  // bytes exactly. Unlike ReadShard it does not stop at the first problem: damaged values,
+  // entries RocksDB cannot read (a damaged or missing SST or blob file), gaps, overlaps and chunks
+  // of another geometry are each reported and the scan goes on past them. `progress`, if set, is
+  // called with the payload bytes of each chunk verified. Fails only for invalid arguments or a
+  // closed store.
+  StatusOr<ShardVerification> VerifyShard(
+      std::string_view checkpoint_id, std::string_view fqn, const ShardGeometry& geometry,
+      const std::function<void(uint64_t bytes)>& progress = nullptr);
 
   // Iterates over the chunks of one checkpoint.
   StatusOr<std::unique_ptr<ChunkIterator>> NewChunkIterator(std::string_view checkpoint_id);

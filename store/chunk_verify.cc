@@ -1,0 +1,193 @@
+// ChunkStore::VerifyShard: a scan of one shard's chunks that reports every problem it meets and
+// carries on past it, for `dcpkv verify`.
+//
+// RocksDB's iterator stops (invalid, with an error status) on an entry it cannot read, e.g. one
+// whose blob file is damaged or gone, and the key of that entry is not available. The scan then
+// probes forward with Seek at growing distances from the last byte offset known to be readable
+// until it lands on a readable chunk (or the end of the shard), and reports the bytes in between
+// as unreadable. Keys order chunks by byte offset, so each probe skips the failing entries before
+// its target; the number of probes per damaged region is logarithmic in its size.
+#include <algorithm>
+#include <optional>
+
+#include "chunk_store_internal.h"
+#include "dcpkv/store/names.h"
+#include "rocksdb_status.h"
+
+namespace dcpkv {
+namespace {
+
+class ShardScan {
+ public:
+  ShardScan(ChunkStore::Impl* store, ChunkKey shard_key, const ShardGeometry& geometry,
+            uint64_t size, const std::function<void(uint64_t)>& progress)
+      : store_(store),
+        key_(std::move(shard_key)),
+        geometry_(geometry),
+        size_(size),
+        progress_(progress) {}
+
+  StatusOr<ShardVerification> Run() {
+    lower_ = ChunkKeyShardPrefix(key_.checkpoint_id, key_.fqn, key_.shard_offsets);
+    upper_ = PrefixUpperBound(lower_);
+    lower_slice_ = rocksdb::Slice(lower_);
+    upper_slice_ = rocksdb::Slice(upper_);
+    rocksdb::ReadOptions ro;
+    ro.iterate_lower_bound = &lower_slice_;
+    ro.iterate_upper_bound = &upper_slice_;
+    ro.fill_cache = false;
+    ro.readahead_size = 2 << 20;
+    ro.verify_checksums = true;
+    it_.reset(store_->db->NewIterator(ro, store_->chunks_cf));
+    it_->Seek(lower_);
+    bool any_entry = false;
+    while (true) {
+      if (!it_->Valid()) {
+        if (it_->status().ok()) break;
+        any_entry = true;
+        DCPKV_ASSIGN_OR_RETURN(bool more, SkipUnreadable());
+        if (!more) break;
+        continue;
+      }
+      any_entry = true;
+      Visit();
+      it_->Next();
+    }
+    if (!any_entry) {
+      result_.problems.push_back({0, size_, "no chunks stored for this shard"});
+      return std::move(result_);
+    }
+    if (damaged_at_) {
+      result_.problems.push_back({*damaged_at_, size_, damaged_what_});
+    } else if (expected_ < size_) {
+      Gap(expected_, size_, "missing chunk");
+    }
+    return std::move(result_);
+  }
+
+ private:
+  void Gap(uint64_t begin, uint64_t end, const std::string& what) {
+    result_.problems.push_back({begin, end,
+                                what + ": bytes [" + std::to_string(begin) + ", " +
+                                    std::to_string(end) + ") of the shard are not stored"});
+  }
+
+  // A damaged chunk's extent is known only when the next readable chunk is found.
+  void EndDamaged(uint64_t end) {
+    if (!damaged_at_) return;
+    result_.problems.push_back({*damaged_at_, std::max(end, *damaged_at_), damaged_what_});
+    damaged_at_.reset();
+  }
+
+  // Checks the entry under the iterator.
+  void Visit() {
+    std::string_view raw_key(it_->key().data(), it_->key().size());
+    StatusOr<ChunkKey> key = DecodeChunkKey(raw_key);
+    if (!key.ok()) {
+      if (!damaged_at_) damaged_at_ = expected_;
+      damaged_what_ = "malformed chunk key: " + key.status().message();
+      return;
+    }
+    const uint64_t offset = key->byte_offset;
+    AlignedValue aligned =
+        AlignForDecode(std::string_view(it_->value().data(), it_->value().size()));
+    StatusOr<ChunkView> view = DecodeStoredChunk(*key, aligned.bytes);
+    Status bad;
+    if (!view.ok()) {
+      bad = view.status();
+    } else if (view->info.geometry.dtype != geometry_.dtype ||
+               view->info.geometry.sizes != geometry_.sizes || view->info.shard_bytes != size_) {
+      bad = DataLossError(DescribeChunkKey(*key) +
+                          ": stored chunk belongs to a shard of another dtype or shape");
+    } else if (offset + view->payload_size > size_) {
+      bad = DataLossError(DescribeChunkKey(*key) + ": chunk extends past the end of the shard");
+    }
+    EndDamaged(offset);
+    if (offset > expected_ && !resync_) Gap(expected_, offset, "missing chunk");
+    if (!bad.ok()) {
+      damaged_at_ = offset;
+      damaged_what_ = bad.message();
+      resync_ = true;
+      expected_ = std::max(expected_, offset);
+      return;
+    }
+    if (offset < expected_ && !resync_) {
+      result_.problems.push_back(
+          {offset, expected_, DescribeChunkKey(*key) + ": chunk overlaps the one before it"});
+    }
+    resync_ = false;
+    expected_ = std::max(expected_, offset + view->payload_size);
+    ++result_.chunks;
+    result_.bytes += view->payload_size;
+    if (progress_) progress_(view->payload_size);
+  }
+
+  // The iterator stopped on an entry RocksDB could not read. Probes forward for the next
+  // readable one; returns false when none is left in the shard.
+  StatusOr<bool> SkipUnreadable() {
+    const std::string error = it_->status().ToString();
+    const uint64_t from = std::max(expected_, damaged_at_.value_or(0));
+    uint64_t step = 1;
+    while (true) {
+      const uint64_t target = from + step;
+      if (target < from || target > size_) {
+        EndDamaged(from);
+        result_.problems.push_back({from, size_, "unreadable: " + error});
+        expected_ = size_;
+        resync_ = true;
+        return false;
+      }
+      ChunkKey probe = key_;
+      probe.byte_offset = target;
+      DCPKV_ASSIGN_OR_RETURN(std::string encoded, EncodeChunkKey(probe));
+      it_->Seek(encoded);
+      if (it_->Valid() || it_->status().ok()) {
+        uint64_t end = size_;  // where the next readable chunk starts
+        if (it_->Valid()) {
+          StatusOr<ChunkKey> landed =
+              DecodeChunkKey(std::string_view(it_->key().data(), it_->key().size()));
+          end = landed.ok() ? std::max(landed->byte_offset, from) : target;
+        }
+        EndDamaged(from);
+        result_.problems.push_back({from, end, "unreadable: " + error});
+        expected_ = std::max(expected_, end);
+        resync_ = true;  // the next readable chunk starts wherever it starts
+        return it_->Valid();
+      }
+      step = step > (UINT64_MAX >> 1) ? UINT64_MAX : step * 2;
+    }
+  }
+
+  ChunkStore::Impl* store_;
+  ChunkKey key_;
+  const ShardGeometry& geometry_;
+  uint64_t size_;
+  const std::function<void(uint64_t)>& progress_;
+  std::string lower_, upper_;
+  rocksdb::Slice lower_slice_, upper_slice_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+  ShardVerification result_;
+  uint64_t expected_ = 0;  // first byte not yet covered by an intact chunk
+  bool resync_ = false;    // after a damaged or unreadable entry: no gap report for what follows
+  std::optional<uint64_t> damaged_at_;
+  std::string damaged_what_;
+};
+
+}  // namespace
+
+StatusOr<ShardVerification> ChunkStore::VerifyShard(std::string_view checkpoint_id,
+                                                    std::string_view fqn,
+                                                    const ShardGeometry& geometry,
+                                                    const std::function<void(uint64_t)>& progress) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
+  DCPKV_RETURN_IF_ERROR(geometry.Validate());
+  DCPKV_ASSIGN_OR_RETURN(uint64_t size, geometry.ByteSize());
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  ShardScan scan(impl_.get(),
+                 ChunkKey{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0},
+                 geometry, size, progress);
+  return scan.Run();
+}
+
+}  // namespace dcpkv

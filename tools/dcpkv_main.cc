@@ -1,0 +1,226 @@
+// dcpkv: inspect, verify and convert the checkpoints of a dcpkv store. Only flag parsing lives
+// here; every command is library code in tools/inspect with its own tests.
+//
+// Exit codes: 0 success; 1 `verify` found problems; 2 bad usage; 3 the command failed (missing
+// store, unknown checkpoint, I/O error, ...).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "dcpkv/inspect/diff.h"
+#include "dcpkv/inspect/report.h"
+#include "dcpkv/inspect/safetensors_io.h"
+#include "dcpkv/inspect/stats.h"
+#include "dcpkv/inspect/store_view.h"
+#include "dcpkv/inspect/verify.h"
+
+namespace dcpkv::inspect {
+namespace {
+
+constexpr int kExitProblems = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitFailed = 3;
+
+struct Flags {
+  std::string root;
+  std::string checkpoint;
+  std::vector<std::string> checkpoints;
+  std::vector<std::string> fqns;
+  std::string a, b;
+  std::string format = "safetensors";
+  std::string output;
+  std::string file;
+  uint64_t head = 0;
+  bool json = false;
+  bool no_progress = false;
+};
+
+int Fail(const Status& status) {
+  std::cerr << "dcpkv: error: " << status.ToString() << "\n";
+  return kExitFailed;
+}
+
+OutputFormat FormatOf(const Flags& f) { return f.json ? OutputFormat::kJson : OutputFormat::kText; }
+
+bool ShowProgress(const Flags& f) { return !f.no_progress && ::isatty(STDERR_FILENO) == 1; }
+
+StatusOr<std::unique_ptr<StoreView>> OpenView(const Flags& f) { return StoreView::Open(f.root); }
+
+int RunLs(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  PrintListing(**view, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunShow(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  auto listing = (*view)->Resolve(f.checkpoint);
+  if (!listing.ok()) return Fail(listing.status());
+  auto md = (*view)->ReadMetadata((*listing)->checkpoint_id);
+  if (!md.ok()) return Fail(md.status());
+  PrintShow(*md, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunStats(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  ProgressBar bar("stats", ShowProgress(f));
+  auto stats = ComputeStats(**view, f.checkpoint, f.fqns, f.head, bar.Callback());
+  bar.Finish();
+  if (!stats.ok()) return Fail(stats.status());
+  auto listing = (*view)->Resolve(f.checkpoint);
+  PrintStats((*listing)->checkpoint_id, *stats, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunVerify(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  ProgressBar bar("verify", ShowProgress(f));
+  auto report = VerifyCheckpoints(**view, f.checkpoints, bar.Callback());
+  bar.Finish();
+  if (!report.ok()) return Fail(report.status());
+  PrintVerify(*report, FormatOf(f), std::cout);
+  return report->ok() ? 0 : kExitProblems;
+}
+
+int RunDiff(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  ProgressBar bar("diff", ShowProgress(f));
+  auto report = DiffCheckpoints(**view, f.a, f.b, bar.Callback());
+  bar.Finish();
+  if (!report.ok()) return Fail(report.status());
+  PrintDiff(*report, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunExport(const Flags& f) {
+  auto view = OpenView(f);
+  if (!view.ok()) return Fail(view.status());
+  ProgressBar bar("export", ShowProgress(f));
+  auto summary = ExportSafetensors(**view, f.checkpoint, f.output, bar.Callback());
+  bar.Finish();
+  if (!summary.ok()) return Fail(summary.status());
+  PrintExport(*summary, f.output, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunImport(const Flags& f) {
+  ProgressBar bar("import", ShowProgress(f));
+  auto md = ImportSafetensors(f.file, f.root, f.checkpoint, bar.Callback());
+  bar.Finish();
+  if (!md.ok()) return Fail(md.status());
+  PrintImport(*md, FormatOf(f), std::cout);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "dcpkv: inspect, verify and convert the checkpoints of a dcpkv store.\n"
+      "Every command opens the store read-only (import excepted) and may run while a job is "
+      "saving to it.\nCheckpoint ids may be given as \"latest\". Exit codes: 0 success, 1 "
+      "verify found problems, 2 bad usage, 3 failure.",
+      "dcpkv"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Help for every command");
+  Flags f;
+  auto add_root = [&](CLI::App* cmd) {
+    cmd->add_option("ROOT", f.root, "Store root (the directory holding rank-NNNNN databases)")
+        ->required();
+  };
+  auto add_json = [&](CLI::App* cmd) {
+    cmd->add_flag("--json", f.json, "Print one JSON document (shape in docs/cli.md)");
+  };
+  auto add_progress = [&](CLI::App* cmd) {
+    cmd->add_flag("--no-progress", f.no_progress,
+                  "No progress bar (one is drawn on stderr when it is a terminal)");
+  };
+
+  CLI::App* ls = app.add_subcommand(
+      "ls", "List every checkpoint: id, commit time, world size, tensors, bytes, state");
+  add_root(ls);
+  add_json(ls);
+
+  CLI::App* show = app.add_subcommand(
+      "show", "One line per fqn: dtype, global shape, shards, chunks, bytes, ranks");
+  add_root(show);
+  show->add_option("CKPT", f.checkpoint, "Checkpoint id or \"latest\"")->required();
+  add_json(show);
+
+  CLI::App* stats = app.add_subcommand(
+      "stats", "Per tensor: min, max, mean, std, NaN/Inf and zero counts, first values");
+  add_root(stats);
+  stats->add_option("CKPT", f.checkpoint, "Checkpoint id or \"latest\"")->required();
+  stats->add_option("FQN", f.fqns, "Tensors to examine (default: all)");
+  stats->add_option("--head", f.head, "Also print the first N values of each tensor")
+      ->check(CLI::NonNegativeNumber);
+  add_json(stats);
+  add_progress(stats);
+
+  CLI::App* verify = app.add_subcommand(
+      "verify",
+      "Read every chunk of every rank: checksums, FlatBuffers, coverage of every tensor; "
+      "exit 1 if any problem");
+  add_root(verify);
+  verify->add_option("CKPT", f.checkpoints, "Checkpoints to verify (default: all)");
+  add_json(verify);
+  add_progress(verify);
+
+  CLI::App* diff = app.add_subcommand(
+      "diff", "Tensors added, removed, changed (with max absolute difference), unchanged");
+  add_root(diff);
+  diff->add_option("A", f.a, "Checkpoint id or \"latest\"")->required();
+  diff->add_option("B", f.b, "Checkpoint id or \"latest\"")->required();
+  add_json(diff);
+  add_progress(diff);
+
+  CLI::App* exp = app.add_subcommand(
+      "export", "Write one consolidated file of a checkpoint, assembled from all ranks' shards");
+  add_root(exp);
+  exp->add_option("CKPT", f.checkpoint, "Checkpoint id or \"latest\"")->required();
+  exp->add_option("--format", f.format, "Output format")
+      ->check(CLI::IsMember({"safetensors"}))
+      ->capture_default_str();
+  exp->add_option("-o,--output", f.output, "File to write (replaced atomically)")->required();
+  add_json(exp);
+  add_progress(exp);
+
+  CLI::App* imp = app.add_subcommand(
+      "import", "Save the tensors of a safetensors file as a single-rank checkpoint");
+  imp->add_option("FILE", f.file, "safetensors file")->required()->check(CLI::ExistingFile);
+  add_root(imp);
+  imp->add_option("CKPT", f.checkpoint, "Id of the checkpoint to create")->required();
+  add_json(imp);
+  add_progress(imp);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (ls->parsed()) return RunLs(f);
+  if (show->parsed()) return RunShow(f);
+  if (stats->parsed()) return RunStats(f);
+  if (verify->parsed()) return RunVerify(f);
+  if (diff->parsed()) return RunDiff(f);
+  if (exp->parsed()) return RunExport(f);
+  if (imp->parsed()) return RunImport(f);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace dcpkv::inspect
+
+int main(int argc, char** argv) { return dcpkv::inspect::Main(argc, argv); }

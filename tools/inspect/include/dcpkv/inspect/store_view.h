@@ -1,0 +1,98 @@
+// StoreView: a read-only look at a store root, as the dcpkv CLI sees it.
+//
+// Opening a view lists the checkpoints first (read-only opens of every rank database, closed
+// again), then opens the databases anew for reading data. A job may be writing to the store the
+// whole time: read-only opens never take RocksDB's lock, so they neither block nor disturb it.
+// A read-only open sees what was durable when it was made, and a writer makes a checkpoint's
+// chunks durable before it writes the manifest; opening the data after the listing therefore
+// sees every chunk of every checkpoint the listing calls committed.
+//
+// Thread safety: not thread-safe; use one view per thread.
+#ifndef DCPKV_INSPECT_STORE_VIEW_H_
+#define DCPKV_INSPECT_STORE_VIEW_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dcpkv/metadata.h"
+#include "dcpkv/status.h"
+#include "dcpkv/store/chunk_store.h"
+
+namespace dcpkv::inspect {
+
+enum class CheckpointState {
+  // A manifest (or, saved without collectives, every rank's part) is committed.
+  kCommitted,
+  // Chunk data without a committed manifest: a save in progress, or one that failed or crashed
+  // before its commit. `dcpkv gc` reclaims it once no save is running.
+  kUncommitted,
+  // A manifest exists but cannot be read or decoded (`problem` says why). Not loadable.
+  kDamaged,
+};
+
+// "committed", "uncommitted", "damaged"
+std::string_view CheckpointStateName(CheckpointState state);
+
+// One line of `dcpkv ls`.
+struct CheckpointListing {
+  std::string checkpoint_id;
+  CheckpointState state = CheckpointState::kCommitted;
+  // Committed only (0 otherwise): commit time, ranks that saved it, fqns (bytes entries
+  // included), bytes of every saved shard.
+  int64_t committed_unix_micros = 0;
+  int32_t world_size = 0;
+  uint64_t num_tensors = 0;
+  uint64_t logical_bytes = 0;
+  // Payload bytes stored under this checkpoint's own keys (committed only). Equals
+  // logical_bytes for a full checkpoint.
+  uint64_t stored_bytes = 0;
+  // Rank databases holding chunk data of this checkpoint.
+  std::vector<int> ranks_with_data;
+  // kDamaged: what is wrong with the manifest.
+  std::string problem;
+};
+
+class StoreView {
+ public:
+  // NOT_FOUND if `root` does not exist or holds no rank database. Damaged manifests are listed
+  // as such, not errors.
+  static StatusOr<std::unique_ptr<StoreView>> Open(const std::string& root);
+  ~StoreView();
+  StoreView(const StoreView&) = delete;
+  StoreView& operator=(const StoreView&) = delete;
+
+  const std::string& root() const { return root_; }
+  // Every checkpoint found: committed ones by commit time, then damaged and uncommitted ones by
+  // id.
+  const std::vector<CheckpointListing>& checkpoints() const { return checkpoints_; }
+
+  // The committed checkpoint named `id_or_latest`: an id, or "latest" for the newest commit.
+  // NOT_FOUND naming the root (and saying when the id has only uncommitted data); DATA_LOSS for
+  // a damaged manifest.
+  StatusOr<const CheckpointListing*> Resolve(std::string_view id_or_latest) const;
+
+  // The Metadata of a committed checkpoint (every rank's part merged for one saved without
+  // collectives).
+  StatusOr<Metadata> ReadMetadata(const std::string& checkpoint_id);
+
+  // The database of `rank`, opened read-only after the listing. Owned by the view.
+  StatusOr<ChunkStore*> RankStore(int rank);
+
+ private:
+  StoreView(std::string root, std::vector<int> ranks);
+  Status List();
+
+  std::string root_;
+  std::vector<int> ranks_;
+  std::vector<CheckpointListing> checkpoints_;
+  std::map<int, std::unique_ptr<ChunkStore>> stores_;
+};
+
+}  // namespace dcpkv::inspect
+
+#endif  // DCPKV_INSPECT_STORE_VIEW_H_

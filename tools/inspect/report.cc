@@ -1,0 +1,369 @@
+#include "dcpkv/inspect/report.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "dcpkv/store/catalog.h"
+
+namespace dcpkv::inspect {
+namespace {
+
+using json = nlohmann::json;
+
+// A column-aligned table; the last column is not padded.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void Print(std::ostream& out) const {
+    std::vector<size_t> width;
+    for (const auto& row : rows_) {
+      width.resize(std::max(width.size(), row.size()));
+      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    for (const auto& row : rows_) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        line += row[i];
+        if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+      }
+      out << line << "\n";
+    }
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// JSON has no NaN or infinity: they become null.
+json Number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+std::string Double(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string RanksToString(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ",") + std::to_string(r);
+  return out.empty() ? "-" : out;
+}
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string HumanTime(int64_t unix_micros) {
+  if (unix_micros == 0) return "-";
+  std::time_t secs = static_cast<std::time_t>(unix_micros / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+std::string Rfc3339Time(int64_t unix_micros) {
+  std::time_t secs = static_cast<std::time_t>(unix_micros / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(unix_micros % 1000000));
+  return out;
+}
+
+void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    json list = json::array();
+    for (const CheckpointListing& l : view.checkpoints()) {
+      json j = {{"id", l.checkpoint_id},
+                {"state", CheckpointStateName(l.state)},
+                {"ranks_with_data", l.ranks_with_data}};
+      if (l.state == CheckpointState::kCommitted) {
+        j["committed_unix_micros"] = l.committed_unix_micros;
+        j["committed_at"] = Rfc3339Time(l.committed_unix_micros);
+        j["world_size"] = l.world_size;
+        j["num_tensors"] = l.num_tensors;
+        j["logical_bytes"] = l.logical_bytes;
+        j["stored_bytes"] = l.stored_bytes;
+      }
+      if (l.state == CheckpointState::kDamaged) j["problem"] = l.problem;
+      list.push_back(std::move(j));
+    }
+    out << json{{"root", view.root()}, {"checkpoints", std::move(list)}}.dump(2) << "\n";
+    return;
+  }
+  Table table({"ID", "COMMITTED", "WORLD", "TENSORS", "LOGICAL", "STORED", "STATE"});
+  for (const CheckpointListing& l : view.checkpoints()) {
+    if (l.state == CheckpointState::kCommitted) {
+      table.Add({l.checkpoint_id, HumanTime(l.committed_unix_micros), std::to_string(l.world_size),
+                 std::to_string(l.num_tensors), HumanBytes(l.logical_bytes),
+                 HumanBytes(l.stored_bytes), "committed"});
+    } else {
+      std::string state = std::string(CheckpointStateName(l.state)) + " (data on ranks " +
+                          RanksToString(l.ranks_with_data) + ")";
+      if (l.state == CheckpointState::kDamaged) state += ": " + l.problem;
+      table.Add({l.checkpoint_id, "-", "-", "-", "-", "-", state});
+    }
+  }
+  table.Print(out);
+}
+
+void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
+  json tensors = json::array();
+  Table table({"FQN", "DTYPE", "SHAPE", "SHARDS", "CHUNKS", "BYTES", "RANKS"});
+  for (const auto& [fqn, entry] : md.entries) {
+    uint64_t bytes = 0, chunks = 0;
+    std::set<int> ranks;
+    for (const SavedShard& s : entry.shards) {
+      bytes += s.bytes;
+      chunks += s.chunks;
+      ranks.insert(s.rank);
+    }
+    std::vector<int> rank_list(ranks.begin(), ranks.end());
+    if (format == OutputFormat::kJson) {
+      tensors.push_back({{"fqn", fqn},
+                         {"kind", entry.is_bytes() ? "bytes" : "tensor"},
+                         {"dtype", DTypeName(entry.dtype)},
+                         {"shape", entry.global_shape},
+                         {"shards", entry.shards.size()},
+                         {"chunks", chunks},
+                         {"bytes", bytes},
+                         {"ranks", rank_list}});
+    } else {
+      table.Add({fqn, entry.is_bytes() ? "bytes" : std::string(DTypeName(entry.dtype)),
+                 entry.is_bytes() ? "-" : ShapeToString(entry.global_shape),
+                 std::to_string(entry.shards.size()), std::to_string(chunks),
+                 entry.is_bytes() ? std::to_string(bytes) + " B" : HumanBytes(bytes),
+                 RanksToString(rank_list)});
+    }
+  }
+  if (format == OutputFormat::kJson) {
+    out << json{{"checkpoint_id", md.checkpoint_id},
+                {"committed_unix_micros", md.committed_unix_micros},
+                {"committed_at", Rfc3339Time(md.committed_unix_micros)},
+                {"world_size", md.world_size},
+                {"per_rank_commit", md.per_rank_commit},
+                {"logical_bytes", md.logical_bytes()},
+                {"tensors", std::move(tensors)}}
+               .dump(2)
+        << "\n";
+    return;
+  }
+  out << "checkpoint " << md.checkpoint_id << ": committed " << HumanTime(md.committed_unix_micros)
+      << ", world size " << md.world_size << ", " << md.entries.size() << " entries, "
+      << HumanBytes(md.logical_bytes()) << "\n";
+  table.Print(out);
+}
+
+void PrintStats(const std::string& checkpoint_id, const std::vector<TensorStats>& stats,
+                OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    json tensors = json::array();
+    for (const TensorStats& s : stats) {
+      json j = {
+          {"fqn", s.fqn}, {"dtype", DTypeName(s.dtype)}, {"shape", s.shape}, {"count", s.count}};
+      if (s.dtype != DType::kBytes) {
+        j["nan"] = s.nan;
+        j["inf"] = s.inf;
+        j["zeros"] = s.zeros;
+        j["min"] = Number(s.min);
+        j["max"] = Number(s.max);
+        j["mean"] = Number(s.mean);
+        j["std"] = Number(s.std);
+      }
+      json head = json::array();
+      for (double v : s.head) head.push_back(Number(v));
+      j["head"] = std::move(head);
+      tensors.push_back(std::move(j));
+    }
+    out << json{{"checkpoint_id", checkpoint_id}, {"tensors", std::move(tensors)}}.dump(2) << "\n";
+    return;
+  }
+  Table table({"FQN", "DTYPE", "COUNT", "MIN", "MAX", "MEAN", "STD", "NAN", "INF", "ZEROS"});
+  bool any_head = false;
+  for (const TensorStats& s : stats) {
+    any_head = any_head || !s.head.empty();
+    if (s.dtype == DType::kBytes) {
+      table.Add({s.fqn, "bytes", std::to_string(s.count), "-", "-", "-", "-", "-", "-", "-"});
+      continue;
+    }
+    table.Add({s.fqn, std::string(DTypeName(s.dtype)), std::to_string(s.count), Double(s.min),
+               Double(s.max), Double(s.mean), Double(s.std), std::to_string(s.nan),
+               std::to_string(s.inf), std::to_string(s.zeros)});
+  }
+  out << "checkpoint " << checkpoint_id << "\n";
+  table.Print(out);
+  if (!any_head) return;
+  for (const TensorStats& s : stats) {
+    std::string line = s.fqn + ":";
+    for (double v : s.head) line += " " + Double(v);
+    out << line << "\n";
+  }
+}
+
+void PrintVerify(const VerifyReport& r, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    json problems = json::array();
+    for (const VerifyProblem& p : r.problems) {
+      json j = {{"checkpoint_id", p.checkpoint_id}, {"what", p.what}};
+      if (!p.fqn.empty()) j["fqn"] = p.fqn;
+      if (p.rank >= 0) {
+        j["shard_offsets"] = p.shard_offsets;
+        j["rank"] = p.rank;
+        j["byte_offset"] = p.byte_offset;
+      }
+      problems.push_back(std::move(j));
+    }
+    out << json{{"ok", r.ok()},
+                {"checkpoints", r.checkpoints},
+                {"tensors", r.tensors},
+                {"shards", r.shards},
+                {"chunks", r.chunks},
+                {"bytes", r.bytes},
+                {"problems", std::move(problems)}}
+               .dump(2)
+        << "\n";
+    return;
+  }
+  for (const VerifyProblem& p : r.problems) out << "PROBLEM " << DescribeProblem(p) << "\n";
+  out << (r.ok() ? "OK" : "FAILED") << ": " << r.checkpoints << " checkpoints, " << r.tensors
+      << " tensors, " << r.shards << " shards, " << r.chunks << " chunks (" << HumanBytes(r.bytes)
+      << ") verified intact; " << r.problems.size() << " problems\n";
+}
+
+void PrintDiff(const DiffReport& r, OutputFormat format, std::ostream& out) {
+  std::map<DiffKind, uint64_t> counts;
+  for (const TensorDiff& t : r.tensors) ++counts[t.kind];
+  if (format == OutputFormat::kJson) {
+    json tensors = json::array();
+    for (const TensorDiff& t : r.tensors) {
+      json j = {{"fqn", t.fqn},
+                {"status", DiffKindName(t.kind)},
+                {"dtype", DTypeName(t.dtype)},
+                {"shape", t.shape}};
+      if (t.kind == DiffKind::kChanged) {
+        j["detail"] = t.detail;
+        j["elements_changed"] = t.elements_changed;
+        j["max_abs_diff"] = Number(t.max_abs_diff);
+      }
+      tensors.push_back(std::move(j));
+    }
+    out << json{{"a", r.a},
+                {"b", r.b},
+                {"added", counts[DiffKind::kAdded]},
+                {"removed", counts[DiffKind::kRemoved]},
+                {"changed", counts[DiffKind::kChanged]},
+                {"unchanged", counts[DiffKind::kUnchanged]},
+                {"tensors", std::move(tensors)}}
+               .dump(2)
+        << "\n";
+    return;
+  }
+  out << "diff " << r.a << " -> " << r.b << ": " << counts[DiffKind::kAdded] << " added, "
+      << counts[DiffKind::kRemoved] << " removed, " << counts[DiffKind::kChanged] << " changed, "
+      << counts[DiffKind::kUnchanged] << " unchanged\n";
+  Table table({"STATUS", "FQN", "DTYPE", "SHAPE", "DETAIL"});
+  for (const TensorDiff& t : r.tensors) {
+    std::string detail;
+    if (t.kind == DiffKind::kChanged) {
+      detail = t.detail;
+      if (t.detail == "values") {
+        detail = std::to_string(t.elements_changed) + " elements differ";
+        if (!std::isnan(t.max_abs_diff)) detail += ", max |b-a| " + Double(t.max_abs_diff);
+      }
+    }
+    table.Add({std::string(DiffKindName(t.kind)), t.fqn, std::string(DTypeName(t.dtype)),
+               ShapeToString(t.shape), detail});
+  }
+  table.Print(out);
+}
+
+void PrintExport(const ExportSummary& s, const std::string& path, OutputFormat format,
+                 std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    out << json{{"checkpoint_id", s.checkpoint_id},
+                {"path", path},
+                {"tensors", s.tensors},
+                {"file_bytes", s.file_bytes}}
+               .dump(2)
+        << "\n";
+    return;
+  }
+  out << "exported checkpoint " << s.checkpoint_id << " (" << s.tensors << " tensors) to " << path
+      << " (" << HumanBytes(s.file_bytes) << ")\n";
+}
+
+void PrintImport(const Metadata& md, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    out << json{{"checkpoint_id", md.checkpoint_id},
+                {"tensors", md.entries.size()},
+                {"logical_bytes", md.logical_bytes()},
+                {"committed_unix_micros", md.committed_unix_micros}}
+               .dump(2)
+        << "\n";
+    return;
+  }
+  out << "imported " << md.entries.size() << " tensors (" << HumanBytes(md.logical_bytes())
+      << ") as checkpoint " << md.checkpoint_id << "\n";
+}
+
+ProgressBar::ProgressBar(std::string label, bool enabled)
+    : label_(std::move(label)), enabled_(enabled), start_ns_(NowNanos()) {}
+
+ProgressBar::~ProgressBar() { Finish(); }
+
+void ProgressBar::Update(uint64_t done, uint64_t total) {
+  done_ = done;
+  total_ = total;
+  if (!enabled_ || finished_) return;
+  const int64_t now = NowNanos();
+  if (drawn_ && now - last_draw_ns_ < 100'000'000) return;
+  last_draw_ns_ = now;
+  Draw(done, total);
+}
+
+void ProgressBar::Finish() {
+  if (!enabled_ || finished_) return;
+  finished_ = true;
+  if (!drawn_) return;
+  Draw(done_, total_);
+  std::fputc('\n', stderr);
+}
+
+ProgressCallback ProgressBar::Callback() {
+  return [this](uint64_t done, uint64_t total) { Update(done, total); };
+}
+
+void ProgressBar::Draw(uint64_t done, uint64_t total) {
+  drawn_ = true;
+  constexpr int kWidth = 30;
+  const double fraction = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / total);
+  const int filled = static_cast<int>(fraction * kWidth);
+  const double seconds = std::max(1e-9, (NowNanos() - start_ns_) / 1e9);
+  std::string bar(filled, '#');
+  bar += std::string(kWidth - filled, '.');
+  std::fprintf(stderr, "\r%s [%s] %3d%% %s / %s  %s/s\x1b[K", label_.c_str(), bar.c_str(),
+               static_cast<int>(fraction * 100), HumanBytes(done).c_str(),
+               HumanBytes(total).c_str(),
+               HumanBytes(static_cast<uint64_t>(done / seconds)).c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace dcpkv::inspect

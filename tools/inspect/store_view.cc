@@ -1,0 +1,141 @@
+#include "dcpkv/inspect/store_view.h"
+
+#include <algorithm>
+
+#include "dcpkv/store/catalog.h"
+#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/store/store_layout.h"
+
+namespace dcpkv::inspect {
+
+std::string_view CheckpointStateName(CheckpointState state) {
+  switch (state) {
+    case CheckpointState::kCommitted: return "committed";
+    case CheckpointState::kUncommitted: return "uncommitted";
+    case CheckpointState::kDamaged: return "damaged";
+  }
+  return "unknown";
+}
+
+StoreView::StoreView(std::string root, std::vector<int> ranks)
+    : root_(std::move(root)), ranks_(std::move(ranks)) {}
+StoreView::~StoreView() = default;
+
+StatusOr<std::unique_ptr<StoreView>> StoreView::Open(const std::string& root) {
+  StatusOr<std::vector<int>> ranks = ListRankDirectories(root);
+  if (ranks.status().code() == StatusCode::kNotFound) {
+    return NotFoundError("no store at " + root + ": the directory does not exist");
+  }
+  DCPKV_RETURN_IF_ERROR(ranks.status());
+  if (ranks->empty()) {
+    return NotFoundError("no store at " + root + ": it holds no rank-NNNNN database");
+  }
+  std::unique_ptr<StoreView> view(new StoreView(root, std::move(ranks).value()));
+  DCPKV_RETURN_IF_ERROR(view->List());
+  return view;
+}
+
+Status StoreView::List() {
+  // Manifests first, then chunk data: a save that commits in between shows as uncommitted,
+  // never the other way round.
+  std::vector<DamagedManifest> damaged;
+  DCPKV_ASSIGN_OR_RETURN(std::vector<CheckpointSummary> committed,
+                         ListCommittedCheckpoints(root_, &damaged));
+  std::map<std::string, std::vector<int>> data_ranks;
+  for (int rank : ranks_) {
+    std::unique_ptr<ChunkStore> store;
+    Status opened =
+        ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store);
+    if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
+    DCPKV_RETURN_IF_ERROR(opened);
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
+    for (std::string& id : ids) data_ranks[std::move(id)].push_back(rank);
+  }
+  for (const CheckpointSummary& s : committed) {
+    CheckpointListing l;
+    l.checkpoint_id = s.checkpoint_id;
+    l.committed_unix_micros = s.committed_unix_micros;
+    l.world_size = s.world_size;
+    l.num_tensors = s.num_tensors;
+    l.logical_bytes = s.logical_bytes;
+    l.stored_bytes = s.logical_bytes;
+    if (auto it = data_ranks.find(s.checkpoint_id); it != data_ranks.end()) {
+      l.ranks_with_data = std::move(it->second);
+      data_ranks.erase(it);
+    }
+    checkpoints_.push_back(std::move(l));
+  }
+  std::map<std::string, std::string> damaged_ids;
+  for (const DamagedManifest& d : damaged) {
+    std::string& problem = damaged_ids[d.checkpoint_id];
+    problem += (problem.empty() ? "" : "; ") + d.status.ToString();
+  }
+  for (auto& [id, problem] : damaged_ids) {
+    CheckpointListing l;
+    l.checkpoint_id = id;
+    l.state = CheckpointState::kDamaged;
+    l.problem = problem;
+    if (auto it = data_ranks.find(id); it != data_ranks.end()) {
+      l.ranks_with_data = std::move(it->second);
+      data_ranks.erase(it);
+    }
+    checkpoints_.push_back(std::move(l));
+  }
+  for (auto& [id, ranks] : data_ranks) {
+    CheckpointListing l;
+    l.checkpoint_id = id;
+    l.state = CheckpointState::kUncommitted;
+    l.ranks_with_data = std::move(ranks);
+    checkpoints_.push_back(std::move(l));
+  }
+  return Status::Ok();
+}
+
+StatusOr<const CheckpointListing*> StoreView::Resolve(std::string_view id_or_latest) const {
+  const CheckpointListing* found = nullptr;
+  bool uncommitted = false;
+  for (const CheckpointListing& l : checkpoints_) {
+    if (l.state == CheckpointState::kDamaged && l.checkpoint_id == id_or_latest) {
+      return DataLossError("checkpoint \"" + l.checkpoint_id + "\" in " + root_ +
+                           " has a damaged manifest: " + l.problem);
+    }
+    if (l.state != CheckpointState::kCommitted) {
+      uncommitted = uncommitted || l.checkpoint_id == id_or_latest;
+      continue;
+    }
+    if (id_or_latest == "latest" || l.checkpoint_id == id_or_latest) found = &l;
+  }
+  if (found != nullptr) return found;
+  if (id_or_latest == "latest") {
+    return NotFoundError("no committed checkpoint in " + root_ +
+                         " (\"latest\" has nothing to name)");
+  }
+  if (uncommitted) {
+    return NotFoundError("checkpoint \"" + std::string(id_or_latest) + "\" in " + root_ +
+                         " is not committed: it has chunk data but no manifest (a save in "
+                         "progress, or one that failed)");
+  }
+  return NotFoundError("no checkpoint \"" + std::string(id_or_latest) + "\" in " + root_);
+}
+
+StatusOr<Metadata> StoreView::ReadMetadata(const std::string& checkpoint_id) {
+  KvStorageReader reader(KvStorageOptions{.root = root_});
+  for (int rank : ranks_) {
+    StatusOr<ChunkStore*> store = RankStore(rank);
+    if (store.ok()) reader.ShareStore(rank, *store);
+  }
+  DCPKV_RETURN_IF_ERROR(reader.Reset(checkpoint_id));
+  return reader.ReadMetadata();
+}
+
+StatusOr<ChunkStore*> StoreView::RankStore(int rank) {
+  if (auto it = stores_.find(rank); it != stores_.end()) return it->second.get();
+  std::unique_ptr<ChunkStore> store;
+  DCPKV_RETURN_IF_ERROR(
+      ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store));
+  ChunkStore* raw = store.get();
+  stores_[rank] = std::move(store);
+  return raw;
+}
+
+}  // namespace dcpkv::inspect
