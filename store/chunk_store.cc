@@ -2,10 +2,14 @@
 // batched writes in chunk_batch_writer.cc.
 #include "dcpkv/store/chunk_store.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <system_error>
+#include <thread>
 
 #include "chunk_store_internal.h"
 #include "dcpkv/store/names.h"
@@ -47,7 +51,68 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
   return Status::Ok();
 }
 
+// What a read-only open depends on that a live writer may change under it: the CURRENT pointer
+// and the write-ahead logs.
+struct DirectorySnapshot {
+  std::string current;
+  std::set<std::string> logs;
+};
+
+DirectorySnapshot SnapshotDirectory(const std::string& dir) {
+  DirectorySnapshot snap;
+  std::ifstream current(std::filesystem::path(dir) / "CURRENT");
+  std::getline(current, snap.current);
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".log") snap.logs.insert(entry.path().filename().string());
+  }
+  return snap;
+}
+
+// A read-only open reads CURRENT and the MANIFEST, then lists and replays the WALs. A writer's
+// flush that lands in between (new version in the MANIFEST after it was read, old WAL deleted
+// before it was listed) would leave the opened view without the flushed data. A WAL present
+// before the open and gone after it, or a new CURRENT, means the open may have raced: try again.
+bool OpenWasStable(const DirectorySnapshot& before, const DirectorySnapshot& after) {
+  if (before.current != after.current) return false;
+  for (const std::string& log : before.logs) {
+    if (after.logs.count(log) == 0) return false;
+  }
+  return true;
+}
+
+constexpr int kReadOnlyOpenAttempts = 20;
+
 }  // namespace
+
+Status ChunkStore::Impl::OpenReadOnlyStable() {
+  Status last;
+  auto backoff = std::chrono::milliseconds(1);
+  for (int attempt = 0; attempt < kReadOnlyOpenAttempts; ++attempt) {
+    if (attempt > 0) {
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+    }
+    const DirectorySnapshot before = SnapshotDirectory(dir);
+    // Errors here may be transient while a writer creates the store or flushes (a column family
+    // or the format marker not there yet, a WAL deleted while being listed): retried.
+    last = OpenDB();
+    if (last.ok()) {
+      last = CheckStoreFormat(this);
+      if (!last.ok() && last.message().find("no format marker") == std::string::npos) {
+        CloseDB().IgnoreError();
+        return last;  // a format this build cannot read: not transient
+      }
+    }
+    if (last.ok()) {
+      if (OpenWasStable(before, SnapshotDirectory(dir))) return Status::Ok();
+      last = UnavailableError("opening " + dir + " raced with its writer " +
+                              std::to_string(kReadOnlyOpenAttempts) + " times");
+    }
+    CloseDB().IgnoreError();
+  }
+  return last;
+}
 
 Status ChunkStore::Impl::CheckOpen() const {
   if (db == nullptr) return FailedPreconditionError("store " + dir + " is closed");
@@ -124,10 +189,14 @@ Status ChunkStore::Open(const std::string& dir, const ChunkStoreOptions& options
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
   impl->options = options;
-  DCPKV_RETURN_IF_ERROR(impl->OpenDB());
-  if (Status st = CheckStoreFormat(impl.get()); !st.ok()) {
-    impl->CloseInternal().IgnoreError();
-    return st;
+  if (options.mode == OpenMode::kReadWrite) {
+    DCPKV_RETURN_IF_ERROR(impl->OpenDB());
+    if (Status st = CheckStoreFormat(impl.get()); !st.ok()) {
+      impl->CloseInternal().IgnoreError();
+      return st;
+    }
+  } else {
+    DCPKV_RETURN_IF_ERROR(impl->OpenReadOnlyStable());
   }
   store->reset(new ChunkStore(std::move(impl)));
   return Status::Ok();
@@ -250,7 +319,7 @@ Status ChunkStore::TryCatchUpWithPrimary() {
                                    " is not opened as a secondary");
   }
   DCPKV_RETURN_IF_ERROR(impl_->CloseDB());
-  return impl_->OpenDB();
+  return impl_->OpenReadOnlyStable();
 }
 
 }  // namespace dcpkv

@@ -42,6 +42,10 @@ struct ChunkStore::Impl {
   Status CheckOpen() const;
   // Opens `db` and the column family handles according to options.mode.
   Status OpenDB();
+  // Read-only and secondary modes: OpenDB and the format check, retried (with a short backoff,
+  // under a second in all) while the open fails or may have raced a live writer's flush. The
+  // view it gives holds everything that was durable before it started.
+  Status OpenReadOnlyStable();
   // Releases the handles and the database without flushing.
   Status CloseDB();
   // Flushes (read-write) and closes.

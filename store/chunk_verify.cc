@@ -4,9 +4,10 @@
 // RocksDB's iterator stops (invalid, with an error status) on an entry it cannot read, e.g. one
 // whose blob file is damaged or gone, and the key of that entry is not available. The scan then
 // probes forward with Seek at growing distances from the last byte offset known to be readable
-// until it lands on a readable chunk (or the end of the shard), and reports the bytes in between
-// as unreadable. Keys order chunks by byte offset, so each probe skips the failing entries before
-// its target; the number of probes per damaged region is logarithmic in its size.
+// until it lands on a readable chunk (or the end of the shard), bisects the last step back to the
+// first readable chunk after the damage, and reports the bytes in between as unreadable. Keys
+// order chunks by byte offset, so each probe skips the failing entries before its target; the
+// number of probes per damaged region is logarithmic in its size.
 #include <algorithm>
 #include <optional>
 
@@ -127,35 +128,70 @@ class ShardScan {
   StatusOr<bool> SkipUnreadable() {
     const std::string error = it_->status().ToString();
     const uint64_t from = std::max(expected_, damaged_at_.value_or(0));
+    // Probes at growing distances until one lands past the damage (on a readable entry or the
+    // end of the shard); `failed` is the last probe that still met an unreadable entry.
+    uint64_t failed = from;
+    uint64_t target = from;
     uint64_t step = 1;
     while (true) {
-      const uint64_t target = from + step;
-      if (target < from || target > size_) {
+      if (failed >= size_) {
         EndDamaged(from);
         result_.problems.push_back({from, size_, "unreadable: " + error});
         expected_ = size_;
         resync_ = true;
         return false;
       }
-      ChunkKey probe = key_;
-      probe.byte_offset = target;
-      DCPKV_ASSIGN_OR_RETURN(std::string encoded, EncodeChunkKey(probe));
-      it_->Seek(encoded);
-      if (it_->Valid() || it_->status().ok()) {
-        uint64_t end = size_;  // where the next readable chunk starts
-        if (it_->Valid()) {
-          StatusOr<ChunkKey> landed =
-              DecodeChunkKey(std::string_view(it_->key().data(), it_->key().size()));
-          end = landed.ok() ? std::max(landed->byte_offset, from) : target;
-        }
-        EndDamaged(from);
-        result_.problems.push_back({from, end, "unreadable: " + error});
-        expected_ = std::max(expected_, end);
-        resync_ = true;  // the next readable chunk starts wherever it starts
-        return it_->Valid();
-      }
+      target = size_ - from > step ? from + step : size_;
+      DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(target));
+      if (readable) break;
+      failed = target;
       step = step > (UINT64_MAX >> 1) ? UINT64_MAX : step * 2;
     }
+    // The growing steps may have jumped over readable chunks right after the damage: bisect
+    // (failed, target] for the first probe that lands past it (exact when the unreadable entries
+    // are consecutive), so that intact chunks are neither skipped nor reported as unreadable.
+    bool at_target = true;
+    while (target - failed > 1) {
+      const uint64_t mid = failed + (target - failed) / 2;
+      DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(mid));
+      if (readable) {
+        target = mid;
+      } else {
+        failed = mid;
+      }
+      at_target = readable;
+    }
+    if (!at_target) {
+      DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(target));
+      if (!readable) {  // the same seek failed this time: give up on the rest of the shard
+        EndDamaged(from);
+        result_.problems.push_back({from, size_, "unreadable: " + error});
+        expected_ = size_;
+        resync_ = true;
+        return false;
+      }
+    }
+    uint64_t end = size_;  // where the next readable chunk starts
+    if (it_->Valid()) {
+      StatusOr<ChunkKey> landed =
+          DecodeChunkKey(std::string_view(it_->key().data(), it_->key().size()));
+      end = landed.ok() ? std::max(landed->byte_offset, from) : target;
+    }
+    EndDamaged(from);
+    result_.problems.push_back({from, end, "unreadable: " + error});
+    expected_ = std::max(expected_, end);
+    resync_ = true;  // the next readable chunk starts wherever it starts
+    return it_->Valid();
+  }
+
+  // Seeks to the key of byte `target` of the shard; true if the iterator then stands on an entry
+  // RocksDB could read, or past the shard's last entry.
+  StatusOr<bool> SeekTo(uint64_t target) {
+    ChunkKey probe = key_;
+    probe.byte_offset = target;
+    DCPKV_ASSIGN_OR_RETURN(std::string encoded, EncodeChunkKey(probe));
+    it_->Seek(encoded);
+    return it_->Valid() || it_->status().ok();
   }
 
   ChunkStore::Impl* store_;

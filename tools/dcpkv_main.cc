@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dcpkv/inspect/diff.h"
@@ -75,6 +77,7 @@ int RunStats(const Flags& f) {
   bar.Finish();
   if (!stats.ok()) return Fail(stats.status());
   auto listing = (*view)->Resolve(f.checkpoint);
+  if (!listing.ok()) return Fail(listing.status());
   PrintStats((*listing)->checkpoint_id, *stats, FormatOf(f), std::cout);
   return 0;
 }
@@ -121,6 +124,39 @@ int RunImport(const Flags& f) {
   return 0;
 }
 
+// A count: decimal digits only. CLI11 would take "-1" as 2^64-1 and "010" as octal, and its
+// NonNegativeNumber check prints DBL_MAX in full when it fails.
+CLI::Validator CountValidator() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) {
+          return "expected a count (0, 1, 2, ...), got \"" + value + "\"";
+        }
+        value.erase(0, std::min(value.find_first_not_of('0'), value.size() - 1));
+        return "";
+      },
+      "");
+}
+
+// Usage errors name the command whose --help tells more.
+std::string FailureMessage(const CLI::App* app, const CLI::Error& e) {
+  std::string command = "dcpkv";
+  for (const CLI::App* sub : app->get_subcommands()) command += " " + sub->get_name();
+  return "dcpkv: error: " + std::string(e.what()) + "\nRun `" + command +
+         " --help` for more information.\n";
+}
+
+// Returns the exit code of the command, after making sure its output reached stdout: a report
+// cut short (a full disk, say) is a failure, not a success.
+int Flushed(int code) {
+  std::cout.flush();
+  if (!std::cout.good()) {
+    std::cerr << "dcpkv: error: writing the output failed (stdout)\n";
+    return kExitFailed;
+  }
+  return code;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{
       "dcpkv: inspect, verify and convert the checkpoints of a dcpkv store.\n"
@@ -130,6 +166,7 @@ int Main(int argc, char** argv) {
       "dcpkv"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Help for every command");
+  app.failure_message(FailureMessage);
   Flags f;
   auto add_root = [&](CLI::App* cmd) {
     cmd->add_option("ROOT", f.root, "Store root (the directory holding rank-NNNNN databases)")
@@ -160,7 +197,8 @@ int Main(int argc, char** argv) {
   stats->add_option("CKPT", f.checkpoint, "Checkpoint id or \"latest\"")->required();
   stats->add_option("FQN", f.fqns, "Tensors to examine (default: all)");
   stats->add_option("--head", f.head, "Also print the first N values of each tensor")
-      ->check(CLI::NonNegativeNumber);
+      ->type_name("N")
+      ->transform(CountValidator());
   add_json(stats);
   add_progress(stats);
 
@@ -207,16 +245,28 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // Without a command, the first word is a misspelt one: say so rather than "A subcommand is
+    // required".
+    if (app.get_subcommands().empty()) {
+      for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg.empty() || arg[0] == '-') continue;
+        std::cerr << "dcpkv: error: unknown command \"" << arg
+                  << "\" (commands: ls, show, stats, verify, diff, export, import)\n"
+                  << "Run `dcpkv --help` for more information.\n";
+        return kExitUsage;
+      }
+    }
     app.exit(e);
     return kExitUsage;
   }
-  if (ls->parsed()) return RunLs(f);
-  if (show->parsed()) return RunShow(f);
-  if (stats->parsed()) return RunStats(f);
-  if (verify->parsed()) return RunVerify(f);
-  if (diff->parsed()) return RunDiff(f);
-  if (exp->parsed()) return RunExport(f);
-  if (imp->parsed()) return RunImport(f);
+  if (ls->parsed()) return Flushed(RunLs(f));
+  if (show->parsed()) return Flushed(RunShow(f));
+  if (stats->parsed()) return Flushed(RunStats(f));
+  if (verify->parsed()) return Flushed(RunVerify(f));
+  if (diff->parsed()) return Flushed(RunDiff(f));
+  if (exp->parsed()) return Flushed(RunExport(f));
+  if (imp->parsed()) return Flushed(RunImport(f));
   return kExitUsage;
 }
 

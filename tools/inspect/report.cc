@@ -245,7 +245,8 @@ void PrintVerify(const VerifyReport& r, OutputFormat format, std::ostream& out) 
   for (const VerifyProblem& p : r.problems) out << "PROBLEM " << DescribeProblem(p) << "\n";
   out << (r.ok() ? "OK" : "FAILED") << ": " << r.checkpoints << " checkpoints, " << r.tensors
       << " tensors, " << r.shards << " shards, " << r.chunks << " chunks (" << HumanBytes(r.bytes)
-      << ") verified intact; " << r.problems.size() << " problems\n";
+      << ") verified intact; " << r.problems.size()
+      << (r.problems.size() == 1 ? " problem\n" : " problems\n");
 }
 
 void PrintDiff(const DiffReport& r, OutputFormat format, std::ostream& out) {

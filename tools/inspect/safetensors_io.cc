@@ -22,7 +22,8 @@ StatusOr<ExportSummary> ExportSafetensors(StoreView& view, const std::string& id
   }
   DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
                          SafetensorsWriter::Create(path, std::move(tensors), {{"format", "pt"}}));
-  const uint64_t total = writer->file_size();
+  uint64_t total = 0;  // tensor bytes, as counted below (the header is not)
+  for (const SafetensorsTensor& t : writer->tensors()) total += t.end - t.begin;
   uint64_t done = 0;
   for (const auto& [fqn, entry] : md.entries) {
     TensorStream stream(&view, summary.checkpoint_id, fqn, entry, max_slab_bytes);

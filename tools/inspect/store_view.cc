@@ -48,8 +48,27 @@ Status StoreView::List() {
         ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store);
     if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
     DCPKV_RETURN_IF_ERROR(opened);
-    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
-    for (std::string& id : ids) data_ranks[std::move(id)].push_back(rank);
+    StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
+    if (ids.status().code() == StatusCode::kDataLoss ||
+        ids.status().code() == StatusCode::kIOError) {
+      // A damaged or missing SST or blob file stops the listing at the first entry RocksDB
+      // cannot read. Rather than failing the whole view (and with it `verify`, which reports such
+      // damage shard by shard), look up the checkpoints that have manifests one by one; an entry
+      // that is there but unreadable still counts as data. Uncommitted data of this rank is then
+      // not listed.
+      ids = std::vector<std::string>();
+      std::vector<std::string> known;
+      for (const CheckpointSummary& s : committed) known.push_back(s.checkpoint_id);
+      for (const DamagedManifest& d : damaged) known.push_back(d.checkpoint_id);
+      std::sort(known.begin(), known.end());
+      known.erase(std::unique(known.begin(), known.end()), known.end());
+      for (const std::string& id : known) {
+        StatusOr<std::unique_ptr<ChunkIterator>> it = store->NewChunkIterator(id);
+        if (it.ok() && ((*it)->Valid() || !(*it)->status().ok())) ids->push_back(id);
+      }
+    }
+    DCPKV_RETURN_IF_ERROR(ids.status());
+    for (std::string& id : *ids) data_ranks[std::move(id)].push_back(rank);
   }
   for (const CheckpointSummary& s : committed) {
     CheckpointListing l;
@@ -88,6 +107,11 @@ Status StoreView::List() {
     l.ranks_with_data = std::move(ranks);
     checkpoints_.push_back(std::move(l));
   }
+  // Damaged and uncommitted ones together by id, after the committed ones.
+  std::sort(checkpoints_.begin() + static_cast<std::ptrdiff_t>(committed.size()),
+            checkpoints_.end(), [](const CheckpointListing& a, const CheckpointListing& b) {
+              return a.checkpoint_id < b.checkpoint_id;
+            });
   return Status::Ok();
 }
 

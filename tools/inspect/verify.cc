@@ -1,5 +1,7 @@
 #include "dcpkv/inspect/verify.h"
 
+#include <algorithm>
+
 #include "plan_validation.h"
 
 namespace dcpkv::inspect {
@@ -29,6 +31,10 @@ class Verifier {
       }
       for (const SavedShard& shard : entry.shards) Shard(id, fqn, entry, shard);
     }
+    // Saved without collectives, the parts of several ranks may hold the same replicated shard;
+    // the merged metadata keeps one copy, so the listing's total counts bytes not read here.
+    const uint64_t merged = md->logical_bytes();
+    if (listing.logical_bytes > merged) Advance(listing.logical_bytes - merged);
   }
 
   void Shard(const std::string& id, const std::string& fqn, const EntryMetadata& entry,
@@ -95,12 +101,12 @@ StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std:
       for (const CheckpointListing& l : view.checkpoints()) {
         if (l.state == CheckpointState::kDamaged && l.checkpoint_id == id) damaged = &l;
       }
-      if (damaged != nullptr) {
-        selected.push_back(damaged);
-        continue;
+      const CheckpointListing* l = damaged;
+      if (l == nullptr) {
+        DCPKV_ASSIGN_OR_RETURN(l, view.Resolve(id));
       }
-      DCPKV_ASSIGN_OR_RETURN(const CheckpointListing* l, view.Resolve(id));
-      selected.push_back(l);
+      // A checkpoint named twice (e.g. by its id and as "latest") is verified once.
+      if (std::find(selected.begin(), selected.end(), l) == selected.end()) selected.push_back(l);
     }
   }
   Verifier verifier(view, progress);
