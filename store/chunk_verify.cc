@@ -127,6 +127,7 @@ class ShardScan {
   // readable one; returns false when none is left in the shard.
   StatusOr<bool> SkipUnreadable() {
     const std::string error = it_->status().ToString();
+    const StatusCode code = FromRocksDB(it_->status(), "").code();
     const uint64_t from = std::max(expected_, damaged_at_.value_or(0));
     // Probes at growing distances until one lands past the damage (on a readable entry or the
     // end of the shard); `failed` is the last probe that still met an unreadable entry.
@@ -136,7 +137,7 @@ class ShardScan {
     while (true) {
       if (failed >= size_) {
         EndDamaged(from);
-        result_.problems.push_back({from, size_, "unreadable: " + error});
+        result_.problems.push_back({from, size_, "unreadable: " + error, code});
         expected_ = size_;
         resync_ = true;
         return false;
@@ -165,7 +166,7 @@ class ShardScan {
       DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(target));
       if (!readable) {  // the same seek failed this time: give up on the rest of the shard
         EndDamaged(from);
-        result_.problems.push_back({from, size_, "unreadable: " + error});
+        result_.problems.push_back({from, size_, "unreadable: " + error, code});
         expected_ = size_;
         resync_ = true;
         return false;
@@ -178,7 +179,7 @@ class ShardScan {
       end = landed.ok() ? std::max(landed->byte_offset, from) : target;
     }
     EndDamaged(from);
-    result_.problems.push_back({from, end, "unreadable: " + error});
+    result_.problems.push_back({from, end, "unreadable: " + error, code});
     expected_ = std::max(expected_, end);
     resync_ = true;  // the next readable chunk starts wherever it starts
     return it_->Valid();

@@ -76,6 +76,18 @@ StatusOr<ChunkStore*> KvStorageReader::StoreOf(int rank) {
   return raw;
 }
 
+Status KvStorageReader::ReadRetrying(int rank, const std::function<Status(ChunkStore*)>& read) {
+  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, StoreOf(rank));
+  Status s = read(store);
+  // A database this reader opened read-only while its writer runs (an evaluation job loading
+  // the latest checkpoint of a training job, say) may have had files replaced by the writer's
+  // compaction since the open: RocksDB then cannot find them. Reopen once and read again.
+  if (s.code() != StatusCode::kIOError || shared_.count(rank) != 0) return s;
+  opened_.erase(rank);
+  DCPKV_ASSIGN_OR_RETURN(store, StoreOf(rank));
+  return read(store);
+}
+
 StatusOr<Metadata> KvStorageReader::ReadManifest(int rank) {
   DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, StoreOf(rank));
   DCPKV_ASSIGN_OR_RETURN(ManifestRecord record, store->GetManifest(checkpoint_id_));
@@ -174,12 +186,12 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
     const std::vector<const ReadItem*>& items = by_source[key];
     const ReadItem& first = *items.front();
     const SavedShard& shard = first.source;
-    DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, StoreOf(shard.rank));
     const ShardGeometry geometry{first.dtype, shard.offsets, shard.sizes};
     if (first.type == WriteItemType::kBytes) {
       std::string data(shard.bytes, '\0');
-      DCPKV_RETURN_IF_ERROR(
-          store->ReadShard(checkpoint_id_, first.fqn, geometry, data.data(), data.size()));
+      DCPKV_RETURN_IF_ERROR(ReadRetrying(shard.rank, [&](ChunkStore* store) {
+        return store->ReadShard(checkpoint_id_, first.fqn, geometry, data.data(), data.size());
+      }));
       DCPKV_RETURN_IF_ERROR(planner.LoadBytes(first, std::move(data)));
       continue;
     }
@@ -192,8 +204,10 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
         shard.offsets.empty() ? 0 : (rows.offsets[0] - shard.offsets[0]) * row_bytes;
     const uint64_t size = Volume(rows) * element;
     buffer.resize(size);
-    DCPKV_RETURN_IF_ERROR(store->ReadShardRange(checkpoint_id_, first.fqn, geometry, begin,
-                                                begin + size, buffer.data()));
+    DCPKV_RETURN_IF_ERROR(ReadRetrying(shard.rank, [&](ChunkStore* store) {
+      return store->ReadShardRange(checkpoint_id_, first.fqn, geometry, begin, begin + size,
+                                   buffer.data());
+    }));
     for (const ReadItem* item : items) {
       DCPKV_ASSIGN_OR_RETURN(Tensor dest, planner.ResolveTensor(*item));
       const Box dest_box{item->dest_offsets, dest.shape()};

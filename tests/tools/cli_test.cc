@@ -724,7 +724,7 @@ TEST_F(CliDamageTest, VerifyReportsAFlippedByte) {
   ASSERT_EQ(lines.size(), 2u) << Describe(r);
   EXPECT_THAT(lines[0], AllOf(::testing::StartsWith("PROBLEM checkpoint \"bad\" fqn \"model.w\" "
                                                     "shard " +
-                                                    ShapeToString(offsets) + " rank 1 byte 0: "),
+                                                    ShapeToString(offsets) + " rank 1 byte 0.."),
                               HasSubstr("checksum mismatch")));
   EXPECT_THAT(lines[1], AllOf(::testing::StartsWith("FAILED: 2 checkpoints"),
                               ::testing::EndsWith("; 1 problem")));
@@ -772,7 +772,8 @@ TEST_F(CliDamageTest, VerifyReportsAMissingChunk) {
   ASSERT_EQ(lines.size(), 2u) << Describe(r);
   EXPECT_THAT(lines[0], AllOf(::testing::StartsWith("PROBLEM checkpoint \"big\" fqn \"model.big\" "
                                                     "shard [0, 0] rank 0 byte " +
-                                                    std::to_string(byte) + ": "),
+                                                    std::to_string(byte) + ".." +
+                                                    std::to_string(byte + 65536) + ": "),
                               HasSubstr("missing chunk")));
   EXPECT_THAT(lines[1], AllOf(::testing::StartsWith("FAILED: 3 checkpoints"),
                               ::testing::EndsWith("; 1 problem")));
@@ -788,6 +789,7 @@ TEST_F(CliDamageTest, VerifyReportsAMissingChunk) {
   EXPECT_EQ(p["fqn"], "model.big");
   EXPECT_EQ(p["rank"], 0);
   EXPECT_EQ(p["byte_offset"], byte);
+  EXPECT_EQ(p["byte_end"], byte + 65536);
   EXPECT_THAT(p["what"].get<std::string>(), HasSubstr("missing chunk"));
 }
 
@@ -802,7 +804,7 @@ TEST_F(CliDamageTest, VerifyReportsAShardWithoutChunks) {
   CliResult r = RunCli({"verify", root_});
   ASSERT_EQ(r.exit_code, 1) << Describe(r);
   EXPECT_THAT(r.out, HasSubstr("PROBLEM checkpoint \"bad\" fqn \"model.grid\" shard " +
-                               ShapeToString(offsets) + " rank 2 byte 0: "));
+                               ShapeToString(offsets) + " rank 2 byte 0..72: "));
   EXPECT_THAT(r.out, HasSubstr("no chunks stored for this shard"));
   EXPECT_THAT(r.out, HasSubstr("FAILED: "));
 

@@ -224,6 +224,16 @@ class RawDB {
   void Delete(int cf, const std::string& key) {
     EXPECT_TRUE(db_->Delete({}, handles_[cf], key).ok());
   }
+  // What a live writer's compaction does, at once: rewrites every SST and blob file of the
+  // column family (the old files are deleted).
+  void CompactEverything(int cf) {
+    rocksdb::CompactRangeOptions o;
+    o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    o.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+    o.blob_garbage_collection_age_cutoff = 1.0;
+    rocksdb::Status s = db_->CompactRange(o, handles_[cf], nullptr, nullptr);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
 
  private:
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
@@ -1231,6 +1241,50 @@ TEST(VerifyTest, TruncatedOrMissingBlobFileIsReportedWithoutCrashOrHang) {
     StatusOr<VerifyReport> a = VerifyCheckpoints(*view, {"a"});
     ASSERT_TRUE(a.ok()) << a.status();
     EXPECT_TRUE(a->ok());
+  }
+}
+
+// A view opened before a writer's compaction replaced the files it would read: verify and
+// streams reopen the database instead of reporting the vanished files as damage.
+TEST(VerifyTest, FilesReplacedByAWritersCompactionAfterTheOpenAreNotDamage) {
+  TempDir tmp;
+  RowShards t;
+  std::string tail;
+  SaveBlobCheckpoint(tmp.path(), &t, &tail);
+  SaveFixture(tmp.path(), {.id = "a", .world = 1});
+  const std::string rank0 = RankDirectory(tmp.path(), 0);
+  const std::vector<std::string> blobs_before = BlobFiles(rank0);
+  ASSERT_FALSE(blobs_before.empty());
+
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "verify");
+    std::unique_ptr<StoreView> view = OpenView(tmp.path());
+    ASSERT_NE(view, nullptr);
+    ASSERT_TRUE(view->RankStore(0).ok());  // opened before the compaction
+    {
+      RawDB raw(rank0);
+      raw.CompactEverything(kChunksCf);
+    }
+    for (const std::string& blob : BlobFiles(rank0)) {
+      EXPECT_TRUE(std::find(blobs_before.begin(), blobs_before.end(), blob) == blobs_before.end())
+          << blob << " survived the compaction";
+    }
+    if (stream) {
+      Metadata md = ReadMd(*view, "blob");
+      TensorStream s(view.get(), "blob", "big", md.entries.at("big"));
+      std::string read;
+      while (!s.done()) {
+        StatusOr<std::span<const uint8_t>> slab = s.Next();
+        ASSERT_TRUE(slab.ok()) << slab.status();
+        read.append(reinterpret_cast<const char*>(slab->data()), slab->size());
+      }
+      EXPECT_TRUE(read == t.bytes);
+    } else {
+      StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {});
+      ASSERT_TRUE(report.ok()) << report.status();
+      for (const VerifyProblem& p : report->problems) ADD_FAILURE() << DescribeProblem(p);
+      EXPECT_GT(report->chunks, 256u);
+    }
   }
 }
 

@@ -228,6 +228,7 @@ void PrintVerify(const VerifyReport& r, OutputFormat format, std::ostream& out) 
         j["shard_offsets"] = p.shard_offsets;
         j["rank"] = p.rank;
         j["byte_offset"] = p.byte_offset;
+        j["byte_end"] = p.byte_end;
       }
       problems.push_back(std::move(j));
     }

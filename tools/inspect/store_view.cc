@@ -152,6 +152,11 @@ StatusOr<Metadata> StoreView::ReadMetadata(const std::string& checkpoint_id) {
   return reader.ReadMetadata();
 }
 
+Status StoreView::ReopenRankStore(int rank) {
+  stores_.erase(rank);
+  return RankStore(rank).status();
+}
+
 StatusOr<ChunkStore*> StoreView::RankStore(int rank) {
   if (auto it = stores_.find(rank); it != stores_.end()) return it->second.get();
   std::unique_ptr<ChunkStore> store;

@@ -66,11 +66,18 @@ StatusOr<std::span<const uint8_t>> TensorStream::Next() {
       return InternalError("tensor stream of \"" + fqn_ + "\": overlap " + BoxToString(overlap) +
                            " is not contiguous in its shard");
     }
-    DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, view_->RankStore(shard.rank));
     scratch_.resize(overlap_bytes);
-    DCPKV_RETURN_IF_ERROR(store->ReadShardRange(checkpoint_id_, fqn_,
-                                                {entry_.dtype, shard.offsets, shard.sizes},
-                                                range.first, range.second, scratch_.data()));
+    Status read;
+    // An IO_ERROR may come from a file a live writer's compaction replaced after the view opened
+    // the database: reopen once and read again.
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass > 0) view_->ReopenRankStore(shard.rank).IgnoreError();
+      DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, view_->RankStore(shard.rank));
+      read = store->ReadShardRange(checkpoint_id_, fqn_, {entry_.dtype, shard.offsets, shard.sizes},
+                                   range.first, range.second, scratch_.data());
+      if (read.code() != StatusCode::kIOError) break;
+    }
+    DCPKV_RETURN_IF_ERROR(read);
     CopyBox(scratch_.data(), overlap, slab_.data(), slab, overlap, element_size_);
     covered += overlap_bytes;
   }

@@ -15,19 +15,19 @@ class Verifier {
     ++report_.checkpoints;
     const std::string& id = listing.checkpoint_id;
     if (listing.state == CheckpointState::kDamaged) {
-      report_.problems.push_back({id, "", {}, -1, 0, "damaged manifest: " + listing.problem});
+      report_.problems.push_back({id, "", {}, -1, 0, 0, "damaged manifest: " + listing.problem});
       return;
     }
     StatusOr<Metadata> md = view_.ReadMetadata(id);
     if (!md.ok()) {
-      report_.problems.push_back({id, "", {}, -1, 0, md.status().ToString()});
+      report_.problems.push_back({id, "", {}, -1, 0, 0, md.status().ToString()});
       return;
     }
     for (const auto& [fqn, entry] : md->entries) {
       ++report_.tensors;
       if (!entry.is_bytes()) {
         Status tiled = ValidateSavedShards(fqn, entry.dtype, entry.global_shape, entry.shards);
-        if (!tiled.ok()) report_.problems.push_back({id, fqn, {}, -1, 0, tiled.message()});
+        if (!tiled.ok()) report_.problems.push_back({id, fqn, {}, -1, 0, 0, tiled.message()});
       }
       for (const SavedShard& shard : entry.shards) Shard(id, fqn, entry, shard);
     }
@@ -40,33 +40,46 @@ class Verifier {
   void Shard(const std::string& id, const std::string& fqn, const EntryMetadata& entry,
              const SavedShard& shard) {
     ++report_.shards;
-    auto problem = [&](uint64_t byte, std::string what) {
-      report_.problems.push_back({id, fqn, shard.offsets, shard.rank, byte, std::move(what)});
+    auto problem = [&](uint64_t byte, uint64_t end, std::string what) {
+      report_.problems.push_back(
+          {id, fqn, shard.offsets, shard.rank, byte, std::max(byte, end), std::move(what)});
     };
-    StatusOr<ChunkStore*> store = view_.RankStore(shard.rank);
-    if (!store.ok()) {
-      problem(0, "cannot open the database of rank " + std::to_string(shard.rank) + ": " +
-                     store.status().ToString());
-      Advance(shard.bytes);
-      return;
-    }
     uint64_t verified = 0;
-    StatusOr<ShardVerification> result = (*store)->VerifyShard(
-        id, fqn, {entry.dtype, shard.offsets, shard.sizes}, [&](uint64_t bytes) {
-          verified += bytes;
-          Advance(bytes);
-        });
+    auto advance = [&](uint64_t bytes) {
+      if (verified >= shard.bytes) return;  // a second pass after a reopen
+      verified += bytes;
+      Advance(bytes);
+    };
+    StatusOr<ShardVerification> result = InternalError("not verified");
+    // A file RocksDB cannot read may be one a live writer's compaction replaced after this view
+    // opened the database: reopen once and verify again before calling it damaged.
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass > 0) view_.ReopenRankStore(shard.rank).IgnoreError();
+      StatusOr<ChunkStore*> store = view_.RankStore(shard.rank);
+      if (!store.ok()) {
+        result = store.status().WithContext("cannot open the database of rank " +
+                                            std::to_string(shard.rank));
+        break;
+      }
+      result = (*store)->VerifyShard(id, fqn, {entry.dtype, shard.offsets, shard.sizes}, advance);
+      const bool io_error =
+          result.ok() &&
+          std::any_of(result->problems.begin(), result->problems.end(),
+                      [](const ShardProblem& p) { return p.code == StatusCode::kIOError; });
+      if (!io_error) break;
+    }
     Advance(shard.bytes > verified ? shard.bytes - verified : 0);
     if (!result.ok()) {
-      problem(0, result.status().ToString());
+      problem(0, shard.bytes, result.status().ToString());
       return;
     }
-    for (const ShardProblem& p : result->problems) problem(p.byte_offset, p.what);
+    for (const ShardProblem& p : result->problems) problem(p.byte_offset, p.end, p.what);
     report_.chunks += result->chunks;
     report_.bytes += result->bytes;
     if (result->problems.empty() && shard.chunks != 0 && result->chunks != shard.chunks) {
-      problem(0, "the manifest records " + std::to_string(shard.chunks) +
-                     " chunks but the store holds " + std::to_string(result->chunks));
+      problem(0, shard.bytes,
+              "the manifest records " + std::to_string(shard.chunks) +
+                  " chunks but the store holds " + std::to_string(result->chunks));
     }
   }
 
@@ -122,7 +135,8 @@ std::string DescribeProblem(const VerifyProblem& p) {
   if (!p.fqn.empty()) out += " fqn \"" + p.fqn + "\"";
   if (p.rank >= 0) {
     out += " shard " + ShapeToString(p.shard_offsets) + " rank " + std::to_string(p.rank) +
-           " byte " + std::to_string(p.byte_offset);
+           " byte " + std::to_string(p.byte_offset) +
+           (p.byte_end > p.byte_offset ? ".." + std::to_string(p.byte_end) : "");
   }
   return out + ": " + p.what;
 }

@@ -130,6 +130,10 @@ struct ShardProblem {
   uint64_t byte_offset = 0;
   uint64_t end = 0;
   std::string what;
+  // DATA_LOSS for damaged or missing data; IO_ERROR when RocksDB could not read a file (which,
+  // on a read-only open of a live store, may be one the writer's compaction has since replaced:
+  // reopening and verifying again tells the two apart).
+  StatusCode code = StatusCode::kDataLoss;
 };
 
 // What VerifyShard found.

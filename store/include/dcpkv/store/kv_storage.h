@@ -11,6 +11,7 @@
 #ifndef DCPKV_STORE_KV_STORAGE_H_
 #define DCPKV_STORE_KV_STORAGE_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -75,6 +76,9 @@ class KvStorageReader : public StorageReader {
 
  private:
   StatusOr<ChunkStore*> StoreOf(int rank);
+  // Runs `read` on rank `rank`'s database; on IO_ERROR from a database this reader opened,
+  // reopens it and runs `read` once more.
+  Status ReadRetrying(int rank, const std::function<Status(ChunkStore*)>& read);
   // The decoded manifest of the checkpoint in `rank`'s database.
   StatusOr<Metadata> ReadManifest(int rank);
   // A checkpoint saved without collectives: the union of every rank's part.

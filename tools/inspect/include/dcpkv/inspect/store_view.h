@@ -83,6 +83,10 @@ class StoreView {
   // The database of `rank`, opened read-only after the listing. Owned by the view.
   StatusOr<ChunkStore*> RankStore(int rank);
 
+  // Closes the database of `rank` (invalidating pointers to it) and opens it again. For reads
+  // that failed on a file a live writer's compaction has replaced since the open.
+  Status ReopenRankStore(int rank);
+
  private:
   StoreView(std::string root, std::vector<int> ranks);
   Status List();

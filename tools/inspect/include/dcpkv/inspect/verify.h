@@ -22,6 +22,7 @@ struct VerifyProblem {
   Shape shard_offsets;       // of the shard at fault, if any
   int rank = -1;             // database holding that shard, -1 if none
   uint64_t byte_offset = 0;  // first byte of the shard affected
+  uint64_t byte_end = 0;     // one past the last byte affected (as far as it is known)
   std::string what;
 };
 
