@@ -3,37 +3,17 @@
 // must survive the writer replacing the files they would read.
 #include <gtest/gtest.h>
 
-#include <rocksdb/db.h>
-
 #include <filesystem>
 
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
-#include "store/chunk_store_internal.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
 namespace dcpkv {
 namespace {
-
-// What the writer's compaction does, all at once: rewrites every SST and blob file of the
-// chunks column family of the database in `dir` and deletes the old ones.
-void CompactLikeTheWriter(const std::string& dir) {
-  RocksDBConfig config = MakeRocksDBConfig(ChunkStoreOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles, &raw);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  std::unique_ptr<rocksdb::DB> db(raw);
-  rocksdb::CompactRangeOptions o;
-  o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  o.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
-  o.blob_garbage_collection_age_cutoff = 1.0;
-  s = db->CompactRange(o, handles[1], nullptr, nullptr);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-}
 
 // Compacts the store between reading the manifest (which opens the databases) and reading the
 // data, as a writer running concurrently may.
@@ -41,7 +21,7 @@ class CompactingLoadPlanner : public DefaultLoadPlanner {
  public:
   explicit CompactingLoadPlanner(std::string dir) : dir_(std::move(dir)) {}
   StatusOr<LoadPlan> CreateLocalPlan() override {
-    CompactLikeTheWriter(dir_);
+    testing::RawDB(dir_).CompactEverything();
     compacted_ = true;
     return DefaultLoadPlanner::CreateLocalPlan();
   }

@@ -10,6 +10,7 @@
 
 #include "dcpkv/store/chunk_store.h"
 #include "store/chunk_store_internal.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -18,37 +19,6 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-
-// Direct access to a closed store's RocksDB, to damage it.
-class RawDB {
- public:
-  explicit RawDB(const std::string& dir) {
-    RocksDBConfig config = MakeRocksDBConfig(ChunkStoreOptions());
-    rocksdb::DB* db = nullptr;
-    rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles_, &db);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    db_.reset(db);
-  }
-  ~RawDB() {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-  }
-  std::string Get(const std::string& key) {
-    std::string v;
-    EXPECT_TRUE(db_->Get({}, handles_[1], key, &v).ok());
-    return v;
-  }
-  void Put(const std::string& key, const std::string& value) {
-    EXPECT_TRUE(db_->Put({}, handles_[1], key, value).ok());
-  }
-  void Delete(const std::string& key) { EXPECT_TRUE(db_->Delete({}, handles_[1], key).ok()); }
-  void PutDefault(const std::string& key, const std::string& value) {
-    EXPECT_TRUE(db_->Put({}, handles_[0], key, value).ok());
-  }
-
- private:
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::unique_ptr<rocksdb::DB> db_;
-};
 
 class ChunkStoreCorruptionTest : public ::testing::Test {
  protected:
@@ -62,7 +32,7 @@ class ChunkStoreCorruptionTest : public ::testing::Test {
 
   // Replaces the value of the chunk at `byte` with `mutate(value)`.
   void Damage(uint64_t byte, const std::function<void(std::string*)>& mutate) {
-    RawDB raw(tmp_.path());
+    testing::RawDB raw(tmp_.path());
     std::string key = *EncodeChunkKey({"ck-1", "layer.w", {0, 0}, byte});
     std::string value = raw.Get(key);
     mutate(&value);
@@ -137,7 +107,7 @@ TEST_F(ChunkStoreCorruptionTest, ValueUnderTheWrongKey) {
   // A valid chunk copied under another chunk's key: its checksum is fine, its place is not.
   const uint64_t byte = 2 * (64 << 10);
   {
-    RawDB raw(tmp_.path());
+    testing::RawDB raw(tmp_.path());
     std::string other = raw.Get(*EncodeChunkKey({"ck-1", "layer.w", {0, 0}, byte * 2}));
     raw.Put(*EncodeChunkKey({"ck-1", "layer.w", {0, 0}, byte}), other);
   }
@@ -149,7 +119,7 @@ class MissingChunkTest : public ChunkStoreCorruptionTest,
 
 TEST_P(MissingChunkTest, IsDetectedByReassembly) {
   const uint64_t byte = GetParam();
-  { RawDB(tmp_.path()).Delete(*EncodeChunkKey({"ck-1", "layer.w", {0, 0}, byte})); }
+  { testing::RawDB(tmp_.path()).Delete(*EncodeChunkKey({"ck-1", "layer.w", {0, 0}, byte})); }
   std::unique_ptr<ChunkStore> store;
   ASSERT_TRUE(ChunkStore::Open(tmp_.path(), {.mode = OpenMode::kReadOnly}, &store).ok());
   std::vector<uint8_t> out(data_.size());
@@ -163,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(FirstMiddleLast, MissingChunkTest,
                          ::testing::Values(0, 7 * (64 << 10), 15 * (64 << 10)));
 
 TEST_F(ChunkStoreCorruptionTest, NewerStoreFormatIsRefused) {
-  { RawDB(tmp_.path()).PutDefault(kStoreFormatKey, "99"); }
+  { testing::RawDB(tmp_.path()).Put(testing::kRawDefaultCf, kStoreFormatKey, "99"); }
   std::unique_ptr<ChunkStore> store;
   Status s = ChunkStore::Open(tmp_.path(), {}, &store);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);

@@ -34,6 +34,7 @@
 #include "dcpkv/store/store_layout.h"
 #include "store/chunk_store_internal.h"
 #include "tests/tools/inspect_fixture.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
 
 extern char** environ;
@@ -45,6 +46,7 @@ using json = nlohmann::json;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::RawDB;
 
 // Longest a child may run before it is killed (a hang guard, not a timing check).
 constexpr auto kChildTimeout = std::chrono::seconds(120);
@@ -270,36 +272,6 @@ std::vector<int> AllRanks(int world) {
   for (int r = 0; r < world; ++r) ranks.push_back(r);
   return ranks;
 }
-
-// Direct access to a closed rank database, to damage it (as in chunk_store_corruption_test.cc).
-class RawDB {
- public:
-  explicit RawDB(const std::string& dir) {
-    RocksDBConfig config = MakeRocksDBConfig(ChunkStoreOptions());
-    rocksdb::DB* db = nullptr;
-    rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles_, &db);
-    EXPECT_TRUE(s.ok()) << dir << ": " << s.ToString();
-    db_.reset(db);
-  }
-  ~RawDB() {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-  }
-  bool ok() const { return db_ != nullptr; }
-  std::string Get(const std::string& key) {
-    std::string v;
-    rocksdb::Status s = db_->Get({}, handles_[1], key, &v);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    return v;
-  }
-  void Put(const std::string& key, const std::string& value) {
-    EXPECT_TRUE(db_->Put({}, handles_[1], key, value).ok());
-  }
-  void Delete(const std::string& key) { EXPECT_TRUE(db_->Delete({}, handles_[1], key).ok()); }
-
- private:
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::unique_ptr<rocksdb::DB> db_;
-};
 
 // ---------------------------------------------------------------------------------------------
 // A store of three fixture checkpoints, committed in an order that is not their ids' order:

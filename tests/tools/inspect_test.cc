@@ -45,6 +45,8 @@
 #include "dcpkv/store/store_layout.h"
 #include "store/chunk_store_internal.h"
 #include "tests/tools/inspect_fixture.h"
+#include "tests/tools/safetensors_check.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
 
 extern char** environ;
@@ -52,17 +54,21 @@ extern char** environ;
 namespace dcpkv::inspect {
 namespace {
 
+using testing::Python3;
+using testing::RunSafetensorsCheck;
+
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using testing::FixtureSpec;
 using testing::FixtureState;
 using testing::FixtureTensor;
 using ::testing::HasSubstr;
+using testing::RawDB;
 using testing::SaveFixture;
 using testing::TempDir;
 
-constexpr int kChunksCf = 1;
-constexpr int kManifestsCf = 2;
+constexpr int kChunksCf = testing::kRawChunksCf;
+constexpr int kManifestsCf = testing::kRawManifestsCf;
 
 // ---- helpers -----------------------------------------------------------------------------------
 
@@ -197,48 +203,6 @@ std::string Ramp(uint64_t n, float seed) {
   }
   return out;
 }
-
-// Direct access to a closed rank database's RocksDB, to damage it (see
-// tests/store/chunk_store_corruption_test.cc). Column families: 0 default, 1 chunks, 2 manifests.
-class RawDB {
- public:
-  explicit RawDB(const std::string& dir) {
-    RocksDBConfig config = MakeRocksDBConfig(ChunkStoreOptions());
-    rocksdb::DB* db = nullptr;
-    rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles_, &db);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    db_.reset(db);
-  }
-  ~RawDB() {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-  }
-  std::string Get(int cf, const std::string& key) {
-    std::string v;
-    rocksdb::Status s = db_->Get({}, handles_[cf], key, &v);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    return v;
-  }
-  void Put(int cf, const std::string& key, const std::string& value) {
-    EXPECT_TRUE(db_->Put({}, handles_[cf], key, value).ok());
-  }
-  void Delete(int cf, const std::string& key) {
-    EXPECT_TRUE(db_->Delete({}, handles_[cf], key).ok());
-  }
-  // What a live writer's compaction does, at once: rewrites every SST and blob file of the
-  // column family (the old files are deleted).
-  void CompactEverything(int cf) {
-    rocksdb::CompactRangeOptions o;
-    o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-    o.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
-    o.blob_garbage_collection_age_cutoff = 1.0;
-    rocksdb::Status s = db_->CompactRange(o, handles_[cf], nullptr, nullptr);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-  }
-
- private:
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::unique_ptr<rocksdb::DB> db_;
-};
 
 // Overwrites the manifest of `id` in rank `rank`'s database with bytes that do not decode.
 void DamageManifest(const std::string& root, int rank, const std::string& id) {
@@ -1381,29 +1345,6 @@ TEST(VerifyTest, ShardsThatDoNotTileATensor) {
 
 // ---- Export and import -------------------------------------------------------------------------
 
-// The interpreter for safetensors_check.py: $DCPKV_TEST_PYTHON3 if set, else the one CMake found.
-std::string Python3() {
-  const char* env = std::getenv("DCPKV_TEST_PYTHON3");
-  std::string python = env != nullptr ? env : DCPKV_PYTHON3;
-  if (python.find("NOTFOUND") != std::string::npos) python.clear();
-  return python;
-}
-
-// Runs safetensors_check.py; returns its exit status, or -1 if it did not run or exit.
-int RunCheck(const std::string& file, const std::string& expected_json) {
-  std::vector<std::string> args = {Python3(), DCPKV_SAFETENSORS_CHECK_PY, file, expected_json};
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 // The safetensors dtype names, spelled out here rather than taken from the library.
 std::string SafetensorsName(const FixtureTensor& t) {
   if (t.is_bytes) return "U8";
@@ -1497,8 +1438,8 @@ class ExportImportTest : public ::testing::Test {
 
 TEST_F(ExportImportTest, NumpyReaderAgreesWithTheFixture) {
   if (Python3().empty()) GTEST_SKIP() << "no python3 found by CMake";
-  const int rc = RunCheck(file_, WriteExpected(tmp_.Sub("check"), state_));
-  if (rc == 77) GTEST_SKIP() << "numpy is not available to " << Python3();
+  const int rc = RunSafetensorsCheck(file_, WriteExpected(tmp_.Sub("check"), state_));
+  if (rc == testing::kNumpyMissing) GTEST_SKIP() << "numpy is not available to " << Python3();
   EXPECT_EQ(rc, 0) << "safetensors_check.py found problems (see its output above)";
 }
 
@@ -1506,8 +1447,8 @@ TEST_F(ExportImportTest, NumpyReaderDetectsAWrongValue) {
   if (Python3().empty()) GTEST_SKIP() << "no python3 found by CMake";
   FixtureState wrong = state_;
   wrong.at("model.grid").bytes[13] ^= 0x01;
-  const int rc = RunCheck(file_, WriteExpected(tmp_.Sub("check"), wrong));
-  if (rc == 77) GTEST_SKIP() << "numpy is not available to " << Python3();
+  const int rc = RunSafetensorsCheck(file_, WriteExpected(tmp_.Sub("check"), wrong));
+  if (rc == testing::kNumpyMissing) GTEST_SKIP() << "numpy is not available to " << Python3();
   EXPECT_EQ(rc, 1);
 }
 

@@ -16,6 +16,7 @@
 #include <iterator>
 #include <limits>
 
+#include "tests/tools/safetensors_check.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -23,6 +24,9 @@ extern char** environ;
 
 namespace dcpkv::inspect {
 namespace {
+
+using testing::Python3;
+using testing::RunSafetensorsCheck;
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -570,29 +574,6 @@ INSTANTIATE_TEST_SUITE_P(Cases, SafetensorsMalformedTest, ::testing::ValuesIn(Ma
 
 // ---- independent check with numpy --------------------------------------------------------------
 
-// The interpreter for safetensors_check.py: $DCPKV_TEST_PYTHON3 if set, else the one CMake found.
-std::string Python3() {
-  const char* env = std::getenv("DCPKV_TEST_PYTHON3");
-  std::string python = env != nullptr ? env : DCPKV_PYTHON3;
-  if (python.find("NOTFOUND") != std::string::npos) python.clear();
-  return python;
-}
-
-// Runs safetensors_check.py; returns its exit status, or -1 if it did not run or exit.
-int RunCheck(const std::string& file, const std::string& expected_json) {
-  std::vector<std::string> args = {Python3(), DCPKV_SAFETENSORS_CHECK_PY, file, expected_json};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 class SafetensorsIndependentCheckTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -651,8 +632,8 @@ class SafetensorsIndependentCheckTest : public ::testing::Test {
 
 TEST_F(SafetensorsIndependentCheckTest, NumpyReaderAgrees) {
   const std::string expected = WriteExpected();
-  const int rc = RunCheck(file_, expected);
-  if (rc == 77) GTEST_SKIP() << "numpy is not available to " << Python3();
+  const int rc = RunSafetensorsCheck(file_, expected);
+  if (rc == testing::kNumpyMissing) GTEST_SKIP() << "numpy is not available to " << Python3();
   EXPECT_EQ(rc, 0) << "safetensors_check.py found problems (see its output above)";
 }
 
@@ -664,8 +645,8 @@ TEST_F(SafetensorsIndependentCheckTest, NumpyReaderDetectsAWrongByte) {
   ASSERT_EQ(bytes.size(), 12u);
   bytes[5] = static_cast<char>(bytes[5] ^ 0x10);
   WriteWholeFile(bin, bytes);
-  const int rc = RunCheck(file_, expected);
-  if (rc == 77) GTEST_SKIP() << "numpy is not available to " << Python3();
+  const int rc = RunSafetensorsCheck(file_, expected);
+  if (rc == testing::kNumpyMissing) GTEST_SKIP() << "numpy is not available to " << Python3();
   EXPECT_EQ(rc, 1);
 }
 
