@@ -1,5 +1,5 @@
 // Plan wire layout (all integers little-endian; see plan_codec.h):
-//   header        := magic:u8 (0xDC) kind:u8 version:u8 (1)
+//   header        := magic:u8 (0xDC) kind:u8 version:u8 (2)
 //                    kind: 'S' SavePlan | 'L' LoadPlan | 'W' write results | 'E' Status
 //   varint        := unsigned LEB128, 1..10 bytes, minimal (no trailing 0x00 group), < 2^64
 //   svarint       := zigzag(int32) as varint, < 2^32
@@ -12,8 +12,13 @@
 //   ReadItem      := fqn:bytes type:u8 dtype:u8 dest_offsets:shape source:SavedShard
 //                    overlap_offsets:shape overlap_sizes:shape
 //   SavedShard    := offsets:shape sizes:shape rank:svarint bytes:varint chunks:varint (< 2^32)
+//                    chunk_list:ChunkList
+//   ChunkList     := n:varint SavedChunk{n}          (n is 0 or chunks)
+//   SavedChunk    := length:varint hash_low:varint hash_high:varint source:bytes
+//                    source_rank:svarint
 //   WriteResults  := header('W') n:varint WriteResult{n}
 //   WriteResult   := fqn:bytes offsets:shape rank:svarint bytes:varint chunks:varint (< 2^32)
+//                    chunk_list:ChunkList
 //   Status        := header('E') code:u8 (StatusCode) message:bytes (empty when code is OK)
 // An encoding ends exactly after its last field. Header bytes and enum values DO NOT CHANGE; a
 // changed layout gets a new version.
@@ -41,9 +46,10 @@ constexpr uint8_t kMaxWriteItemType = static_cast<uint8_t>(WriteItemType::kBytes
 // Fewest bytes one encoded element can take (every field at its one-byte minimum); a count is
 // rejected unless that many elements fit in the remaining input.
 constexpr size_t kMinWriteItemBytes = 6;                       // fqn, type, dtype, 3 shapes
-constexpr size_t kMinSavedShardBytes = 5;                      // 2 shapes, rank, bytes, chunks
+constexpr size_t kMinSavedShardBytes = 6;  // 2 shapes, rank, bytes, chunks, chunk count
+constexpr size_t kMinSavedChunkBytes = 5;  // length, 2 hash halves, source, rank
 constexpr size_t kMinReadItemBytes = 6 + kMinSavedShardBytes;  // fqn, type, dtype, 3 shapes
-constexpr size_t kMinWriteResultBytes = 5;                     // fqn, shape, rank, bytes, chunks
+constexpr size_t kMinWriteResultBytes = 6;                     // fqn, shape, rank, bytes, chunks
 
 class ByteWriter {
  public:
@@ -252,12 +258,42 @@ std::string ItemContext(const char* kind, size_t i) {
   return std::string(kind) + " " + std::to_string(i);
 }
 
+void WriteChunkList(ByteWriter& w, const std::vector<SavedChunk>& chunks) {
+  w.Varint(chunks.size());
+  for (const SavedChunk& c : chunks) {
+    w.Varint(c.length);
+    w.Varint(c.hash_low);
+    w.Varint(c.hash_high);
+    w.Bytes(c.source);
+    w.Svarint(c.source_rank);
+  }
+}
+
+Status ReadChunkList(ByteReader& r, uint32_t chunks, std::vector<SavedChunk>* out) {
+  size_t n = 0;
+  DCPKV_RETURN_IF_ERROR(r.Count("chunk list", kMinSavedChunkBytes, &n));
+  if (n != 0 && n != chunks) {
+    return DataLossError("chunk list of " + std::to_string(n) + " records for " +
+                         std::to_string(chunks) + " chunks");
+  }
+  out->resize(n);
+  for (SavedChunk& c : *out) {
+    DCPKV_RETURN_IF_ERROR(r.Varint("chunk.length", &c.length));
+    DCPKV_RETURN_IF_ERROR(r.Varint("chunk.hash_low", &c.hash_low));
+    DCPKV_RETURN_IF_ERROR(r.Varint("chunk.hash_high", &c.hash_high));
+    DCPKV_RETURN_IF_ERROR(r.Bytes("chunk.source", &c.source));
+    DCPKV_RETURN_IF_ERROR(r.Svarint("chunk.source_rank", &c.source_rank));
+  }
+  return Status::Ok();
+}
+
 void WriteSavedShard(ByteWriter& w, const SavedShard& s) {
   w.ShapeField(s.offsets);
   w.ShapeField(s.sizes);
   w.Svarint(s.rank);
   w.Varint(s.bytes);
   w.Varint(s.chunks);
+  WriteChunkList(w, s.chunk_list);
 }
 
 Status ReadSavedShard(ByteReader& r, SavedShard* s) {
@@ -266,7 +302,7 @@ Status ReadSavedShard(ByteReader& r, SavedShard* s) {
   DCPKV_RETURN_IF_ERROR(r.Svarint("source.rank", &s->rank));
   DCPKV_RETURN_IF_ERROR(r.Varint("source.bytes", &s->bytes));
   DCPKV_RETURN_IF_ERROR(r.U32("source.chunks", &s->chunks));
-  return Status::Ok();
+  return ReadChunkList(r, s->chunks, &s->chunk_list);
 }
 
 Status ReadWriteItem(ByteReader& r, WriteItem* item) {
@@ -296,7 +332,7 @@ Status ReadWriteResult(ByteReader& r, WriteResult* result) {
   DCPKV_RETURN_IF_ERROR(r.Svarint("rank", &result->rank));
   DCPKV_RETURN_IF_ERROR(r.Varint("bytes", &result->bytes));
   DCPKV_RETURN_IF_ERROR(r.U32("chunks", &result->chunks));
-  return Status::Ok();
+  return ReadChunkList(r, result->chunks, &result->chunk_list);
 }
 
 // Decodes the items and the two private strings shared by SavePlan and LoadPlan.
@@ -382,6 +418,7 @@ std::string EncodeWriteResults(const std::vector<WriteResult>& results) {
     w.Svarint(result.rank);
     w.Varint(result.bytes);
     w.Varint(result.chunks);
+    WriteChunkList(w, result.chunk_list);
   }
   return std::move(w).Take();
 }

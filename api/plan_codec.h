@@ -28,7 +28,7 @@ namespace dcpkv {
 // First byte of every encoding.
 inline constexpr uint8_t kPlanWireMagic = 0xDC;
 // Third byte: the layout version. Decoders reject other versions.
-inline constexpr uint8_t kPlanWireVersion = 1;
+inline constexpr uint8_t kPlanWireVersion = 2;
 
 std::string EncodeSavePlan(const SavePlan& plan);
 StatusOr<SavePlan> DecodeSavePlan(std::string_view bytes);

@@ -186,6 +186,7 @@ std::string Saver::Commit(const std::vector<std::string>& gathered) {
                                             "\" which it was not asked to"));
       }
       it->second[r]->chunks = w.chunks;
+      it->second[r]->chunk_list = w.chunk_list;
     }
   }
   Status committed = writer_->Finish(md, results);
@@ -308,12 +309,15 @@ StatusOr<Metadata> Saver::SavePart() {
   md.coordinator_rank = rank_;
   md.committed_unix_micros = NowMicros();
   md.per_rank_commit = true;
-  std::map<std::pair<std::string, Shape>, uint32_t> chunks;
-  for (const WriteResult& w : written) chunks[{w.fqn, w.offsets}] = w.chunks;
+  std::map<std::pair<std::string, Shape>, const WriteResult*> results;
+  for (const WriteResult& w : written) results[{w.fqn, w.offsets}] = &w;
   for (auto& [fqn, entry] : md.entries) {
     for (SavedShard& shard : entry.shards) {
       shard.rank = rank_;
-      shard.chunks = chunks[{fqn, shard.offsets}];
+      if (const WriteResult* w = results[{fqn, shard.offsets}]; w != nullptr) {
+        shard.chunks = w->chunks;
+        shard.chunk_list = w->chunk_list;
+      }
     }
   }
   DCPKV_RETURN_IF_ERROR(writer_->Finish(md, {written}).WithContext(what_ + ": commit"));

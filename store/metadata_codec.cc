@@ -10,6 +10,8 @@
 #include "dcpkv/store/metadata_codec.h"
 
 #include <cstring>
+#include <functional>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -65,8 +67,19 @@ size_t Len(const flatbuffers::Vector<T>* v) {
   return v ? v->size() : 0;
 }
 
+// Chunks are recorded for an entry when every shard lists all of its chunks.
+size_t RecordedChunks(const EntryMetadata& e) {
+  size_t c = 0;
+  for (const SavedShard& s : e.shards) {
+    if (s.chunk_list.size() != s.chunks) return 0;
+    c += s.chunk_list.size();
+  }
+  return c;
+}
+
 flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
-                                           const std::string& fqn, const EntryMetadata& e) {
+                                           const std::string& fqn, const EntryMetadata& e,
+                                           const std::map<std::string, uint32_t>& sources) {
   const size_t n = e.global_shape.size();
   const size_t s = e.shards.size();
   uint64_t* offsets = nullptr;
@@ -97,9 +110,55 @@ flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
   for (size_t i = 0; i < s; ++i) flatbuffers::WriteScalar(chunks + i, e.shards[i].chunks);
   auto ranks_vec = b.CreateUninitializedVector(s, &ranks);
   for (size_t i = 0; i < s; ++i) flatbuffers::WriteScalar(ranks + i, e.shards[i].rank);
+  const size_t c = RecordedChunks(e);
+  flatbuffers::Offset<flatbuffers::Vector<uint64_t>> lengths_vec, hashes_vec;
+  flatbuffers::Offset<flatbuffers::Vector<uint32_t>> sources_vec;
+  flatbuffers::Offset<flatbuffers::Vector<int32_t>> source_ranks_vec;
+  if (c > 0) {
+    uint64_t* lengths = nullptr;
+    uint64_t* hashes = nullptr;
+    uint32_t* source = nullptr;
+    int32_t* source_ranks = nullptr;
+    lengths_vec = b.CreateUninitializedVector(c, &lengths);
+    size_t k = 0;
+    for (const SavedShard& s : e.shards) {
+      for (const SavedChunk& ch : s.chunk_list) flatbuffers::WriteScalar(lengths + k++, ch.length);
+    }
+    hashes_vec = b.CreateUninitializedVector(2 * c, &hashes);
+    k = 0;
+    for (const SavedShard& s : e.shards) {
+      for (const SavedChunk& ch : s.chunk_list) {
+        flatbuffers::WriteScalar(hashes + k++, ch.hash_low);
+        flatbuffers::WriteScalar(hashes + k++, ch.hash_high);
+      }
+    }
+    sources_vec = b.CreateUninitializedVector(c, &source);
+    k = 0;
+    for (const SavedShard& s : e.shards) {
+      for (const SavedChunk& ch : s.chunk_list) {
+        auto it = sources.find(ch.source);
+        flatbuffers::WriteScalar(source + k++, ch.source.empty() || it == sources.end()
+                                                   ? uint32_t{0}
+                                                   : it->second + 1);
+      }
+    }
+    source_ranks_vec = b.CreateUninitializedVector(c, &source_ranks);
+    k = 0;
+    for (const SavedShard& s : e.shards) {
+      for (const SavedChunk& ch : s.chunk_list) {
+        flatbuffers::WriteScalar(source_ranks + k++, ch.source_rank);
+      }
+    }
+  }
   auto shape_vec = b.CreateVector(e.global_shape);
   auto fqn_str = b.CreateString(fqn);
   fb::EntryBuilder eb(b);
+  if (c > 0) {
+    eb.add_chunk_lengths(lengths_vec);
+    eb.add_chunk_hashes(hashes_vec);
+    eb.add_chunk_sources(sources_vec);
+    eb.add_chunk_source_ranks(source_ranks_vec);
+  }
   eb.add_shard_chunks(chunks_vec);
   eb.add_shard_bytes(bytes_vec);
   eb.add_shard_sizes(sizes_vec);
@@ -111,8 +170,45 @@ flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
   return eb.Finish();
 }
 
+// Checks a shard's chunk list (if recorded): one record per chunk, lengths adding up to the
+// shard's bytes, valid sources and ranks.
+Status ValidateChunkList(const SavedShard& shard, int32_t world_size, const std::string& self,
+                         const std::function<Status(const std::string&)>& error) {
+  if (shard.chunk_list.empty()) return Status::Ok();
+  if (shard.chunk_list.size() != shard.chunks) {
+    return error(std::to_string(shard.chunk_list.size()) + " chunk records for " +
+                 std::to_string(shard.chunks) + " chunks");
+  }
+  uint64_t total = 0;
+  for (size_t k = 0; k < shard.chunk_list.size(); ++k) {
+    const SavedChunk& c = shard.chunk_list[k];
+    const std::string which = "chunk " + std::to_string(k) + ": ";
+    if (__builtin_add_overflow(total, c.length, &total)) return error(which + "lengths overflow");
+    if (c.source_rank < 0 || c.source_rank >= world_size) {
+      // A source checkpoint may have been saved by a larger world.
+      if (c.source.empty() || c.source_rank < 0) {
+        return error(which + "rank " + std::to_string(c.source_rank) + " is invalid");
+      }
+    }
+    if (!c.source.empty()) {
+      if (c.source == self) return error(which + "refers to its own checkpoint by name");
+      if (Status s = ValidateCheckpointId(c.source); !s.ok()) return error(which + s.message());
+    } else if (c.source_rank != shard.rank) {
+      return error(which + "stored under this checkpoint in rank " +
+                   std::to_string(c.source_rank) + " but the shard is rank " +
+                   std::to_string(shard.rank) + "'s");
+    }
+  }
+  if (total != shard.bytes) {
+    return error("chunk lengths add up to " + std::to_string(total) + " bytes, not " +
+                 std::to_string(shard.bytes));
+  }
+  return Status::Ok();
+}
+
 // Checks one entry's meaning; `where` ("checkpoint ...: fqn ...: ") prefixes every message.
-Status ValidateEntry(const EntryMetadata& e, int32_t world_size, const std::string& where) {
+Status ValidateEntry(const EntryMetadata& e, int32_t world_size, const std::string& self,
+                     const std::string& where) {
   if (!IsValidDType(static_cast<uint8_t>(e.dtype))) {
     return InvalidArgumentError(where + "invalid dtype " +
                                 std::to_string(static_cast<int>(e.dtype)));
@@ -165,6 +261,7 @@ Status ValidateEntry(const EntryMetadata& e, int32_t world_size, const std::stri
       return error("rank " + std::to_string(shard.rank) + " is outside [0, " +
                    std::to_string(world_size) + ")");
     }
+    DCPKV_RETURN_IF_ERROR(ValidateChunkList(shard, world_size, self, error));
   }
   return Status::Ok();
 }
@@ -174,8 +271,8 @@ Status ValidateEntry(const EntryMetadata& e, int32_t world_size, const std::stri
 // encoder never shares data between vectors, so the data decoded from one buffer cannot exceed
 // its size, and a crafted buffer whose entries all point at the same large vectors is rejected
 // before it can make decoding time or memory explode.
-Status DecodeEntry(const fb::Entry& e, const std::string& where, size_t* budget,
-                   EntryMetadata* out) {
+Status DecodeEntry(const fb::Entry& e, const std::string& where,
+                   const std::vector<std::string>& sources, size_t* budget, EntryMetadata* out) {
   const size_t n = Len(e.global_shape());
   if (n > kMaxTensorDims) {
     return Corrupt(where + "global shape has " + std::to_string(n) + " dimensions; the limit is " +
@@ -215,6 +312,44 @@ Status DecodeEntry(const fb::Entry& e, const std::string& where, size_t* budget,
     shard.bytes = e.shard_bytes()->Get(i);
     shard.chunks = e.shard_chunks()->Get(i);
   }
+  const size_t c = Len(e.chunk_lengths());
+  if (c == 0) {
+    if (Len(e.chunk_hashes()) + Len(e.chunk_sources()) + Len(e.chunk_source_ranks()) != 0) {
+      return Corrupt(where + "chunk columns without chunk_lengths");
+    }
+    return Status::Ok();
+  }
+  uint64_t recorded = 0;
+  for (const SavedShard& shard : out->shards) recorded += shard.chunks;
+  if (recorded != c || Len(e.chunk_hashes()) != 2 * c || Len(e.chunk_sources()) != c ||
+      Len(e.chunk_source_ranks()) != c) {
+    return Corrupt(where + "chunk columns of " + std::to_string(c) + ", " +
+                   std::to_string(Len(e.chunk_hashes())) + ", " +
+                   std::to_string(Len(e.chunk_sources())) + ", " +
+                   std::to_string(Len(e.chunk_source_ranks())) + " values for " +
+                   std::to_string(recorded) + " chunks");
+  }
+  if (c * 32 > *budget) {
+    return Corrupt(where + "vectors overlap other data (decoded size exceeds the buffer)");
+  }
+  *budget -= c * 32;
+  size_t k = 0;
+  for (SavedShard& shard : out->shards) {
+    shard.chunk_list.resize(shard.chunks);
+    for (SavedChunk& chunk : shard.chunk_list) {
+      chunk.length = e.chunk_lengths()->Get(k);
+      chunk.hash_low = e.chunk_hashes()->Get(2 * k);
+      chunk.hash_high = e.chunk_hashes()->Get(2 * k + 1);
+      const uint32_t source = e.chunk_sources()->Get(k);
+      if (source > sources.size()) {
+        return Corrupt(where + "chunk " + std::to_string(k) + " names data source " +
+                       std::to_string(source) + " of " + std::to_string(sources.size()));
+      }
+      if (source > 0) chunk.source = sources[source - 1];
+      chunk.source_rank = e.chunk_source_ranks()->Get(k);
+      ++k;
+    }
+  }
   return Status::Ok();
 }
 
@@ -244,7 +379,23 @@ StatusOr<Metadata> DecodeAligned(const uint8_t* data, size_t size) {
     return Corrupt(ctx + std::to_string(count) + " entries; the limit is " +
                    std::to_string(kMaxMetadataEntries));
   }
+  md.base_checkpoint_id = m->base_checkpoint_id() ? m->base_checkpoint_id()->str() : "";
+  md.stored_bytes = m->stored_bytes();
   size_t budget = size - md.checkpoint_id.size();
+  std::vector<std::string> sources;
+  for (size_t i = 0; i < Len(m->data_sources()); ++i) {
+    const flatbuffers::String* id = m->data_sources()->Get(i);
+    if (id == nullptr || id->size() > budget) return Corrupt(ctx + "bad data source " + std::to_string(i));
+    budget -= id->size();
+    sources.push_back(id->str());
+  }
+  for (size_t i = 0; i < Len(m->tags()); ++i) {
+    const fb::Tag* tag = m->tags()->Get(i);
+    std::string value = tag->value() ? tag->value()->str() : "";
+    if (!md.tags.emplace(tag->key()->str(), std::move(value)).second) {
+      return Corrupt(ctx + "duplicate tag " + Quoted(tag->key()->string_view()));
+    }
+  }
   std::string_view previous;
   for (size_t i = 0; i < count; ++i) {
     const fb::Entry* e = m->entries()->Get(i);
@@ -256,7 +407,8 @@ StatusOr<Metadata> DecodeAligned(const uint8_t* data, size_t size) {
     }
     previous = fqn;
     EntryMetadata entry;
-    DCPKV_RETURN_IF_ERROR(DecodeEntry(*e, ctx + "fqn " + Quoted(fqn) + ": ", &budget, &entry));
+    DCPKV_RETURN_IF_ERROR(
+        DecodeEntry(*e, ctx + "fqn " + Quoted(fqn) + ": ", sources, &budget, &entry));
     md.entries.emplace_hint(md.entries.end(), std::string(fqn), std::move(entry));
   }
   if (Status s = ValidateMetadata(md); !s.ok()) return Corrupt(s.message());
@@ -281,10 +433,26 @@ Status ValidateMetadata(const Metadata& metadata) {
     return InvalidArgumentError(ctx + std::to_string(metadata.entries.size()) +
                                 " entries; the limit is " + std::to_string(kMaxMetadataEntries));
   }
+  if (!metadata.base_checkpoint_id.empty()) {
+    if (Status s = ValidateCheckpointId(metadata.base_checkpoint_id); !s.ok()) {
+      return s.WithContext(ctx + "base checkpoint");
+    }
+  }
+  if (metadata.tags.size() > kMaxTags) {
+    return InvalidArgumentError(ctx + std::to_string(metadata.tags.size()) +
+                                " tags; the limit is " + std::to_string(kMaxTags));
+  }
+  for (const auto& [key, value] : metadata.tags) {
+    if (key.empty() || key.size() > kMaxTagKeyLength || value.size() > kMaxTagValueLength) {
+      return InvalidArgumentError(ctx + "tag " + Quoted(key) + ": keys must have 1.." +
+                                  std::to_string(kMaxTagKeyLength) + " bytes and values at most " +
+                                  std::to_string(kMaxTagValueLength));
+    }
+  }
   for (const auto& [fqn, entry] : metadata.entries) {
     if (Status s = ValidateFqn(fqn); !s.ok()) return s.WithContext(ctx.substr(0, ctx.size() - 2));
-    DCPKV_RETURN_IF_ERROR(
-        ValidateEntry(entry, metadata.world_size, ctx + "fqn " + Quoted(fqn) + ": "));
+    DCPKV_RETURN_IF_ERROR(ValidateEntry(entry, metadata.world_size, metadata.checkpoint_id,
+                                        ctx + "fqn " + Quoted(fqn) + ": "));
   }
   return Status::Ok();
 }
@@ -295,13 +463,41 @@ std::string EncodeMetadata(const Metadata& metadata) {
     estimate += 64 + fqn.size() + 8 * e.global_shape.size() +
                 e.shards.size() * (16 * e.global_shape.size() + 16);
   }
+  std::map<std::string, uint32_t> source_index;
+  std::vector<std::string> sources;
+  for (const auto& [fqn, e] : metadata.entries) {
+    estimate += 32 * RecordedChunks(e);
+    for (const SavedShard& s : e.shards) {
+      for (const SavedChunk& c : s.chunk_list) {
+        if (!c.source.empty() && source_index.emplace(c.source, sources.size()).second) {
+          sources.push_back(c.source);
+        }
+      }
+    }
+  }
   flatbuffers::FlatBufferBuilder b(estimate);
   std::vector<flatbuffers::Offset<fb::Entry>> entries;
   entries.reserve(metadata.entries.size());
-  for (const auto& [fqn, e] : metadata.entries) entries.push_back(EncodeEntry(b, fqn, e));
+  for (const auto& [fqn, e] : metadata.entries) {
+    entries.push_back(EncodeEntry(b, fqn, e, source_index));
+  }
   auto entries_vec = b.CreateVector(entries);
   auto id = b.CreateString(metadata.checkpoint_id);
+  auto sources_vec = b.CreateVectorOfStrings(sources);
+  flatbuffers::Offset<flatbuffers::String> base;
+  if (!metadata.base_checkpoint_id.empty()) base = b.CreateString(metadata.base_checkpoint_id);
+  std::vector<flatbuffers::Offset<fb::Tag>> tags;
+  for (const auto& [key, value] : metadata.tags) {
+    auto k = b.CreateString(key);
+    auto v = b.CreateString(value);
+    tags.push_back(fb::CreateTag(b, k, v));
+  }
+  auto tags_vec = b.CreateVector(tags);
   fb::CheckpointMetadataBuilder mb(b);
+  mb.add_data_sources(sources_vec);
+  if (!metadata.base_checkpoint_id.empty()) mb.add_base_checkpoint_id(base);
+  mb.add_stored_bytes(metadata.stored_bytes);
+  mb.add_tags(tags_vec);
   mb.add_committed_unix_micros(metadata.committed_unix_micros);
   mb.add_checkpoint_id(id);
   mb.add_world_size(metadata.world_size);

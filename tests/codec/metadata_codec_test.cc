@@ -331,7 +331,7 @@ struct RawMetadata {
     b.AddElement<int32_t>(10, 0, 0);
     b.AddElement<int64_t>(12, 5, 0);
     b.AddOffset(14, entries_vec);
-    if (!future_field.empty()) b.AddOffset(16, future);
+    if (!future_field.empty()) b.AddOffset(26, future);  // after the last field of this version
     b.Finish(fbs::Offset<void>(b.EndTable(start)), "DKVD");
     return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
   }
@@ -349,8 +349,8 @@ TEST(MetadataCodecTest, RawBuilderMatchesSchema) {
 
 TEST(MetadataCodecTest, UnsupportedVersionIsDataLoss) {
   RawMetadata raw;
-  raw.format_version = 2;
-  ExpectDataLoss(raw.Build(), "unsupported format version 2");
+  raw.format_version = 3;
+  ExpectDataLoss(raw.Build(), "unsupported format version 3");
   raw.format_version = 0;
   ExpectDataLoss(raw.Build(), "unsupported format version 0");
 }

@@ -207,8 +207,8 @@ TEST(PlanCodecTest, HeaderIsChecked) {
   bad_magic[0] = 'x';
   ExpectDataLoss(DecodeSavePlan(bad_magic).status(), "bad magic byte");
   std::string bad_version = enc;
-  bad_version[2] = 2;
-  ExpectDataLoss(DecodeSavePlan(bad_version).status(), "unsupported version 2");
+  bad_version[2] = 3;
+  ExpectDataLoss(DecodeSavePlan(bad_version).status(), "unsupported version 3");
   // A LoadPlan is not a SavePlan.
   ExpectDataLoss(DecodeSavePlan(EncodeLoadPlan(LoadPlan{})).status(),
                  "message kind LoadPlan, expected SavePlan");

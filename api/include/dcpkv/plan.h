@@ -85,11 +85,13 @@ struct WriteResult {
   Shape offsets;
   int32_t rank = 0;     // whose database holds it
   uint64_t bytes = 0;   // payload bytes written
-  uint32_t chunks = 0;  // chunks written
+  uint32_t chunks = 0;  // chunks of the shard (written, or referring to a base checkpoint's)
+  // Every chunk of the shard, in byte order (empty if the writer does not record them).
+  std::vector<SavedChunk> chunk_list;
 
   friend bool operator==(const WriteResult& a, const WriteResult& b) {
     return a.fqn == b.fqn && a.offsets == b.offsets && a.rank == b.rank && a.bytes == b.bytes &&
-           a.chunks == b.chunks;
+           a.chunks == b.chunks && a.chunk_list == b.chunk_list;
   }
 };
 

@@ -21,7 +21,12 @@
 
 namespace dcpkv {
 
-inline constexpr uint16_t kMetadataFormatVersion = 1;
+inline constexpr uint16_t kMetadataFormatVersion = 2;
+
+// Limits on user tags: key and value lengths, and tags per checkpoint.
+inline constexpr size_t kMaxTagKeyLength = 256;
+inline constexpr size_t kMaxTagValueLength = 4096;
+inline constexpr size_t kMaxTags = 256;
 
 // Most fqns one checkpoint may hold; a decoded metadata with more is DATA_LOSS. (Each fqn may
 // have any number of shards, within FlatBuffers' 2 GiB buffer limit.)
