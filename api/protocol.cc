@@ -11,9 +11,10 @@ std::string PayloadMessage(std::string_view payload) {
   return out;
 }
 
-std::string CachedMessage(uint64_t hash) {
+std::string CachedMessage(uint64_t hash, std::string_view extra) {
   std::string out(1, static_cast<char>(MessageKind::kCached));
   for (int i = 0; i < 8; ++i) out += static_cast<char>((hash >> (8 * i)) & 0xFF);
+  out += extra;
   return out;
 }
 
@@ -34,9 +35,10 @@ StatusOr<Message> DecodeMessage(std::string_view bytes) {
       m.payload = std::string(bytes);
       return m;
     case static_cast<uint8_t>(MessageKind::kCached):
-      if (bytes.size() != 8) return DataLossError("protocol message 'cached' is not 9 bytes");
+      if (bytes.size() < 8) return DataLossError("protocol message 'cached' is under 9 bytes");
       m.kind = MessageKind::kCached;
       for (int i = 7; i >= 0; --i) m.hash = (m.hash << 8) | static_cast<uint8_t>(bytes[i]);
+      m.payload = std::string(bytes.substr(8));
       return m;
     case static_cast<uint8_t>(MessageKind::kFailure): {
       m.kind = MessageKind::kFailure;

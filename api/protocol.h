@@ -25,12 +25,14 @@ enum class MessageKind : uint8_t { kPayload = 1, kCached = 2, kFailure = 3 };
 struct Message {
   MessageKind kind = MessageKind::kPayload;
   Status status;        // kFailure only
-  std::string payload;  // kPayload only
+  std::string payload;  // kPayload; for kCached, data that goes with the cached item
   uint64_t hash = 0;    // kCached only
 };
 
 std::string PayloadMessage(std::string_view payload);
-std::string CachedMessage(uint64_t hash);
+// "Unchanged, hash `hash`", with `extra` bytes that are not part of what the hash covers
+// (e.g. a final plan's storage data, which changes from save to save).
+std::string CachedMessage(uint64_t hash, std::string_view extra = {});
 std::string FailureMessage(const Status& status);
 StatusOr<Message> DecodeMessage(std::string_view bytes);
 

@@ -19,6 +19,12 @@
 namespace dcpkv {
 namespace {
 
+// The hash by which a final plan is recognised as unchanged: its items and planner data.
+uint64_t HashPlanWithoutStorageData(SavePlan plan) {
+  plan.storage_data.clear();
+  return HashSavePlan(plan);
+}
+
 int64_t NowMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -47,6 +53,11 @@ class Saver {
   StatusOr<Metadata> SaveWithoutCollectives();
   // This rank's part of a save without collectives.
   StatusOr<Metadata> SavePart();
+  // Coordinator (or each rank without collectives), before Finish: tags, stored bytes, and what
+  // the writer adds.
+  void FinishMetadata(Metadata* md);
+  // Every rank after a successful commit.
+  void AfterCommit(const Metadata& committed);
   void InvalidateCache() {
     if (cache_ != nullptr) cache_->valid = false;
   }
@@ -75,6 +86,8 @@ Status Saver::LocalStep(SavePlan* plan) {
   } else {
     DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
   }
+  writer_->ConfigureSave(
+      StorageSaveOptions{options_.incremental, options_.incremental_base, options_.keep_last});
   DCPKV_RETURN_IF_ERROR(writer_->Reset(options_.checkpoint_id));
   DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, is_coordinator_));
   DCPKV_RETURN_IF_ERROR(
@@ -123,11 +136,13 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
   std::vector<std::string> replies(world_);
   std::vector<uint64_t> hashes(world_);
   for (int r = 0; r < world_; ++r) {
-    hashes[r] = HashSavePlan(global_.plans[r]);
+    // The storage data (e.g. an incremental save's base) may change while the plan does not: it
+    // travels with the "unchanged" reply instead of defeating the cache.
+    hashes[r] = HashPlanWithoutStorageData(global_.plans[r]);
     const bool unchanged = cache_ != nullptr && r < static_cast<int>(previous_final.size()) &&
                            previous_final[r] == hashes[r];
-    replies[r] =
-        unchanged ? CachedMessage(hashes[r]) : PayloadMessage(EncodeSavePlan(global_.plans[r]));
+    replies[r] = unchanged ? CachedMessage(hashes[r], global_.plans[r].storage_data)
+                           : PayloadMessage(EncodeSavePlan(global_.plans[r]));
   }
   if (cache_ != nullptr) {
     cache_->local_plans = std::move(plans);
@@ -148,10 +163,13 @@ StatusOr<SavePlan> Saver::CentralPlan(const std::string& reply) {
   DCPKV_ASSIGN_OR_RETURN(Message m, DecodeMessage(reply));
   if (m.kind == MessageKind::kFailure) return m.status;
   if (m.kind == MessageKind::kCached) {
-    if (cache_ == nullptr || !cache_->valid || HashSavePlan(cache_->final_plan) != m.hash) {
+    if (cache_ == nullptr || !cache_->valid ||
+        HashPlanWithoutStorageData(cache_->final_plan) != m.hash) {
       return AbortedError("plan cache out of sync with the coordinator; retry the save");
     }
-    return cache_->final_plan;
+    SavePlan plan = cache_->final_plan;
+    plan.storage_data = std::move(m.payload);
+    return plan;
   }
   return DecodeSavePlan(m.payload);
 }
@@ -189,6 +207,7 @@ std::string Saver::Commit(const std::vector<std::string>& gathered) {
       it->second[r]->chunk_list = w.chunk_list;
     }
   }
+  FinishMetadata(&md);
   Status committed = writer_->Finish(md, results);
   if (!committed.ok()) {
     failures[rank_] = committed.WithContext("commit");
@@ -279,7 +298,31 @@ StatusOr<Metadata> Saver::Run() {
     InvalidateCache();
     return m.status;
   }
-  return DecodeMetadata(m.payload);
+  DCPKV_ASSIGN_OR_RETURN(Metadata committed, DecodeMetadata(m.payload));
+  AfterCommit(committed);
+  return committed;
+}
+
+void Saver::FinishMetadata(Metadata* md) {
+  md->tags = options_.tags;
+  md->stored_bytes = 0;
+  for (const auto& [fqn, entry] : md->entries) {
+    for (const SavedShard& shard : entry.shards) {
+      if (shard.chunk_list.empty()) md->stored_bytes += shard.bytes;
+      for (const SavedChunk& c : shard.chunk_list) {
+        if (c.source.empty()) md->stored_bytes += c.length;
+      }
+    }
+  }
+  writer_->AmendMetadata(md);
+}
+
+void Saver::AfterCommit(const Metadata& committed) {
+  Status s = writer_->AfterCommit(committed);
+  if (!s.ok()) {
+    std::fprintf(stderr, "dcpkv: %s committed; housekeeping after it failed: %s\n", what_.c_str(),
+                 s.ToString().c_str());
+  }
 }
 
 StatusOr<Metadata> Saver::SaveWithoutCollectives() {
@@ -320,7 +363,9 @@ StatusOr<Metadata> Saver::SavePart() {
       }
     }
   }
+  FinishMetadata(&md);
   DCPKV_RETURN_IF_ERROR(writer_->Finish(md, {written}).WithContext(what_ + ": commit"));
+  AfterCommit(md);
   return md;
 }
 

@@ -41,7 +41,10 @@ StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
                                 md->world_size,
                                 rank,
                                 md->entries.size(),
-                                md->logical_bytes()};
+                                md->logical_bytes(),
+                                md->stored_bytes,
+                                md->base_checkpoint_id,
+                                md->tags};
       if (!md->per_rank_commit) {
         out.push_back(summary);
         continue;
@@ -52,7 +55,10 @@ StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
       total.committed_unix_micros =
           std::max(total.committed_unix_micros, summary.committed_unix_micros);
       for (const auto& [fqn, entry] : md->entries) fqns.insert(fqn);
-      if (part_count[id] > 1) total.logical_bytes += summary.logical_bytes;
+      if (part_count[id] > 1) {
+        total.logical_bytes += summary.logical_bytes;
+        total.stored_bytes += summary.stored_bytes;
+      }
     }
   }
   for (auto& [id, entry] : parts) {

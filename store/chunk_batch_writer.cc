@@ -39,6 +39,12 @@ uint64_t ChunkBatchWriter::payload_bytes() const { return impl_->total_payload; 
 
 Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_view fqn,
                                   const ShardGeometry& geometry, const void* data, size_t size) {
+  return AddShard(checkpoint_id, fqn, geometry, data, size, nullptr);
+}
+
+Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                                  const ShardGeometry& geometry, const void* data, size_t size,
+                                  const std::vector<SavedChunk>* base) {
   DCPKV_RETURN_IF_ERROR(impl_->store->CheckWritable("writing chunks"));
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
   DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
@@ -60,9 +66,26 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
   ChunkKey key{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0};
   const auto* bytes = static_cast<const uint8_t*>(data);
   uint64_t offset = 0;
-  do {  // at least one chunk, so that an empty shard is still recorded
+  size_t index = 0;
+  uint64_t base_offset = 0;  // where base chunk `index` starts
+  do {                       // at least one chunk, so that an empty shard is still recorded
     const uint64_t n = std::min<uint64_t>(chunk, size - offset);
     key.byte_offset = offset;
+    if (base != nullptr && index < base->size()) {
+      const SavedChunk& b = (*base)[index];
+      if (base_offset == offset && b.length == n) {
+        const Hash128 hash = HashBytes(bytes + offset, n);
+        if (hash.lo == b.hash_low && hash.hi == b.hash_high) {
+          impl_->written.push_back(WrittenChunk{key, n, hash, false, b.source, b.source_rank});
+          base_offset += b.length;
+          ++index;
+          offset += n;
+          continue;
+        }
+      }
+      base_offset += b.length;
+      ++index;
+    }
     StatusOr<std::string> encoded_key = EncodeChunkKey(key);
     if (!encoded_key.ok()) return encoded_key.status();
     Hash128 hash;

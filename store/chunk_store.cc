@@ -11,6 +11,8 @@
 #include <system_error>
 #include <thread>
 
+#include <rocksdb/write_batch.h>
+
 #include "chunk_store_internal.h"
 #include "dcpkv/store/names.h"
 #include "rocksdb_status.h"
@@ -310,6 +312,159 @@ Status ChunkStore::DeleteManifest(std::string_view checkpoint_id) {
   wo.sync = true;
   return FromRocksDB(impl_->db->Delete(wo, impl_->manifests_cf, key),
                      "deleting manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+namespace {
+
+// Ids of the keys `tag` checkpoint_id in the default column family, in byte order.
+StatusOr<std::vector<std::string>> ListIdKeys(ChunkStore::Impl* impl, char tag,
+                                              StatusOr<std::string> (*decode)(std::string_view),
+                                              std::string_view what) {
+  DCPKV_RETURN_IF_ERROR(impl->CheckOpen());
+  std::vector<std::string> ids;
+  const std::string begin(1, tag);
+  const std::string end = PrefixUpperBound(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(ro, impl->default_cf));
+  for (it->Seek(begin); it->Valid(); it->Next()) {
+    DCPKV_ASSIGN_OR_RETURN(std::string id,
+                           decode(std::string_view(it->key().data(), it->key().size())));
+    ids.push_back(std::move(id));
+  }
+  DCPKV_RETURN_IF_ERROR(
+      FromRocksDB(it->status(), "listing " + std::string(what) + " in " + impl->dir));
+  return ids;
+}
+
+}  // namespace
+
+Status ChunkStore::MoveManifestToTrash(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string manifest_key, EncodeManifestKey(checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(std::string trash_key, EncodeTrashKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("MoveManifestToTrash"));
+  const std::string what = "manifest of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  std::string value;
+  rocksdb::Status s =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->manifests_cf, manifest_key, &value);
+  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
+  rocksdb::WriteBatch batch;
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Delete(impl_->manifests_cf, manifest_key), what));
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Put(impl_->default_cf, trash_key, value), what));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Write(wo, &batch), "moving " + what + " to trash in " + impl_->dir);
+}
+
+StatusOr<std::vector<std::string>> ChunkStore::ListTrashIds() {
+  return ListIdKeys(impl_.get(), kTrashKeyTag, &DecodeTrashKey, "trash records");
+}
+
+StatusOr<ManifestRecord> ChunkStore::GetTrashRecord(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeTrashKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  rocksdb::PinnableSlice value;
+  std::string what = "trash record of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, key, &value);
+  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
+  StatusOr<ManifestRecord> record =
+      DecodeManifestRecord(std::string_view(value.data(), value.size()));
+  if (!record.ok()) return record.status().WithContext(what + " in " + impl_->dir);
+  if (record->checkpoint_id != checkpoint_id) {
+    return DataLossError(what + " in " + impl_->dir + " names checkpoint \"" +
+                         record->checkpoint_id + "\"");
+  }
+  return record;
+}
+
+Status ChunkStore::DeleteTrashRecord(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeTrashKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteTrashRecord"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Delete(wo, impl_->default_cf, key),
+                     "deleting trash record of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+StatusOr<std::string> ChunkStore::GetReclaimMarker(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeReclaimKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::string value;
+  std::string what = "reclaim marker of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, key, &value);
+  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
+  return value;
+}
+
+Status ChunkStore::PutReclaimMarker(std::string_view checkpoint_id, std::string_view value) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeReclaimKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutReclaimMarker"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Put(wo, impl_->default_cf, key, value),
+                     "writing reclaim marker of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+Status ChunkStore::DeleteReclaimMarker(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeReclaimKey(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteReclaimMarker"));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(
+      impl_->db->Delete(wo, impl_->default_cf, key),
+      "deleting reclaim marker of checkpoint \"" + std::string(checkpoint_id) + "\"");
+}
+
+StatusOr<std::vector<std::string>> ChunkStore::ListReclaimMarkerIds() {
+  return ListIdKeys(impl_.get(), kReclaimKeyTag, &DecodeReclaimKey, "reclaim markers");
+}
+
+Status ChunkStore::DeleteChunkRanges(const std::vector<ChunkKeyRange>& ranges) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteChunkRanges"));
+  rocksdb::WriteBatch batch;
+  for (const ChunkKeyRange& r : ranges) {
+    if (r.begin.empty() || r.begin[0] != kChunkKeyTag || !(r.begin < r.end)) {
+      return InvalidArgumentError("DeleteChunkRanges: not a non-empty range of chunk keys");
+    }
+    DCPKV_RETURN_IF_ERROR(
+        FromRocksDB(batch.DeleteRange(impl_->chunks_cf, r.begin, r.end), "DeleteChunkRanges"));
+  }
+  if (batch.Count() == 0) return Status::Ok();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Write(wo, &batch), "deleting chunk ranges in " + impl_->dir);
+}
+
+StatusOr<bool> ChunkStore::HasChunksInRange(const ChunkKeyRange& range) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  if (!(range.begin < range.end)) return false;
+  // With the upper bound, the iterator stops before it would read (and so fetch the blob
+  // value of) a key past the range.
+  rocksdb::Slice upper(range.end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->chunks_cf));
+  it->Seek(range.begin);
+  bool found = it->Valid();
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "looking for chunks in " + impl_->dir));
+  return found;
+}
+
+Status ChunkStore::CompactChunks(const ChunkKeyRange& range) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("CompactChunks"));
+  DCPKV_RETURN_IF_ERROR(Flush());
+  rocksdb::CompactRangeOptions o;
+  o.exclusive_manual_compaction = false;
+  o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  o.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+  o.blob_garbage_collection_age_cutoff = 1.0;
+  rocksdb::Slice begin(range.begin), end(range.end);
+  return FromRocksDB(impl_->db->CompactRange(o, impl_->chunks_cf, &begin, &end),
+                     "compacting chunks of " + impl_->dir);
 }
 
 Status ChunkStore::TryCatchUpWithPrimary() {

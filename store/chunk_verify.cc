@@ -1,5 +1,5 @@
-// ChunkStore::VerifyShard: a scan of one shard's chunks that reports every problem it meets and
-// carries on past it, for `dcpkv verify`.
+// ChunkStore::VerifyShard: a scan of one shard's chunks (or of those in a byte range of it) that
+// reports every problem it meets and carries on past it, for `dcpkv verify`.
 //
 // RocksDB's iterator stops (invalid, with an error status) on an entry it cannot read, e.g. one
 // whose blob file is damaged or gone, and the key of that entry is not available. The scan then
@@ -20,17 +20,36 @@ namespace {
 
 class ShardScan {
  public:
+  // Scans the chunks at byte offsets [begin, end) of a shard of `shard_size` bytes.
   ShardScan(ChunkStore::Impl* store, ChunkKey shard_key, const ShardGeometry& geometry,
-            uint64_t size, const std::function<void(uint64_t)>& progress)
+            uint64_t shard_size, uint64_t begin, uint64_t end,
+            const std::function<void(uint64_t)>& progress)
       : store_(store),
         key_(std::move(shard_key)),
         geometry_(geometry),
-        size_(size),
-        progress_(progress) {}
+        shard_size_(shard_size),
+        begin_(begin),
+        end_(end),
+        progress_(progress),
+        expected_(begin) {}
 
   StatusOr<ShardVerification> Run() {
-    lower_ = ChunkKeyShardPrefix(key_.checkpoint_id, key_.fqn, key_.shard_offsets);
-    upper_ = PrefixUpperBound(lower_);
+    // The whole shard: every key under its prefix, so that stray keys past its end are seen too.
+    const std::string prefix =
+        ChunkKeyShardPrefix(key_.checkpoint_id, key_.fqn, key_.shard_offsets);
+    ChunkKey bound = key_;
+    if (begin_ == 0) {
+      lower_ = prefix;
+    } else {
+      bound.byte_offset = begin_;
+      DCPKV_ASSIGN_OR_RETURN(lower_, EncodeChunkKey(bound));
+    }
+    if (end_ == shard_size_) {
+      upper_ = PrefixUpperBound(prefix);
+    } else {
+      bound.byte_offset = end_;
+      DCPKV_ASSIGN_OR_RETURN(upper_, EncodeChunkKey(bound));
+    }
     lower_slice_ = rocksdb::Slice(lower_);
     upper_slice_ = rocksdb::Slice(upper_);
     rocksdb::ReadOptions ro;
@@ -55,18 +74,24 @@ class ShardScan {
       it_->Next();
     }
     if (!any_entry) {
-      result_.problems.push_back({0, size_, "no chunks stored for this shard"});
+      result_.problems.push_back({begin_, end_,
+                                  whole()
+                                      ? "no chunks stored for this shard"
+                                      : "no chunks stored for bytes [" + std::to_string(begin_) +
+                                            ", " + std::to_string(end_) + ") of this shard"});
       return std::move(result_);
     }
     if (damaged_at_) {
-      result_.problems.push_back({*damaged_at_, size_, damaged_what_});
-    } else if (expected_ < size_) {
-      Gap(expected_, size_, "missing chunk");
+      result_.problems.push_back({*damaged_at_, end_, damaged_what_});
+    } else if (expected_ < end_) {
+      Gap(expected_, end_, "missing chunk");
     }
     return std::move(result_);
   }
 
  private:
+  bool whole() const { return begin_ == 0 && end_ == shard_size_; }
+
   void Gap(uint64_t begin, uint64_t end, const std::string& what) {
     result_.problems.push_back({begin, end,
                                 what + ": bytes [" + std::to_string(begin) + ", " +
@@ -97,11 +122,16 @@ class ShardScan {
     if (!view.ok()) {
       bad = view.status();
     } else if (view->info.geometry.dtype != geometry_.dtype ||
-               view->info.geometry.sizes != geometry_.sizes || view->info.shard_bytes != size_) {
+               view->info.geometry.sizes != geometry_.sizes ||
+               view->info.shard_bytes != shard_size_) {
       bad = DataLossError(DescribeChunkKey(*key) +
                           ": stored chunk belongs to a shard of another dtype or shape");
-    } else if (offset + view->payload_size > size_) {
-      bad = DataLossError(DescribeChunkKey(*key) + ": chunk extends past the end of the shard");
+    } else if (offset + view->payload_size > end_) {
+      bad =
+          DataLossError(DescribeChunkKey(*key) +
+                        (end_ == shard_size_ ? ": chunk extends past the end of the shard"
+                                             : ": chunk extends past byte " + std::to_string(end_) +
+                                                   ", the end of the range verified"));
     }
     EndDamaged(offset);
     if (offset > expected_ && !resync_) Gap(expected_, offset, "missing chunk");
@@ -120,6 +150,7 @@ class ShardScan {
     expected_ = std::max(expected_, offset + view->payload_size);
     ++result_.chunks;
     result_.bytes += view->payload_size;
+    result_.intact.push_back({offset, view->payload_size, view->info.payload_hash});
     if (progress_) progress_(view->payload_size);
   }
 
@@ -135,14 +166,14 @@ class ShardScan {
     uint64_t target = from;
     uint64_t step = 1;
     while (true) {
-      if (failed >= size_) {
+      if (failed >= end_) {
         EndDamaged(from);
-        result_.problems.push_back({from, size_, "unreadable: " + error, code});
-        expected_ = size_;
+        result_.problems.push_back({from, end_, "unreadable: " + error, code});
+        expected_ = end_;
         resync_ = true;
         return false;
       }
-      target = size_ - from > step ? from + step : size_;
+      target = end_ - from > step ? from + step : end_;
       DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(target));
       if (readable) break;
       failed = target;
@@ -166,13 +197,13 @@ class ShardScan {
       DCPKV_ASSIGN_OR_RETURN(bool readable, SeekTo(target));
       if (!readable) {  // the same seek failed this time: give up on the rest of the shard
         EndDamaged(from);
-        result_.problems.push_back({from, size_, "unreadable: " + error, code});
-        expected_ = size_;
+        result_.problems.push_back({from, end_, "unreadable: " + error, code});
+        expected_ = end_;
         resync_ = true;
         return false;
       }
     }
-    uint64_t end = size_;  // where the next readable chunk starts
+    uint64_t end = end_;  // where the next readable chunk starts
     if (it_->Valid()) {
       StatusOr<ChunkKey> landed =
           DecodeChunkKey(std::string_view(it_->key().data(), it_->key().size()));
@@ -198,14 +229,16 @@ class ShardScan {
   ChunkStore::Impl* store_;
   ChunkKey key_;
   const ShardGeometry& geometry_;
-  uint64_t size_;
+  uint64_t shard_size_;  // bytes of the whole shard
+  uint64_t begin_;       // the range verified: [begin_, end_)
+  uint64_t end_;
   const std::function<void(uint64_t)>& progress_;
   std::string lower_, upper_;
   rocksdb::Slice lower_slice_, upper_slice_;
   std::unique_ptr<rocksdb::Iterator> it_;
   ShardVerification result_;
-  uint64_t expected_ = 0;  // first byte not yet covered by an intact chunk
-  bool resync_ = false;    // after a damaged or unreadable entry: no gap report for what follows
+  uint64_t expected_;    // first byte not yet covered by an intact chunk
+  bool resync_ = false;  // after a damaged or unreadable entry: no gap report for what follows
   std::optional<uint64_t> damaged_at_;
   std::string damaged_what_;
 };
@@ -220,10 +253,28 @@ StatusOr<ShardVerification> ChunkStore::VerifyShard(std::string_view checkpoint_
   DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
   DCPKV_RETURN_IF_ERROR(geometry.Validate());
   DCPKV_ASSIGN_OR_RETURN(uint64_t size, geometry.ByteSize());
+  return VerifyShard(checkpoint_id, fqn, geometry, 0, size, progress);
+}
+
+StatusOr<ShardVerification> ChunkStore::VerifyShard(std::string_view checkpoint_id,
+                                                    std::string_view fqn,
+                                                    const ShardGeometry& geometry, uint64_t begin,
+                                                    uint64_t end,
+                                                    const std::function<void(uint64_t)>& progress) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
+  DCPKV_RETURN_IF_ERROR(geometry.Validate());
+  DCPKV_ASSIGN_OR_RETURN(uint64_t size, geometry.ByteSize());
+  if (begin > end || end > size || (begin == end && size != 0)) {
+    return InvalidArgumentError("VerifyShard of \"" + std::string(fqn) + "\": range [" +
+                                std::to_string(begin) + ", " + std::to_string(end) +
+                                ") is empty or outside the shard's " + std::to_string(size) +
+                                " bytes");
+  }
   DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
   ShardScan scan(impl_.get(),
                  ChunkKey{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0},
-                 geometry, size, progress);
+                 geometry, size, begin, end, progress);
   return scan.Run();
 }
 

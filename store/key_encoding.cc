@@ -33,6 +33,27 @@ Status BadKey(std::string_view what) {
   return DataLossError("malformed chunk key: " + std::string(what));
 }
 
+// tag checkpoint_id: the manifest, trash and reclaim keys.
+StatusOr<std::string> EncodeIdKey(char tag, std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  std::string out;
+  out += tag;
+  out += checkpoint_id;
+  return out;
+}
+
+StatusOr<std::string> DecodeIdKey(char tag, std::string_view kind, std::string_view in) {
+  if (in.empty() || in[0] != tag) {
+    return DataLossError("malformed " + std::string(kind) + " key: missing tag '" +
+                         std::string(1, tag) + "'");
+  }
+  in.remove_prefix(1);
+  if (Status s = ValidateCheckpointId(in); !s.ok()) {
+    return DataLossError("malformed " + std::string(kind) + " key: " + s.message());
+  }
+  return std::string(in);
+}
+
 }  // namespace
 
 std::string DescribeChunkKey(const ChunkKey& key) {
@@ -112,22 +133,27 @@ StatusOr<ChunkKey> DecodeChunkKey(std::string_view in) {
 }
 
 StatusOr<std::string> EncodeManifestKey(std::string_view checkpoint_id) {
-  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
-  std::string out;
-  out += kManifestKeyTag;
-  out += checkpoint_id;
-  return out;
+  return EncodeIdKey(kManifestKeyTag, checkpoint_id);
 }
 
 StatusOr<std::string> DecodeManifestKey(std::string_view in) {
-  if (in.empty() || in[0] != kManifestKeyTag) {
-    return DataLossError("malformed manifest key: missing tag 'M'");
-  }
-  in.remove_prefix(1);
-  if (Status s = ValidateCheckpointId(in); !s.ok()) {
-    return DataLossError("malformed manifest key: " + s.message());
-  }
-  return std::string(in);
+  return DecodeIdKey(kManifestKeyTag, "manifest", in);
+}
+
+StatusOr<std::string> EncodeTrashKey(std::string_view checkpoint_id) {
+  return EncodeIdKey(kTrashKeyTag, checkpoint_id);
+}
+
+StatusOr<std::string> DecodeTrashKey(std::string_view in) {
+  return DecodeIdKey(kTrashKeyTag, "trash", in);
+}
+
+StatusOr<std::string> EncodeReclaimKey(std::string_view checkpoint_id) {
+  return EncodeIdKey(kReclaimKeyTag, checkpoint_id);
+}
+
+StatusOr<std::string> DecodeReclaimKey(std::string_view in) {
+  return DecodeIdKey(kReclaimKeyTag, "reclaim", in);
 }
 
 }  // namespace dcpkv

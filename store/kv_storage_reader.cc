@@ -1,6 +1,8 @@
 // KvStorageReader: reads the manifest from whichever rank database holds it, then for every
 // saved shard it needs reads only the rows that overlap what this rank asked for, verifying
-// every chunk, and copies each overlap into the caller's tensors.
+// every chunk, and copies each overlap into the caller's tensors. The chunks of a shard of an
+// incremental checkpoint may be stored under earlier checkpoints, in other ranks' databases:
+// ReadSavedShardRange reads each run of them where it is.
 #include <algorithm>
 #include <vector>
 
@@ -8,6 +10,7 @@
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/names.h"
+#include "dcpkv/store/saved_shard_reader.h"
 #include "dcpkv/store/store_layout.h"
 #include "plan_validation.h"
 
@@ -181,17 +184,20 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
     if (inserted) order.push_back(key);
     it->second.push_back(&item);
   }
+  // A shard's chunks may be stored in several databases (an incremental checkpoint refers to
+  // earlier checkpoints' chunks): each run of them is read with the reopen-on-IO_ERROR retry.
+  const RankReadRunner runner = [this](int rank, const std::function<Status(ChunkStore*)>& read) {
+    return ReadRetrying(rank, read);
+  };
   std::vector<uint8_t> buffer;
   for (const SourceKey& key : order) {
     const std::vector<const ReadItem*>& items = by_source[key];
     const ReadItem& first = *items.front();
     const SavedShard& shard = first.source;
-    const ShardGeometry geometry{first.dtype, shard.offsets, shard.sizes};
     if (first.type == WriteItemType::kBytes) {
       std::string data(shard.bytes, '\0');
-      DCPKV_RETURN_IF_ERROR(ReadRetrying(shard.rank, [&](ChunkStore* store) {
-        return store->ReadShard(checkpoint_id_, first.fqn, geometry, data.data(), data.size());
-      }));
+      DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, 0,
+                                                shard.bytes, data.data(), runner));
       DCPKV_RETURN_IF_ERROR(planner.LoadBytes(first, std::move(data)));
       continue;
     }
@@ -204,10 +210,8 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
         shard.offsets.empty() ? 0 : (rows.offsets[0] - shard.offsets[0]) * row_bytes;
     const uint64_t size = Volume(rows) * element;
     buffer.resize(size);
-    DCPKV_RETURN_IF_ERROR(ReadRetrying(shard.rank, [&](ChunkStore* store) {
-      return store->ReadShardRange(checkpoint_id_, first.fqn, geometry, begin, begin + size,
-                                   buffer.data());
-    }));
+    DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, begin,
+                                              begin + size, buffer.data(), runner));
     for (const ReadItem* item : items) {
       DCPKV_ASSIGN_OR_RETURN(Tensor dest, planner.ResolveTensor(*item));
       const Box dest_box{item->dest_offsets, dest.shape()};

@@ -2,7 +2,11 @@
 // coordinator commits by writing the Metadata as its database's manifest (one synchronous
 // RocksDB write), after every rank's chunks are durable.
 #include <chrono>
+#include <map>
+#include <optional>
+#include <utility>
 
+#include "dcpkv/store/gc.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/names.h"
@@ -56,8 +60,69 @@ StatusOr<std::vector<SavePlan>> KvStorageWriter::PrepareGlobalPlan(std::vector<S
                               options_.root + "; save under a new id or delete it first");
   }
   if (existing.status().code() != StatusCode::kNotFound) return existing.status();
+  // An id being deleted may still hold chunks that committed checkpoints refer to; the write
+  // step clears a save's old chunks under its id, so reusing the id must wait for gc.
+  StatusOr<ManifestRecord> trashed = store_->GetTrashRecord(checkpoint_id_);
+  if (trashed.ok()) {
+    return AlreadyExistsError("checkpoint \"" + checkpoint_id_ + "\" in " + options_.root +
+                              " was deleted but still holds data other checkpoints use; save "
+                              "under a new id");
+  }
+  if (trashed.status().code() != StatusCode::kNotFound) return trashed.status();
+  base_id_.clear();
+  DCPKV_ASSIGN_OR_RETURN(std::optional<Metadata> base, FindBase());
+  if (!base.has_value()) return plans;
+  base_id_ = base->checkpoint_id;
+  base_ = std::move(base);
+  // Every rank learns the base's id through its final plan and reads the base's chunk lists
+  // itself (usually it has them: the base is the checkpoint it committed last).
+  for (SavePlan& plan : plans) plan.storage_data = base_id_;
   return plans;
 }
+
+StatusOr<const Metadata*> KvStorageWriter::BaseMetadata(const std::string& id) {
+  if (base_.has_value() && base_->checkpoint_id == id) return &*base_;
+  if (last_committed_.has_value() && last_committed_->checkpoint_id == id) {
+    return &*last_committed_;
+  }
+  KvStorageReader reader(KvStorageOptions{options_.root, options_.store_options});
+  reader.ShareStore(rank_, store_.get());
+  DCPKV_RETURN_IF_ERROR(reader.Reset(id));
+  StatusOr<Metadata> md = reader.ReadMetadata();
+  if (!md.ok()) return md.status().WithContext("incremental base \"" + id + "\"");
+  base_ = std::move(md).value();
+  return &*base_;
+}
+
+StatusOr<std::optional<Metadata>> KvStorageWriter::FindBase() {
+  if (!save_options_.incremental) return std::optional<Metadata>();
+  std::string id = save_options_.incremental_base;
+  if (id.empty()) {  // the newest manifest of this database
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store_->ListManifestIds());
+    int64_t newest = 0;
+    for (const std::string& candidate : ids) {
+      DCPKV_ASSIGN_OR_RETURN(ManifestRecord record, store_->GetManifest(candidate));
+      if (id.empty() || record.committed_unix_micros >= newest) {
+        id = candidate;
+        newest = record.committed_unix_micros;
+      }
+    }
+    if (id.empty()) return std::optional<Metadata>();  // the first checkpoint: a full save
+  }
+  StatusOr<ManifestRecord> record = store_->GetManifest(id);
+  if (record.status().code() == StatusCode::kNotFound) {
+    return NotFoundError("incremental base \"" + id + "\" is not committed in " +
+                         RankDirectory(options_.root, rank_));
+  }
+  DCPKV_RETURN_IF_ERROR(record.status());
+  StatusOr<Metadata> md = DecodeMetadata(record->payload);
+  if (!md.ok()) return md.status().WithContext("incremental base \"" + id + "\"");
+  return std::optional<Metadata>(std::move(md).value());
+}
+
+void KvStorageWriter::ConfigureSave(const StorageSaveOptions& options) { save_options_ = options; }
+
+void KvStorageWriter::AmendMetadata(Metadata* metadata) { metadata->base_checkpoint_id = base_id_; }
 
 std::future<StatusOr<std::vector<WriteResult>>> KvStorageWriter::WriteData(const SavePlan& plan,
                                                                            SavePlanner& planner) {
@@ -70,17 +135,47 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
   // Chunks left by an earlier attempt at this id that never committed are garbage: the
   // coordinator checked that no manifest exists, so clear them before writing afresh.
   DCPKV_RETURN_IF_ERROR(store_->DeleteCheckpointChunks(checkpoint_id_));
+  // Incremental: the base's chunks of every shard this rank writes that the base holds with the
+  // same dtype and geometry, each source resolved to where the chunk is stored.
+  std::map<std::pair<std::string, Shape>, std::vector<SavedChunk>> base;
+  if (!plan.storage_data.empty()) {
+    DCPKV_ASSIGN_OR_RETURN(const Metadata* md, BaseMetadata(plan.storage_data));
+    for (const WriteItem& item : plan.items) {
+      auto entry = md->entries.find(item.fqn);
+      if (entry == md->entries.end() || entry->second.dtype != item.dtype) continue;
+      for (const SavedShard& shard : entry->second.shards) {
+        if (shard.offsets != item.offsets || shard.sizes != item.sizes ||
+            shard.chunk_list.empty()) {
+          continue;
+        }
+        std::vector<SavedChunk>& chunks = base[{item.fqn, item.offsets}];
+        chunks = shard.chunk_list;
+        for (SavedChunk& c : chunks) {
+          if (c.source.empty()) c.source = md->checkpoint_id;
+        }
+        break;
+      }
+    }
+  }
   ChunkBatchWriter writer(store_.get());
   std::vector<WriteResult> results;
   results.reserve(plan.items.size());
   for (const WriteItem& item : plan.items) {
     DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, planner.ResolveData(item));
     const size_t chunks_before = writer.written().size();
-    DCPKV_RETURN_IF_ERROR(writer.AddShard(checkpoint_id_, item.fqn,
-                                          ShardGeometry{item.dtype, item.offsets, item.sizes},
-                                          bytes.data, bytes.size));
-    results.push_back(WriteResult{item.fqn, item.offsets, rank_, bytes.size,
-                                  static_cast<uint32_t>(writer.written().size() - chunks_before)});
+    auto b = base.find({item.fqn, item.offsets});
+    DCPKV_RETURN_IF_ERROR(writer.AddShard(
+        checkpoint_id_, item.fqn, ShardGeometry{item.dtype, item.offsets, item.sizes}, bytes.data,
+        bytes.size, b == base.end() ? nullptr : &b->second));
+    WriteResult result{item.fqn, item.offsets, rank_, bytes.size,
+                       static_cast<uint32_t>(writer.written().size() - chunks_before)};
+    for (size_t k = chunks_before; k < writer.written().size(); ++k) {
+      const WrittenChunk& w = writer.written()[k];
+      result.chunk_list.push_back(SavedChunk{w.payload_len, w.payload_hash.lo, w.payload_hash.hi,
+                                             w.stored ? std::string() : w.source,
+                                             w.stored ? rank_ : w.source_rank});
+    }
+    results.push_back(std::move(result));
   }
   DCPKV_RETURN_IF_ERROR(writer.Finish());
   DCPKV_RETURN_IF_ERROR(store_->Flush());
@@ -94,8 +189,25 @@ Status KvStorageWriter::Finish(const Metadata& metadata,
     return InvalidArgumentError("Finish: metadata is for checkpoint \"" + metadata.checkpoint_id +
                                 "\" but the writer is saving \"" + checkpoint_id_ + "\"");
   }
-  return store_->PutManifest(
-      ManifestRecord{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)});
+  DCPKV_RETURN_IF_ERROR(store_->PutManifest(
+      ManifestRecord{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)}));
+  // Retention right after the commit, before any rank hears of it: every rank's AfterCommit
+  // then sees the trashed checkpoints and reclaims its own share of their data.
+  if (save_options_.keep_last > 0 && !metadata.per_rank_commit) {
+    StatusOr<std::vector<std::string>> trashed =
+        ApplyRetention(store_.get(), options_.root, save_options_.keep_last);
+    if (!trashed.ok()) retention_status_ = trashed.status().WithContext("retention");
+  }
+  return Status::Ok();
+}
+
+Status KvStorageWriter::AfterCommit(const Metadata& metadata) {
+  last_committed_ = metadata;  // the likely base of the next save
+  base_.reset();
+  Status retention = std::exchange(retention_status_, Status::Ok());
+  if (save_options_.keep_last <= 0 || metadata.per_rank_commit) return retention;
+  DCPKV_RETURN_IF_ERROR(retention);
+  return CollectRankGarbage(store_.get(), rank_, options_.root);
 }
 
 }  // namespace dcpkv

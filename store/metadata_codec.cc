@@ -137,9 +137,8 @@ flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
     for (const SavedShard& s : e.shards) {
       for (const SavedChunk& ch : s.chunk_list) {
         auto it = sources.find(ch.source);
-        flatbuffers::WriteScalar(source + k++, ch.source.empty() || it == sources.end()
-                                                   ? uint32_t{0}
-                                                   : it->second + 1);
+        flatbuffers::WriteScalar(
+            source + k++, ch.source.empty() || it == sources.end() ? uint32_t{0} : it->second + 1);
       }
     }
     source_ranks_vec = b.CreateUninitializedVector(c, &source_ranks);
@@ -194,9 +193,8 @@ Status ValidateChunkList(const SavedShard& shard, int32_t world_size, const std:
       if (c.source == self) return error(which + "refers to its own checkpoint by name");
       if (Status s = ValidateCheckpointId(c.source); !s.ok()) return error(which + s.message());
     } else if (c.source_rank != shard.rank) {
-      return error(which + "stored under this checkpoint in rank " +
-                   std::to_string(c.source_rank) + " but the shard is rank " +
-                   std::to_string(shard.rank) + "'s");
+      return error(which + "stored under this checkpoint in rank " + std::to_string(c.source_rank) +
+                   " but the shard is rank " + std::to_string(shard.rank) + "'s");
     }
   }
   if (total != shard.bytes) {
@@ -385,7 +383,8 @@ StatusOr<Metadata> DecodeAligned(const uint8_t* data, size_t size) {
   std::vector<std::string> sources;
   for (size_t i = 0; i < Len(m->data_sources()); ++i) {
     const flatbuffers::String* id = m->data_sources()->Get(i);
-    if (id == nullptr || id->size() > budget) return Corrupt(ctx + "bad data source " + std::to_string(i));
+    if (id == nullptr || id->size() > budget)
+      return Corrupt(ctx + "bad data source " + std::to_string(i));
     budget -= id->size();
     sources.push_back(id->str());
   }

@@ -18,6 +18,7 @@
 #include "dcpkv/inspect/stats.h"
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
+#include "dcpkv/store/gc.h"
 
 namespace dcpkv::inspect {
 namespace {
@@ -121,6 +122,37 @@ int RunImport(const Flags& f) {
   bar.Finish();
   if (!md.ok()) return Fail(md.status());
   PrintImport(*md, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunRm(const Flags& f) {
+  std::vector<std::string> ids;
+  {  // "latest" names the newest committed checkpoint (read-only view, closed before deleting)
+    auto view = OpenView(f);
+    if (!view.ok()) return Fail(view.status());
+    for (const std::string& id : f.checkpoints) {
+      if (id != "latest") {
+        ids.push_back(id);
+        continue;
+      }
+      auto listing = (*view)->Resolve(id);
+      if (!listing.ok()) return Fail(listing.status());
+      ids.push_back((*listing)->checkpoint_id);
+    }
+  }
+  auto report = RemoveCheckpoints(f.root, ids);
+  if (!report.ok()) return Fail(report.status());
+  PrintRemove(*report, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunGc(const Flags& f) {
+  auto view = OpenView(f);  // a clear error for a root that is not a store
+  if (!view.ok()) return Fail(view.status());
+  view->reset();
+  auto report = CollectGarbage(f.root);
+  if (!report.ok()) return Fail(report.status());
+  PrintGc(*report, FormatOf(f), std::cout);
   return 0;
 }
 
@@ -238,6 +270,21 @@ int Main(int argc, char** argv) {
   add_json(imp);
   add_progress(imp);
 
+  CLI::App* rm = app.add_subcommand(
+      "rm",
+      "Delete checkpoints (data newer checkpoints refer to stays); then collect garbage. Needs "
+      "the store not to be open by a running job");
+  add_root(rm);
+  rm->add_option("CKPT", f.checkpoints, "Checkpoints to delete")->required();
+  add_json(rm);
+
+  CLI::App* gc = app.add_subcommand(
+      "gc",
+      "Reclaim data no committed checkpoint refers to: deleted checkpoints and saves that "
+      "crashed before committing. Needs the store not to be open by a running job");
+  add_root(gc);
+  add_json(gc);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -252,7 +299,7 @@ int Main(int argc, char** argv) {
         const std::string_view arg = argv[i];
         if (arg.empty() || arg[0] == '-') continue;
         std::cerr << "dcpkv: error: unknown command \"" << arg
-                  << "\" (commands: ls, show, stats, verify, diff, export, import)\n"
+                  << "\" (commands: ls, show, stats, verify, diff, export, import, rm, gc)\n"
                   << "Run `dcpkv --help` for more information.\n";
         return kExitUsage;
       }
@@ -267,6 +314,8 @@ int Main(int argc, char** argv) {
   if (diff->parsed()) return Flushed(RunDiff(f));
   if (exp->parsed()) return Flushed(RunExport(f));
   if (imp->parsed()) return Flushed(RunImport(f));
+  if (rm->parsed()) return Flushed(RunRm(f));
+  if (gc->parsed()) return Flushed(RunGc(f));
   return kExitUsage;
 }
 

@@ -32,6 +32,8 @@ struct FixtureSpec {
   // Fqns left out, and whether to add "model.extra".
   std::set<std::string> omit;
   bool extra = false;
+  // Save incrementally on the newest checkpoint of the store (default: a full save).
+  bool incremental = false;
 };
 
 // One fqn's global value.
@@ -175,6 +177,7 @@ inline FixtureState SaveFixture(const std::string& root, const FixtureSpec& spec
     o.checkpoint_id = spec.id;
     o.store_root = root;
     o.process_group = &pg;
+    o.incremental = spec.incremental;
     StatusOr<Metadata> md = Save(sd, o);
     EXPECT_TRUE(md.ok()) << "saving fixture " << spec.id << ": " << md.status();
   });

@@ -14,6 +14,7 @@ StatusOr<std::vector<Result>> RunLoad(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunLoadReshard(BenchContext& ctx);
 // bench_plan.cc
 StatusOr<std::vector<Result>> RunPlan(BenchContext& ctx);
+StatusOr<std::vector<Result>> RunIncremental(BenchContext& ctx);
 // bench_async.cc
 StatusOr<std::vector<Result>> RunMemcpy(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunAsyncBlock(BenchContext& ctx, bool lazy);

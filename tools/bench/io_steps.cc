@@ -23,14 +23,18 @@ std::vector<RankState> PatternStates(const Config& config, uint32_t seed) {
 }
 
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                uint64_t chunk_size) {
+                uint64_t chunk_size, const std::string& incremental_base, Metadata* committed) {
   KvStorageOptions storage{root, {}};
   storage.store_options.chunk_size = chunk_size;
   SaveOptions o;
   o.checkpoint_id = id;
   o.storage_writer = std::make_shared<KvStorageWriter>(storage);
   o.process_group = r.group;
-  return Save(state.dict, o).status();
+  o.incremental = !incremental_base.empty();
+  o.incremental_base = incremental_base;
+  StatusOr<Metadata> md = Save(state.dict, o);
+  if (md.ok() && committed != nullptr) *committed = std::move(md).value();
+  return md.status();
 }
 
 Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "dcpkv/metadata.h"
 #include "ranks.h"
 #include "state.h"
 #include "workspace.h"
@@ -23,9 +24,12 @@ StateShape RunShape(const Config& config);
 std::vector<RankState> PatternStates(const Config& config, uint32_t seed);
 
 // One rank's dcpkv::Save of `state` as checkpoint `id` under `root`, through a fresh
-// KvStorageWriter with chunks of `chunk_size` (what Save with store_root does).
+// KvStorageWriter with chunks of `chunk_size` (what Save with store_root does). A full save
+// unless `incremental_base` names the base of an incremental one. `committed`, if not null,
+// receives the committed Metadata.
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                uint64_t chunk_size);
+                uint64_t chunk_size, const std::string& incremental_base = "",
+                Metadata* committed = nullptr);
 
 // One rank's dcpkv::Load of checkpoint `id` under `root` into `state`.
 Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id);

@@ -9,6 +9,8 @@ const std::vector<BenchmarkSpec>& Registry() {
       {"save", "sync Save on --world ranks vs raw_write (write + fdatasync)", RunSave},
       {"load", "cold Load vs raw_read (cold read of the raw files)", RunLoad},
       {"load_reshard", "cold Load on world+1 ranks vs cold Load on world", RunLoadReshard},
+      {"incremental", "incremental Save with 10% of chunks changed vs a full Save of the state",
+       RunIncremental},
       {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan},
       {"memcpy", "memcpy of the state (the async baselines' reference)", RunMemcpy},
       {"async_block", "time AsyncSave blocks the caller vs memcpy",

@@ -102,6 +102,8 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
         j["num_tensors"] = l.num_tensors;
         j["logical_bytes"] = l.logical_bytes;
         j["stored_bytes"] = l.stored_bytes;
+        j["base"] = l.base_checkpoint_id.empty() ? json(nullptr) : json(l.base_checkpoint_id);
+        j["tags"] = l.tags;
       }
       if (l.state == CheckpointState::kDamaged) j["problem"] = l.problem;
       list.push_back(std::move(j));
@@ -109,12 +111,19 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
     out << json{{"root", view.root()}, {"checkpoints", std::move(list)}}.dump(2) << "\n";
     return;
   }
-  Table table({"ID", "COMMITTED", "WORLD", "TENSORS", "LOGICAL", "STORED", "STATE"});
+  Table table({"ID", "COMMITTED", "WORLD", "TENSORS", "LOGICAL", "STORED", "STATE", "TAGS"});
   for (const CheckpointListing& l : view.checkpoints()) {
     if (l.state == CheckpointState::kCommitted) {
-      table.Add({l.checkpoint_id, HumanTime(l.committed_unix_micros), std::to_string(l.world_size),
-                 std::to_string(l.num_tensors), HumanBytes(l.logical_bytes),
-                 HumanBytes(l.stored_bytes), "committed"});
+      std::string tags;
+      for (const auto& [key, value] : l.tags) {
+        tags += (tags.empty() ? "" : " ") + key + (value.empty() ? "" : "=" + value);
+      }
+      table.Add(
+          {l.checkpoint_id, HumanTime(l.committed_unix_micros), std::to_string(l.world_size),
+           std::to_string(l.num_tensors), HumanBytes(l.logical_bytes), HumanBytes(l.stored_bytes),
+           l.base_checkpoint_id.empty() ? "committed"
+                                        : "committed (incremental on " + l.base_checkpoint_id + ")",
+           tags});
     } else {
       std::string state = std::string(CheckpointStateName(l.state)) + " (data on ranks " +
                           RanksToString(l.ranks_with_data) + ")";
@@ -127,14 +136,16 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
 
 void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
   json tensors = json::array();
-  Table table({"FQN", "DTYPE", "SHAPE", "SHARDS", "CHUNKS", "BYTES", "RANKS"});
+  Table table({"FQN", "DTYPE", "SHAPE", "SHARDS", "CHUNKS", "BYTES", "STORED", "RANKS"});
   for (const auto& [fqn, entry] : md.entries) {
-    uint64_t bytes = 0, chunks = 0;
+    uint64_t bytes = 0, chunks = 0, stored = 0;
     std::set<int> ranks;
     for (const SavedShard& s : entry.shards) {
       bytes += s.bytes;
       chunks += s.chunks;
       ranks.insert(s.rank);
+      if (s.chunk_list.empty()) stored += s.bytes;
+      for (const SavedChunk& c : s.chunk_list) stored += c.source.empty() ? c.length : 0;
     }
     std::vector<int> rank_list(ranks.begin(), ranks.end());
     if (format == OutputFormat::kJson) {
@@ -145,13 +156,14 @@ void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
                          {"shards", entry.shards.size()},
                          {"chunks", chunks},
                          {"bytes", bytes},
+                         {"stored_bytes", stored},
                          {"ranks", rank_list}});
     } else {
       table.Add({fqn, entry.is_bytes() ? "bytes" : std::string(DTypeName(entry.dtype)),
                  entry.is_bytes() ? "-" : ShapeToString(entry.global_shape),
                  std::to_string(entry.shards.size()), std::to_string(chunks),
                  entry.is_bytes() ? std::to_string(bytes) + " B" : HumanBytes(bytes),
-                 RanksToString(rank_list)});
+                 HumanBytes(stored), RanksToString(rank_list)});
     }
   }
   if (format == OutputFormat::kJson) {
@@ -161,6 +173,10 @@ void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
                 {"world_size", md.world_size},
                 {"per_rank_commit", md.per_rank_commit},
                 {"logical_bytes", md.logical_bytes()},
+                {"stored_bytes", md.stored_bytes},
+                {"base",
+                 md.base_checkpoint_id.empty() ? json(nullptr) : json(md.base_checkpoint_id)},
+                {"tags", md.tags},
                 {"tensors", std::move(tensors)}}
                .dump(2)
         << "\n";
@@ -324,6 +340,60 @@ void PrintImport(const Metadata& md, OutputFormat format, std::ostream& out) {
   }
   out << "imported " << md.entries.size() << " tensors (" << HumanBytes(md.logical_bytes())
       << ") as checkpoint " << md.checkpoint_id << "\n";
+}
+
+namespace {
+
+json GcJson(const GcReport& r) {
+  return json{{"reclaimed", r.reclaimed_ids},
+              {"pending", r.pending_ids},
+              {"orphans", r.orphan_ids},
+              {"incomplete", r.incomplete_ids},
+              {"chunks_deleted", r.chunks_deleted},
+              {"payload_bytes_deleted", r.payload_bytes_deleted},
+              {"chunks_kept", r.chunks_kept},
+              {"disk_bytes_before", r.disk_bytes_before},
+              {"disk_bytes_after", r.disk_bytes_after}};
+}
+
+std::string Ids(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const std::string& id : ids) out += (out.empty() ? "" : ", ") + id;
+  return out.empty() ? "none" : out;
+}
+
+void PrintGcText(const GcReport& r, std::ostream& out) {
+  out << "reclaimed: " << Ids(r.reclaimed_ids) << "\n";
+  if (!r.pending_ids.empty()) {
+    out << "deleted, data kept for newer checkpoints that refer to it: " << Ids(r.pending_ids)
+        << "\n";
+  }
+  if (!r.orphan_ids.empty()) out << "uncommitted data removed: " << Ids(r.orphan_ids) << "\n";
+  if (!r.incomplete_ids.empty()) {
+    out << "incomplete saves left alone (dcpkv rm removes them): " << Ids(r.incomplete_ids) << "\n";
+  }
+  out << r.chunks_deleted << " chunks (" << HumanBytes(r.payload_bytes_deleted) << ") deleted, "
+      << r.chunks_kept << " kept; store " << HumanBytes(r.disk_bytes_before) << " -> "
+      << HumanBytes(r.disk_bytes_after) << " on disk\n";
+}
+
+}  // namespace
+
+void PrintGc(const GcReport& r, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    out << GcJson(r).dump(2) << "\n";
+    return;
+  }
+  PrintGcText(r, out);
+}
+
+void PrintRemove(const RemoveReport& r, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    out << json{{"removed", r.removed_ids}, {"gc", GcJson(r.gc)}}.dump(2) << "\n";
+    return;
+  }
+  out << "removed: " << Ids(r.removed_ids) << "\n";
+  PrintGcText(r.gc, out);
 }
 
 ProgressBar::ProgressBar(std::string label, bool enabled)

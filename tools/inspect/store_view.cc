@@ -77,7 +77,9 @@ Status StoreView::List() {
     l.world_size = s.world_size;
     l.num_tensors = s.num_tensors;
     l.logical_bytes = s.logical_bytes;
-    l.stored_bytes = s.logical_bytes;
+    l.stored_bytes = s.stored_bytes;
+    l.base_checkpoint_id = s.base_checkpoint_id;
+    l.tags = s.tags;
     if (auto it = data_ranks.find(s.checkpoint_id); it != data_ranks.end()) {
       l.ranks_with_data = std::move(it->second);
       data_ranks.erase(it);

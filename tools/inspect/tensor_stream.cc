@@ -1,8 +1,10 @@
 #include "dcpkv/inspect/tensor_stream.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "box.h"
+#include "dcpkv/store/saved_shard_reader.h"
 
 namespace dcpkv::inspect {
 
@@ -67,17 +69,22 @@ StatusOr<std::span<const uint8_t>> TensorStream::Next() {
                            " is not contiguous in its shard");
     }
     scratch_.resize(overlap_bytes);
-    Status read;
-    // An IO_ERROR may come from a file a live writer's compaction replaced after the view opened
-    // the database: reopen once and read again.
-    for (int pass = 0; pass < 2; ++pass) {
-      if (pass > 0) view_->ReopenRankStore(shard.rank).IgnoreError();
-      DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, view_->RankStore(shard.rank));
-      read = store->ReadShardRange(checkpoint_id_, fqn_, {entry_.dtype, shard.offsets, shard.sizes},
-                                   range.first, range.second, scratch_.data());
-      if (read.code() != StatusCode::kIOError) break;
-    }
-    DCPKV_RETURN_IF_ERROR(read);
+    // The shard's chunks may be stored in several databases (an incremental checkpoint refers to
+    // earlier checkpoints' chunks); each run of them is read on its own. An IO_ERROR may come
+    // from a file a live writer's compaction replaced after the view opened the database: reopen
+    // once and read again.
+    DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(
+        checkpoint_id_, fqn_, entry_.dtype, shard, range.first, range.second, scratch_.data(),
+        [this](int rank, const std::function<Status(ChunkStore*)>& read) -> Status {
+          Status s;
+          for (int pass = 0; pass < 2; ++pass) {
+            if (pass > 0) view_->ReopenRankStore(rank).IgnoreError();
+            DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, view_->RankStore(rank));
+            s = read(store);
+            if (s.code() != StatusCode::kIOError) break;
+          }
+          return s;
+        }));
     CopyBox(scratch_.data(), overlap, slab_.data(), slab, overlap, element_size_);
     covered += overlap_bytes;
   }

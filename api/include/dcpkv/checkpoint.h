@@ -13,6 +13,7 @@
 #ifndef DCPKV_CHECKPOINT_H_
 #define DCPKV_CHECKPOINT_H_
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -45,6 +46,18 @@ struct SaveOptions {
   // false: no cross-rank plan exchange; each rank plans and commits its own part, a barrier ends
   // the save, and replicated items are not deduplicated. Default: true.
   bool use_collectives = true;
+  // Incremental save: chunks equal to those at the same place in the base checkpoint are not
+  // stored again (the manifest refers to where they are). Default: true.
+  bool incremental = true;
+  // The base of an incremental save; empty: the newest committed checkpoint. Default: empty.
+  std::string incremental_base;
+  // User tags stored with the manifest ("step" -> "1000", "note" -> "..."). A "keep" tag
+  // protects the checkpoint from retention. Default: none.
+  std::map<std::string, std::string> tags;
+  // Retention, applied by the coordinator after the commit: keep the newest `keep_last`
+  // checkpoints saved with collectives plus those tagged "keep"; delete the others (their data
+  // is reclaimed unless a kept checkpoint refers to it). 0: keep everything. Default: 0.
+  int keep_last = 0;
 };
 
 // Saves `state_dict` (Stateful values have state_dict() called first). Returns the committed

@@ -22,8 +22,8 @@ namespace dcpkv {
 // a chunk of an incremental checkpoint that equals the chunk at the same place in an earlier
 // checkpoint is not stored again but refers to where that one is stored.
 struct SavedChunk {
-  uint64_t length = 0;  // payload bytes
-  uint64_t hash_low = 0;   // XXH3-128 of the payload, low and high 64 bits
+  uint64_t length = 0;    // payload bytes
+  uint64_t hash_low = 0;  // XXH3-128 of the payload, low and high 64 bits
   uint64_t hash_high = 0;
   // The checkpoint under whose keys the chunk is stored (same fqn, shard offsets and byte
   // offset); empty: this checkpoint. And the rank of the database holding it.

@@ -15,6 +15,7 @@
 #define DCPKV_STORAGE_H_
 
 #include <future>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -25,9 +26,25 @@
 
 namespace dcpkv {
 
+// What a save asks of its storage writer beyond the plan; given before each save.
+struct StorageSaveOptions {
+  // Store a chunk only if it differs from the chunk at the same place (fqn, shard offsets, byte
+  // offset, same shard geometry) of the base checkpoint; otherwise refer to that one's storage.
+  bool incremental = true;
+  // The base: a committed checkpoint id, or empty for the newest committed checkpoint whose
+  // manifest the coordinator's database holds.
+  std::string incremental_base;
+  // Retention after the commit: keep the newest `keep_last` checkpoints (plus any tagged
+  // "keep"); older ones are deleted, their data reclaimed unless newer ones refer to it.
+  // 0 keeps everything.
+  int keep_last = 0;
+};
+
 class StorageWriter {
  public:
   virtual ~StorageWriter() = default;
+  // Options of the next save (before Reset). Writers without these features ignore them.
+  virtual void ConfigureSave(const StorageSaveOptions& options) {}
   // Starts a new checkpoint.
   virtual Status Reset(std::string_view checkpoint_id) = 0;
   // `rank` and `world_size` are those of the saving process group.
@@ -42,6 +59,11 @@ class StorageWriter {
   // Coordinator only: commits the checkpoint (its manifest). results[r] are rank r's results.
   virtual Status Finish(const Metadata& metadata,
                         const std::vector<std::vector<WriteResult>>& results) = 0;
+  // Coordinator only, before Finish: fills what only the writer knows (the incremental base).
+  virtual void AmendMetadata(Metadata* metadata) {}
+  // Every rank, once the commit succeeded: housekeeping such as retention. An error here does
+  // not undo the commit; Save reports it to the caller as a warning on stderr.
+  virtual Status AfterCommit(const Metadata& metadata) { return Status::Ok(); }
 };
 
 class StorageReader {

@@ -4,6 +4,7 @@
 #define DCPKV_STORE_CATALOG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@ struct CheckpointSummary {
   int32_t coordinator_rank = 0;  // whose database holds the manifest
   uint64_t num_tensors = 0;      // fqns, bytes entries included
   uint64_t logical_bytes = 0;
+  // Payload bytes stored under this checkpoint's own keys (less than logical_bytes for an
+  // incremental checkpoint), its incremental base (empty for a full save) and its user tags.
+  uint64_t stored_bytes = 0;
+  std::string base_checkpoint_id;
+  std::map<std::string, std::string> tags;
 };
 
 // A manifest that could not be read or decoded.

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/metadata.h"
 #include "dcpkv/status.h"
 #include "dcpkv/store/chunk_codec.h"
 #include "dcpkv/store/key_encoding.h"
@@ -93,11 +94,16 @@ class ChunkHandle {
   ChunkView view_;
 };
 
-// What a batch writer stored for one chunk.
+// What a batch writer stored for one chunk, or found already stored in a base checkpoint.
 struct WrittenChunk {
   ChunkKey key;
   uint64_t payload_len = 0;
   Hash128 payload_hash;
+  // False: equal to the base's chunk, not written; `source` (checkpoint id) and `source_rank`
+  // say where that one is stored.
+  bool stored = true;
+  std::string source;
+  int32_t source_rank = -1;
 };
 
 // Iterates over the chunks of one checkpoint in key order (fqn, shard offsets, byte offset),
@@ -136,11 +142,19 @@ struct ShardProblem {
   StatusCode code = StatusCode::kDataLoss;
 };
 
+// A chunk VerifyShard read and found intact.
+struct VerifiedChunk {
+  uint64_t byte_offset = 0;  // of the chunk within the shard
+  uint64_t length = 0;       // payload bytes
+  Hash128 hash;              // XXH3-128 of the payload (as stored, and checked)
+};
+
 // What VerifyShard found.
 struct ShardVerification {
   uint64_t chunks = 0;  // chunks read and found intact
   uint64_t bytes = 0;   // their payload bytes
   std::vector<ShardProblem> problems;
+  std::vector<VerifiedChunk> intact;  // every intact chunk, in byte order (`chunks` of them)
 };
 
 class ChunkBatchWriter;
@@ -193,6 +207,15 @@ class ChunkStore {
       std::string_view checkpoint_id, std::string_view fqn, const ShardGeometry& geometry,
       const std::function<void(uint64_t bytes)>& progress = nullptr);
 
+  // As VerifyShard, for bytes [begin, end) of the shard only: reads the chunks stored at byte
+  // offsets in [begin, end) and checks that together they tile it exactly (a chunk at `begin`,
+  // none extending past `end`). For an incremental checkpoint's source, which holds only some
+  // chunks of a shard. [0, shard bytes) is the whole shard, exactly as VerifyShard; an empty
+  // range in a non-empty shard is INVALID_ARGUMENT, as is one outside the shard.
+  StatusOr<ShardVerification> VerifyShard(
+      std::string_view checkpoint_id, std::string_view fqn, const ShardGeometry& geometry,
+      uint64_t begin, uint64_t end, const std::function<void(uint64_t bytes)>& progress = nullptr);
+
   // Iterates over the chunks of one checkpoint.
   StatusOr<std::unique_ptr<ChunkIterator>> NewChunkIterator(std::string_view checkpoint_id);
 
@@ -209,6 +232,38 @@ class ChunkStore {
   // Ids of checkpoints that have a manifest, in byte order.
   StatusOr<std::vector<std::string>> ListManifestIds();
   Status DeleteManifest(std::string_view checkpoint_id);
+
+  // Removal and garbage collection (the protocol is in gc.h). A removed checkpoint's manifest
+  // record is kept as its trash record until its chunks are reclaimed; a reclaim marker records
+  // which key ranges of a trashed checkpoint this database has already deleted and compacted.
+  // Both live in the "default" column family, written synchronously. Writes need kReadWrite.
+
+  // In one synchronous atomic write, deletes the checkpoint's manifest and stores the same
+  // record, byte for byte, as its trash record (replacing one that exists): from then on the
+  // checkpoint is not committed. NOT_FOUND if it has no manifest here.
+  Status MoveManifestToTrash(std::string_view checkpoint_id);
+  // Ids that have a trash record, in byte order.
+  StatusOr<std::vector<std::string>> ListTrashIds();
+  // NOT_FOUND if absent; DATA_LOSS if damaged.
+  StatusOr<ManifestRecord> GetTrashRecord(std::string_view checkpoint_id);
+  Status DeleteTrashRecord(std::string_view checkpoint_id);
+
+  // NOT_FOUND if absent.
+  StatusOr<std::string> GetReclaimMarker(std::string_view checkpoint_id);
+  Status PutReclaimMarker(std::string_view checkpoint_id, std::string_view value);
+  Status DeleteReclaimMarker(std::string_view checkpoint_id);
+  // Ids that have a reclaim marker, in byte order.
+  StatusOr<std::vector<std::string>> ListReclaimMarkerIds();
+
+  // Deletes every chunk whose key lies in one of the ranges, in one synchronous atomic write.
+  Status DeleteChunkRanges(const std::vector<ChunkKeyRange>& ranges);
+  // True if a chunk key lies in the range. Reads no chunk value when none does, one if one does.
+  StatusOr<bool> HasChunksInRange(const ChunkKeyRange& range);
+  // Flushes the chunks, then compacts the range down to the bottom level with forced blob
+  // garbage collection, so that the files of deleted chunks are rewritten or deleted and their
+  // space returned to the file system. Live chunks in the compacted files are rewritten too.
+  // Other compactions go on meanwhile.
+  Status CompactChunks(const ChunkKeyRange& range);
 
   // kSecondary only: catches up with what the writer has made durable since. Chunk handles and
   // iterators obtained before must be destroyed first.
@@ -242,6 +297,14 @@ class ChunkBatchWriter {
   // `size` must equal geometry.ByteSize(). May write full batches before returning.
   Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
                   const ShardGeometry& geometry, const void* data, size_t size);
+
+  // As above, for an incremental save: `base` lists the chunks of the same shard (same dtype,
+  // offsets and sizes) in a base checkpoint, with `source` naming the checkpoint whose keys
+  // hold each. A chunk with the same byte range and payload hash (XXH3-128) as the base's is
+  // not written; written() records where it is stored instead.
+  Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                  const ShardGeometry& geometry, const void* data, size_t size,
+                  const std::vector<SavedChunk>* base);
 
   // Writes what is still buffered. The chunks are durable after ChunkStore::Flush().
   Status Finish();

@@ -5,6 +5,8 @@
 //   chunk_key    := 'C' checkpoint_id 0x00 fqn 0x00 ndim:u8 shard_offset:u64be{ndim}
 //                   byte_offset:u64be
 //   manifest_key := 'M' checkpoint_id
+//   trash_key    := 'T' checkpoint_id     (default column family; see gc.h)
+//   reclaim_key  := 'R' checkpoint_id     (default column family; see gc.h)
 //
 // checkpoint_id and fqn never contain 0x00 (see names.h), so the terminator is unambiguous and
 // RocksDB's bytewise order (1) groups all keys of one checkpoint under the prefix
@@ -28,6 +30,8 @@ namespace dcpkv {
 
 inline constexpr char kChunkKeyTag = 'C';
 inline constexpr char kManifestKeyTag = 'M';
+inline constexpr char kTrashKeyTag = 'T';
+inline constexpr char kReclaimKeyTag = 'R';
 
 // Identifies one stored chunk: byte range [byte_offset, byte_offset + payload) of the shard of
 // tensor `fqn` whose N-d offsets in the global tensor are `shard_offsets`.
@@ -61,6 +65,14 @@ std::string ChunkKeyCheckpointPrefix(std::string_view checkpoint_id);
 std::string ChunkKeyShardPrefix(std::string_view checkpoint_id, std::string_view fqn,
                                 const std::vector<uint64_t>& shard_offsets);
 
+// A half-open range [begin, end) of encoded chunk keys (bytewise order).
+struct ChunkKeyRange {
+  std::string begin;
+  std::string end;
+
+  friend bool operator==(const ChunkKeyRange&, const ChunkKeyRange&) = default;
+};
+
 // The smallest key greater than every key that starts with `prefix` (for range bounds).
 // REQUIRES: prefix is not empty and not all 0xFF bytes.
 std::string PrefixUpperBound(std::string_view prefix);
@@ -69,6 +81,18 @@ std::string PrefixUpperBound(std::string_view prefix);
 StatusOr<std::string> EncodeManifestKey(std::string_view checkpoint_id);
 // Returns the checkpoint id of a manifest key; malformed keys are DATA_LOSS.
 StatusOr<std::string> DecodeManifestKey(std::string_view encoded);
+
+// Trash key: a removed checkpoint's manifest record, kept until its chunks are reclaimed.
+// Validates the id, then encodes.
+StatusOr<std::string> EncodeTrashKey(std::string_view checkpoint_id);
+// Returns the checkpoint id of a trash key; malformed keys are DATA_LOSS.
+StatusOr<std::string> DecodeTrashKey(std::string_view encoded);
+
+// Reclaim key: which key ranges of a trashed checkpoint one database has already deleted.
+// Validates the id, then encodes.
+StatusOr<std::string> EncodeReclaimKey(std::string_view checkpoint_id);
+// Returns the checkpoint id of a reclaim key; malformed keys are DATA_LOSS.
+StatusOr<std::string> DecodeReclaimKey(std::string_view encoded);
 
 }  // namespace dcpkv
 

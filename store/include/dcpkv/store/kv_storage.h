@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "dcpkv/storage.h"
@@ -44,6 +45,9 @@ class KvStorageWriter : public StorageWriter {
                                                             SavePlanner& planner) override;
   Status Finish(const Metadata& metadata,
                 const std::vector<std::vector<WriteResult>>& results) override;
+  void ConfigureSave(const StorageSaveOptions& options) override;
+  void AmendMetadata(Metadata* metadata) override;
+  Status AfterCommit(const Metadata& metadata) override;
 
   // This rank's database once SetUpStorageWriter succeeded, else nullptr. Owned by the writer.
   ChunkStore* store() const { return store_.get(); }
@@ -51,9 +55,18 @@ class KvStorageWriter : public StorageWriter {
 
  private:
   StatusOr<std::vector<WriteResult>> Write(const SavePlan& plan, SavePlanner& planner);
+  // Coordinator: the Metadata of the incremental base, or nullopt for a full save.
+  StatusOr<std::optional<Metadata>> FindBase();
+  // Any rank: the Metadata of committed checkpoint `id` (cached, or read from the store).
+  StatusOr<const Metadata*> BaseMetadata(const std::string& id);
 
   KvStorageOptions options_;
+  StorageSaveOptions save_options_;
   std::string checkpoint_id_;
+  std::string base_id_;                     // coordinator: the base of the save in progress, if any
+  std::optional<Metadata> base_;            // the base's Metadata, once read
+  std::optional<Metadata> last_committed_;  // what this writer's last save committed
+  Status retention_status_;                 // coordinator: how retention after Finish went
   int rank_ = -1;
   std::unique_ptr<ChunkStore> store_;
 };

@@ -14,6 +14,7 @@
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
 #include "dcpkv/metadata.h"
+#include "dcpkv/store/gc.h"
 
 namespace dcpkv::inspect {
 
@@ -28,6 +29,8 @@ void PrintDiff(const DiffReport& report, OutputFormat format, std::ostream& out)
 void PrintExport(const ExportSummary& summary, const std::string& path, OutputFormat format,
                  std::ostream& out);
 void PrintImport(const Metadata& metadata, OutputFormat format, std::ostream& out);
+void PrintGc(const GcReport& report, OutputFormat format, std::ostream& out);
+void PrintRemove(const RemoveReport& report, OutputFormat format, std::ostream& out);
 
 // "2026-11-29 17:25:57 UTC" (seconds precision; "-" for 0).
 std::string HumanTime(int64_t unix_micros);

@@ -49,8 +49,10 @@ struct CheckpointListing {
   uint64_t num_tensors = 0;
   uint64_t logical_bytes = 0;
   // Payload bytes stored under this checkpoint's own keys (committed only). Equals
-  // logical_bytes for a full checkpoint.
+  // logical_bytes for a full checkpoint; an incremental one refers to its base for the rest.
   uint64_t stored_bytes = 0;
+  std::string base_checkpoint_id;  // committed incremental checkpoints: the base
+  std::map<std::string, std::string> tags;  // committed only: user tags
   // Rank databases holding chunk data of this checkpoint.
   std::vector<int> ranks_with_data;
   // kDamaged: what is wrong with the manifest.
