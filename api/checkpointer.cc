@@ -30,6 +30,8 @@ SaveOptions Checkpointer::MakeSaveOptions(std::string_view checkpoint_id) const 
   o.planner = planner_;
   o.process_group = options_.process_group;
   o.coordinator_rank = options_.coordinator_rank;
+  o.incremental = options_.incremental;
+  o.keep_last = options_.keep_last;
   return o;
 }
 
@@ -37,9 +39,12 @@ void Checkpointer::WaitForUpload() {
   if (upload_.valid()) upload_.wait();
 }
 
-StatusOr<Metadata> Checkpointer::Save(StateDict& state_dict, std::string_view checkpoint_id) {
+StatusOr<Metadata> Checkpointer::Save(StateDict& state_dict, std::string_view checkpoint_id,
+                                      std::map<std::string, std::string> tags) {
   WaitForUpload();
-  StatusOr<Metadata> md = dcpkv::Save(state_dict, MakeSaveOptions(checkpoint_id));
+  SaveOptions o = MakeSaveOptions(checkpoint_id);
+  o.tags = std::move(tags);
+  StatusOr<Metadata> md = dcpkv::Save(state_dict, o);
   // This rank's own database is open read-write: loads read it through the same handle.
   if (writer_->store() != nullptr) reader_->ShareStore(writer_->rank(), writer_->store());
   return md;

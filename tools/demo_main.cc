@@ -125,11 +125,12 @@ int Train(ProcessGroup& pg, Checkpointer& ckpt, Model& model, int from, int to, 
     if ((t + 1) % save_every == 0 || t + 1 == to) {
       StateDict state = model.State();
       const std::string id = "step-" + std::to_string(t + 1);
-      StatusOr<Metadata> md = ckpt.Save(state, id);
+      StatusOr<Metadata> md = ckpt.Save(state, id, {{"step", std::to_string(t + 1)}});
       if (!md.ok()) return Fail("save " + id, md.status());
       if (pg.rank() == 0) {
-        std::printf("[world %d] step %3d  loss %10.4f  saved %s (%s)\n", pg.size(), t + 1, loss,
-                    id.c_str(), HumanBytes(md->logical_bytes()).c_str());
+        std::printf("[world %d] step %3d  loss %10.4f  saved %s (%s, %s stored)\n", pg.size(),
+                    t + 1, loss, id.c_str(), HumanBytes(md->logical_bytes()).c_str(),
+                    HumanBytes(md->stored_bytes).c_str());
       }
     }
   }
@@ -141,7 +142,9 @@ int RunWorker(const Args& args) {
       CreateGlooProcessGroupFromEnv(std::chrono::seconds(60));
   if (!pg.ok()) return Fail("process group", pg.status());
   ProcessGroup& group = **pg;
-  auto ckpt = Checkpointer::Create({.store_root = args.root, .process_group = &group});
+  // Incremental saves (the default) and retention: the newest four checkpoints are kept.
+  auto ckpt = Checkpointer::Create(
+      {.store_root = args.root, .process_group = &group, .keep_last = 4});
   if (!ckpt.ok()) return Fail("checkpointer", ckpt.status());
   Model model(group.rank(), group.size());
   if (args.worker == "train") {

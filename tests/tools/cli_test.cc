@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "dcpkv/store/catalog.h"
+#include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
@@ -855,7 +856,8 @@ TEST(CliTest, BadUsageExitsTwo) {
 TEST(CliTest, HelpListsEveryCommand) {
   CliResult r = RunCli({"--help"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
-  for (const char* cmd : {"ls", "show", "stats", "verify", "diff", "export", "import"}) {
+  for (const char* cmd :
+       {"ls", "show", "stats", "verify", "diff", "export", "import", "rm", "gc"}) {
     EXPECT_THAT(r.out, ::testing::ContainsRegex(std::string("\n +") + cmd + " ")) << cmd;
   }
   EXPECT_THAT(r.out, HasSubstr("Exit codes"));
@@ -867,6 +869,103 @@ TEST(CliTest, HelpListsEveryCommand) {
   r = RunCli({"export", "-h"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_THAT(r.out, AllOf(HasSubstr("--output"), HasSubstr("--format")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// rm and gc.
+
+// Three incremental checkpoints (each on the one before), plus chunk data of a save that never
+// committed.
+class CliRmGcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 0; i < 3; ++i) {
+      testing::FixtureSpec spec{.id = "c" + std::to_string(i), .world = 2};
+      spec.seed = 1;
+      if (i == 1) spec.reseeded = {"model.w"};
+      if (i == 2) spec.reseeded = {"model.grid"};
+      spec.incremental = true;
+      states_.push_back(testing::SaveFixture(root_, spec));
+    }
+    std::unique_ptr<ChunkStore> db;
+    ASSERT_TRUE(ChunkStore::Open(RankDirectory(root_, 1), {}, &db).ok());
+    std::vector<uint8_t> data(1024, 7);
+    ASSERT_TRUE(db->PutShard("crashed", "w", {DType::kUInt8, {0}, {1024}}, data.data(), 1024).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+
+  std::set<std::string> Listed(const std::string& state) {
+    CliResult r = RunCli({"ls", "--json", root_});
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    std::set<std::string> ids;
+    const json j = ParseJson(r);
+    for (const json& c : j["checkpoints"]) {
+      if (c["state"] == state) ids.insert(c["id"].get<std::string>());
+    }
+    return ids;
+  }
+
+  testing::TempDir tmp_;
+  std::string root_ = tmp_.path() + "/store";
+  std::vector<testing::FixtureState> states_;
+};
+
+TEST_F(CliRmGcTest, RmKeepsWhatNewerCheckpointsReferTo) {
+  ASSERT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
+  CliResult r = RunCli({"rm", "--json", root_, "c0", "c1"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  json j = ParseJson(r);
+  EXPECT_EQ(j["removed"], json::array({"c0", "c1"}));
+  EXPECT_EQ(j["gc"]["orphans"], json::array({"crashed"}));
+  EXPECT_GT(j["gc"]["chunks_kept"].get<uint64_t>(), 0u) << "c2 refers to c0's and c1's chunks";
+  EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c2"}));
+  EXPECT_EQ(Listed("uncommitted"), std::set<std::string>{});
+  // c0's chunks that c2 uses stay, under c0's id: listed as deleted, not loadable. (c2 stores
+  // its own model.w, which differs from c1's, and refers to nothing of c1.)
+  EXPECT_EQ(Listed("deleted"), (std::set<std::string>{"c0"}));
+  r = RunCli({"show", root_, "c0"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("was deleted"));
+  r = RunCli({"verify", root_});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  // What c2 holds is what was saved.
+  r = RunCli({"stats", "--json", root_, "c2", "model.w"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(ParseJson(r)["tensors"][0]["count"], 13 * 8);
+
+  r = RunCli({"rm", root_, "latest"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("removed: c2"));
+  EXPECT_EQ(Listed("committed"), std::set<std::string>{});
+  EXPECT_EQ(Listed("deleted"), std::set<std::string>{}) << "nothing refers to them any more";
+}
+
+TEST_F(CliRmGcTest, GcRemovesUncommittedDataAndErrorsAreClear) {
+  EXPECT_EQ(Listed("uncommitted"), std::set<std::string>{"crashed"});
+  CliResult r = RunCli({"gc", root_});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("uncommitted data removed: crashed"));
+  EXPECT_EQ(Listed("uncommitted"), std::set<std::string>{});
+  EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
+
+  r = RunCli({"rm", root_, "nope"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("nope"));
+  r = RunCli({"rm", root_});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  r = RunCli({"gc", tmp_.path() + "/missing"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+
+  // A job holding a rank database read-write: rm and gc refuse, and change nothing.
+  std::unique_ptr<ChunkStore> held;
+  ASSERT_TRUE(ChunkStore::Open(RankDirectory(root_, 0), {}, &held).ok());
+  r = RunCli({"rm", root_, "c0"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("in use by a running job"));
+  r = RunCli({"gc", root_});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  held.reset();
+  EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
 }
 
 // ---------------------------------------------------------------------------------------------

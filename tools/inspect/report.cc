@@ -128,6 +128,12 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
       std::string state = std::string(CheckpointStateName(l.state)) + " (data on ranks " +
                           RanksToString(l.ranks_with_data) + ")";
       if (l.state == CheckpointState::kDamaged) state += ": " + l.problem;
+      if (l.state == CheckpointState::kDeleted) {
+        state = l.ranks_with_data.empty()
+                    ? "deleted (nothing left; gc drops the record)"
+                    : "deleted (data kept on ranks " + RanksToString(l.ranks_with_data) +
+                          " for checkpoints that refer to it)";
+      }
       table.Add({l.checkpoint_id, "-", "-", "-", "-", "-", state});
     }
   }

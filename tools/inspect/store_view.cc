@@ -1,6 +1,7 @@
 #include "dcpkv/inspect/store_view.h"
 
 #include <algorithm>
+#include <set>
 
 #include "dcpkv/store/catalog.h"
 #include "dcpkv/store/kv_storage.h"
@@ -13,6 +14,7 @@ std::string_view CheckpointStateName(CheckpointState state) {
     case CheckpointState::kCommitted: return "committed";
     case CheckpointState::kUncommitted: return "uncommitted";
     case CheckpointState::kDamaged: return "damaged";
+    case CheckpointState::kDeleted: return "deleted";
   }
   return "unknown";
 }
@@ -42,12 +44,15 @@ Status StoreView::List() {
   DCPKV_ASSIGN_OR_RETURN(std::vector<CheckpointSummary> committed,
                          ListCommittedCheckpoints(root_, &damaged));
   std::map<std::string, std::vector<int>> data_ranks;
+  std::set<std::string> trashed;
   for (int rank : ranks_) {
     std::unique_ptr<ChunkStore> store;
     Status opened =
         ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store);
     if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
     DCPKV_RETURN_IF_ERROR(opened);
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> trash, store->ListTrashIds());
+    trashed.insert(trash.begin(), trash.end());
     StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
     if (ids.status().code() == StatusCode::kDataLoss ||
         ids.status().code() == StatusCode::kIOError) {
@@ -102,6 +107,17 @@ Status StoreView::List() {
     }
     checkpoints_.push_back(std::move(l));
   }
+  for (const std::string& id : trashed) {
+    if (damaged_ids.count(id)) continue;
+    CheckpointListing l;
+    l.checkpoint_id = id;
+    l.state = CheckpointState::kDeleted;
+    if (auto it = data_ranks.find(id); it != data_ranks.end()) {
+      l.ranks_with_data = std::move(it->second);
+      data_ranks.erase(it);
+    }
+    checkpoints_.push_back(std::move(l));
+  }
   for (auto& [id, ranks] : data_ranks) {
     CheckpointListing l;
     l.checkpoint_id = id;
@@ -124,6 +140,9 @@ StatusOr<const CheckpointListing*> StoreView::Resolve(std::string_view id_or_lat
     if (l.state == CheckpointState::kDamaged && l.checkpoint_id == id_or_latest) {
       return DataLossError("checkpoint \"" + l.checkpoint_id + "\" in " + root_ +
                            " has a damaged manifest: " + l.problem);
+    }
+    if (l.state == CheckpointState::kDeleted && l.checkpoint_id == id_or_latest) {
+      return NotFoundError("checkpoint \"" + l.checkpoint_id + "\" in " + root_ + " was deleted");
     }
     if (l.state != CheckpointState::kCommitted) {
       uncommitted = uncommitted || l.checkpoint_id == id_or_latest;

@@ -168,7 +168,9 @@ StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std:
   std::vector<const CheckpointListing*> selected;
   if (ids.empty()) {
     for (const CheckpointListing& l : view.checkpoints()) {
-      if (l.state != CheckpointState::kUncommitted) selected.push_back(&l);
+      if (l.state == CheckpointState::kCommitted || l.state == CheckpointState::kDamaged) {
+        selected.push_back(&l);
+      }
     }
   } else {
     for (const std::string& id : ids) {

@@ -11,6 +11,7 @@
 #ifndef DCPKV_CHECKPOINTER_H_
 #define DCPKV_CHECKPOINTER_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -37,6 +38,10 @@ struct CheckpointerOptions {
   bool enable_plan_caching = true;
   // Staging of AsyncSave. Default: StagingOptions defaults.
   StagingOptions staging_options;
+  // Incremental saves against the previous checkpoint (SaveOptions::incremental). Default: true.
+  bool incremental = true;
+  // Retention after each commit (SaveOptions::keep_last). Default: 0, keep everything.
+  int keep_last = 0;
 };
 
 class Checkpointer {
@@ -44,7 +49,9 @@ class Checkpointer {
   static StatusOr<std::unique_ptr<Checkpointer>> Create(CheckpointerOptions options);
   ~Checkpointer();
 
-  StatusOr<Metadata> Save(StateDict& state_dict, std::string_view checkpoint_id);
+  // `tags` are stored with the manifest (SaveOptions::tags).
+  StatusOr<Metadata> Save(StateDict& state_dict, std::string_view checkpoint_id,
+                          std::map<std::string, std::string> tags = {});
   // Stages into the Checkpointer's stager and uploads in the background (see async_save.h).
   StatusOr<AsyncSaveResponse> AsyncSave(StateDict& state_dict, std::string_view checkpoint_id);
   Status Load(StateDict& state_dict, std::string_view checkpoint_id,

@@ -33,9 +33,12 @@ enum class CheckpointState {
   kUncommitted,
   // A manifest exists but cannot be read or decoded (`problem` says why). Not loadable.
   kDamaged,
+  // Deleted (rm or retention); its data stays while newer checkpoints refer to it, or until
+  // gc reclaims it. Not loadable.
+  kDeleted,
 };
 
-// "committed", "uncommitted", "damaged"
+// "committed", "uncommitted", "damaged", "deleted"
 std::string_view CheckpointStateName(CheckpointState state);
 
 // One line of `dcpkv ls`.
