@@ -273,22 +273,34 @@ Status ChunkStore::PutManifest(const ManifestRecord& record) {
                      "writing manifest of checkpoint \"" + record.checkpoint_id + "\"");
 }
 
-StatusOr<ManifestRecord> ChunkStore::GetManifest(std::string_view checkpoint_id) {
-  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeManifestKey(checkpoint_id));
-  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+namespace {
+
+// Reads and decodes the manifest record stored under `key` in `cf` (a manifest, or its copy in
+// trash); `what` names it in errors.
+StatusOr<ManifestRecord> GetRecord(ChunkStore::Impl* impl, rocksdb::ColumnFamilyHandle* cf,
+                                   const std::string& key, std::string_view checkpoint_id,
+                                   const std::string& what) {
+  DCPKV_RETURN_IF_ERROR(impl->CheckOpen());
   rocksdb::PinnableSlice value;
-  std::string what = "manifest of checkpoint \"" + std::string(checkpoint_id) + "\"";
-  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->manifests_cf, key, &value);
-  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
+  rocksdb::Status s = impl->db->Get(rocksdb::ReadOptions(), cf, key, &value);
+  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl->dir);
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
   StatusOr<ManifestRecord> record =
       DecodeManifestRecord(std::string_view(value.data(), value.size()));
-  if (!record.ok()) return record.status().WithContext(what + " in " + impl_->dir);
+  if (!record.ok()) return record.status().WithContext(what + " in " + impl->dir);
   if (record->checkpoint_id != checkpoint_id) {
-    return DataLossError(what + " in " + impl_->dir + " names checkpoint \"" +
+    return DataLossError(what + " in " + impl->dir + " names checkpoint \"" +
                          record->checkpoint_id + "\"");
   }
   return record;
+}
+
+}  // namespace
+
+StatusOr<ManifestRecord> ChunkStore::GetManifest(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeManifestKey(checkpoint_id));
+  return GetRecord(impl_.get(), impl_->manifests_cf, key, checkpoint_id,
+                   "manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
 
 StatusOr<std::vector<std::string>> ChunkStore::ListManifestIds() {
@@ -364,20 +376,8 @@ StatusOr<std::vector<std::string>> ChunkStore::ListTrashIds() {
 
 StatusOr<ManifestRecord> ChunkStore::GetTrashRecord(std::string_view checkpoint_id) {
   DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeTrashKey(checkpoint_id));
-  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
-  rocksdb::PinnableSlice value;
-  std::string what = "trash record of checkpoint \"" + std::string(checkpoint_id) + "\"";
-  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, key, &value);
-  if (s.IsNotFound()) return NotFoundError("no " + what + " in " + impl_->dir);
-  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading " + what));
-  StatusOr<ManifestRecord> record =
-      DecodeManifestRecord(std::string_view(value.data(), value.size()));
-  if (!record.ok()) return record.status().WithContext(what + " in " + impl_->dir);
-  if (record->checkpoint_id != checkpoint_id) {
-    return DataLossError(what + " in " + impl_->dir + " names checkpoint \"" +
-                         record->checkpoint_id + "\"");
-  }
-  return record;
+  return GetRecord(impl_.get(), impl_->default_cf, key, checkpoint_id,
+                   "trash record of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
 
 Status ChunkStore::DeleteTrashRecord(std::string_view checkpoint_id) {
