@@ -32,6 +32,7 @@ SaveOptions Checkpointer::MakeSaveOptions(std::string_view checkpoint_id) const 
   o.coordinator_rank = options_.coordinator_rank;
   o.incremental = options_.incremental;
   o.keep_last = options_.keep_last;
+  o.replication = options_.replication;
   return o;
 }
 

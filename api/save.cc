@@ -86,8 +86,8 @@ Status Saver::LocalStep(SavePlan* plan) {
   } else {
     DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
   }
-  writer_->ConfigureSave(
-      StorageSaveOptions{options_.incremental, options_.incremental_base, options_.keep_last});
+  writer_->ConfigureSave(StorageSaveOptions{options_.incremental, options_.incremental_base,
+                                            options_.keep_last, options_.replication});
   DCPKV_RETURN_IF_ERROR(writer_->Reset(options_.checkpoint_id));
   DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, is_coordinator_));
   DCPKV_RETURN_IF_ERROR(
@@ -212,6 +212,11 @@ std::string Saver::Commit(const std::vector<std::string>& gathered) {
   if (!committed.ok()) {
     failures[rank_] = committed.WithContext("commit");
     return FailureMessage(AggregateFailures(what_, failures));
+  }
+  Status replicated = writer_->AfterFinish(md);
+  if (!replicated.ok()) {
+    return FailureMessage(replicated.WithContext(
+        what_ + ": the checkpoint is committed and loadable, but its replication failed"));
   }
   return PayloadMessage(EncodeMetadata(md));
 }
@@ -365,6 +370,8 @@ StatusOr<Metadata> Saver::SavePart() {
   }
   FinishMetadata(&md);
   DCPKV_RETURN_IF_ERROR(writer_->Finish(md, {written}).WithContext(what_ + ": commit"));
+  DCPKV_RETURN_IF_ERROR(writer_->AfterFinish(md).WithContext(
+      what_ + ": this rank's part is committed, but its replication failed"));
   AfterCommit(md);
   return md;
 }

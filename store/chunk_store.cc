@@ -380,6 +380,27 @@ StatusOr<ManifestRecord> ChunkStore::GetTrashRecord(std::string_view checkpoint_
                    "trash record of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
 
+Status ChunkStore::PutStoreValue(std::string_view key, std::string_view value) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutStoreValue"));
+  if (key.size() < 7 || key.substr(0, 6) != "dcpkv." || key == kStoreFormatKey) {
+    return InvalidArgumentError("store value keys start with \"dcpkv.\": \"" + std::string(key) +
+                                "\"");
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocksDB(impl_->db->Put(wo, impl_->default_cf, key, value),
+                     "writing \"" + std::string(key) + "\" in " + impl_->dir);
+}
+
+StatusOr<std::string> ChunkStore::GetStoreValue(std::string_view key) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, key, &value);
+  if (s.IsNotFound()) return NotFoundError("no \"" + std::string(key) + "\" in " + impl_->dir);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading \"" + std::string(key) + "\" in " + impl_->dir));
+  return value;
+}
+
 Status ChunkStore::DeleteTrashRecord(std::string_view checkpoint_id) {
   DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeTrashKey(checkpoint_id));
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteTrashRecord"));

@@ -2,12 +2,14 @@
 // coordinator commits by writing the Metadata as its database's manifest (one synchronous
 // RocksDB write), after every rank's chunks are durable.
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <utility>
 
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/kv_storage.h"
+#include "dcpkv/store/manifest_record.h"
 #include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/names.h"
 #include "dcpkv/store/store_layout.h"
@@ -25,7 +27,6 @@ std::future<T> Ready(T value) {
 }  // namespace
 
 KvStorageWriter::KvStorageWriter(KvStorageOptions options) : options_(std::move(options)) {}
-KvStorageWriter::~KvStorageWriter() = default;
 
 Status KvStorageWriter::Reset(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
@@ -189,16 +190,54 @@ Status KvStorageWriter::Finish(const Metadata& metadata,
     return InvalidArgumentError("Finish: metadata is for checkpoint \"" + metadata.checkpoint_id +
                                 "\" but the writer is saving \"" + checkpoint_id_ + "\"");
   }
-  DCPKV_RETURN_IF_ERROR(store_->PutManifest(
-      ManifestRecord{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)}));
+  ManifestRecord record{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)};
+  DCPKV_RETURN_IF_ERROR(store_->PutManifest(record));
+  committed_record_ = EncodeManifestRecord(record);
+  retired_.clear();
   // Retention right after the commit, before any rank hears of it: every rank's AfterCommit
   // then sees the trashed checkpoints and reclaims its own share of their data.
   if (save_options_.keep_last > 0 && !metadata.per_rank_commit) {
     StatusOr<std::vector<std::string>> trashed =
         ApplyRetention(store_.get(), options_.root, save_options_.keep_last);
     if (!trashed.ok()) retention_status_ = trashed.status().WithContext("retention");
+    if (trashed.ok()) retired_ = std::move(trashed).value();
   }
   return Status::Ok();
+}
+
+std::string ReplicationStateKey(std::string_view checkpoint_id) {
+  return "dcpkv.replication." + std::string(checkpoint_id);
+}
+
+KvStorageWriter::~KvStorageWriter() {
+  if (listening_to_ != nullptr) listening_to_->SetStateListener(nullptr);
+}
+
+Status KvStorageWriter::AfterFinish(const Metadata& metadata) {
+  ManifestReplication* replication = save_options_.replication.get();
+  // A save without collectives commits one part per rank under the same id: not replicated.
+  if (replication == nullptr || store_ == nullptr || metadata.per_rank_commit) {
+    return Status::Ok();
+  }
+  if (listening_to_ != replication) {
+    if (listening_to_ != nullptr) listening_to_->SetStateListener(nullptr);
+    // The replication state of each checkpoint, as the replicator reports it, is recorded in
+    // this database for `dcpkv ls` (best effort: a failed write only loses the display).
+    ChunkStore* store = store_.get();
+    replication->SetStateListener([store](const std::string& id, const std::string& state) {
+      store->PutStoreValue(ReplicationStateKey(id), state).IgnoreError();
+    });
+    listening_to_ = replication;
+  }
+  Status committed = replication->OnCommit(checkpoint_id_, committed_record_);
+  if (!retired_.empty()) {
+    Status deleted = replication->OnDelete(retired_);
+    if (!deleted.ok()) {
+      std::fprintf(stderr, "dcpkv: deleting retired checkpoints' manifests on replicas: %s\n",
+                   deleted.ToString().c_str());
+    }
+  }
+  return committed;
 }
 
 Status KvStorageWriter::AfterCommit(const Metadata& metadata) {

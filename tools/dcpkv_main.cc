@@ -7,7 +7,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +20,9 @@
 #include "dcpkv/inspect/stats.h"
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
+#include "dcpkv/replication/replica.h"
+#include "dcpkv/replication/replicator.h"
+#include "dcpkv/replication/serve.h"
 #include "dcpkv/store/gc.h"
 
 namespace dcpkv::inspect {
@@ -28,6 +33,13 @@ constexpr int kExitUsage = 2;
 constexpr int kExitFailed = 3;
 
 struct Flags {
+  // serve / recover / rm: replicas
+  std::string listen = "127.0.0.1:0";
+  std::string from;
+  std::string ns;
+  std::string tls_cert, tls_key, tls_ca, client_ca, tls_server_name;
+  std::string token_file;
+  std::vector<std::string> replicas;
   std::string root;
   std::string checkpoint;
   std::vector<std::string> checkpoints;
@@ -125,6 +137,17 @@ int RunImport(const Flags& f) {
   return 0;
 }
 
+// The token in `path` (surrounding whitespace trimmed); empty path: no token.
+StatusOr<std::string> ReadToken(const std::string& path) {
+  if (path.empty()) return std::string();
+  std::ifstream in(path);
+  if (!in) return InvalidArgumentError("cannot read token file " + path);
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t b = token.find_first_not_of(" \t\r\n"), e = token.find_last_not_of(" \t\r\n");
+  if (b == std::string::npos) return InvalidArgumentError("token file " + path + " is empty");
+  return token.substr(b, e - b + 1);
+}
+
 int RunRm(const Flags& f) {
   std::vector<std::string> ids;
   {  // "latest" names the newest committed checkpoint (read-only view, closed before deleting)
@@ -143,6 +166,22 @@ int RunRm(const Flags& f) {
   auto report = RemoveCheckpoints(f.root, ids);
   if (!report.ok()) return Fail(report.status());
   PrintRemove(*report, FormatOf(f), std::cout);
+  if (f.replicas.empty()) return 0;
+  // The job replicated its manifests: delete them there too.
+  replication::ReplicatorOptions o;
+  o.ns = f.ns;
+  o.targets = f.replicas;
+  o.client.tls_ca_file = f.tls_ca;
+  o.client.tls_cert_file = f.tls_cert;
+  o.client.tls_key_file = f.tls_key;
+  o.client.tls_server_name = f.tls_server_name;
+  StatusOr<std::string> token = ReadToken(f.token_file);
+  if (!token.ok()) return Fail(token.status());
+  o.client.token = *token;
+  auto replicas = replication::GrpcManifestReplication::Create(o);
+  if (!replicas.ok()) return Fail(replicas.status());
+  Status deleted = (*replicas)->OnDelete(report->removed_ids);
+  if (!deleted.ok()) return Fail(deleted);
   return 0;
 }
 
@@ -153,6 +192,34 @@ int RunGc(const Flags& f) {
   auto report = CollectGarbage(f.root);
   if (!report.ok()) return Fail(report.status());
   PrintGc(*report, FormatOf(f), std::cout);
+  return 0;
+}
+
+int RunServe(const Flags& f) {
+  replication::ReplicaServerOptions o;
+  o.root = f.root;
+  o.listen = f.listen;
+  o.tls_cert_file = f.tls_cert;
+  o.tls_key_file = f.tls_key;
+  o.client_ca_file = f.client_ca;
+  StatusOr<std::string> token = ReadToken(f.token_file);
+  if (!token.ok()) return Fail(token.status());
+  o.token = *token;
+  return replication::ServeUntilSignalled(o, std::cout) == 0 ? 0 : kExitFailed;
+}
+
+int RunRecover(const Flags& f) {
+  replication::ReplicaClientOptions o;
+  o.tls_ca_file = f.tls_ca;
+  o.tls_cert_file = f.tls_cert;
+  o.tls_key_file = f.tls_key;
+  o.tls_server_name = f.tls_server_name;
+  StatusOr<std::string> token = ReadToken(f.token_file);
+  if (!token.ok()) return Fail(token.status());
+  o.token = *token;
+  auto report = replication::RecoverManifests(f.root, f.from, f.ns, o);
+  if (!report.ok()) return Fail(report.status());
+  PrintRecover(report->restored, report->present, f.from, FormatOf(f), std::cout);
   return 0;
 }
 
@@ -270,13 +337,53 @@ int Main(int argc, char** argv) {
   add_json(imp);
   add_progress(imp);
 
+  auto add_client_tls = [&](CLI::App* cmd) {
+    cmd->add_option("--tls-ca", f.tls_ca, "CA certificate (PEM) to verify the replica with")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--tls-cert", f.tls_cert, "Client certificate (PEM) for mTLS")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--tls-key", f.tls_key, "Client private key (PEM) for mTLS")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--tls-server-name", f.tls_server_name,
+                    "Name to check the replica's certificate against (default: the host)");
+    cmd->add_option("--token-file", f.token_file, "File holding the bearer token")
+        ->check(CLI::ExistingFile);
+  };
+
   CLI::App* rm = app.add_subcommand(
       "rm",
       "Delete checkpoints (data newer checkpoints refer to stays); then collect garbage. Needs "
       "the store not to be open by a running job");
   add_root(rm);
   rm->add_option("CKPT", f.checkpoints, "Checkpoints to delete")->required();
+  rm->add_option("--replica", f.replicas, "Also delete the manifests on this replica (repeatable)");
+  rm->add_option("--namespace", f.ns, "The job's namespace on the replicas");
+  add_client_tls(rm);
   add_json(rm);
+
+
+  CLI::App* serve = app.add_subcommand(
+      "serve",
+      "Run a manifest replica: keeps the manifests jobs replicate to it in its own store; prints "
+      "the address it bound; stops cleanly on SIGTERM or SIGINT");
+  serve->add_option("--root", f.root, "Directory of the replica's own store")->required();
+  serve->add_option("--listen", f.listen, "Address to bind (loopback unless told otherwise)")
+      ->capture_default_str();
+  serve->add_option("--tls-cert", f.tls_cert, "Server certificate chain (PEM)")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--tls-key", f.tls_key, "Server private key (PEM)")->check(CLI::ExistingFile);
+  serve->add_option("--client-ca", f.client_ca, "Require client certificates signed by this CA")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--token-file", f.token_file, "Require this bearer token on every call")
+      ->check(CLI::ExistingFile);
+
+  CLI::App* recover = app.add_subcommand(
+      "recover", "Restore manifests the store lacks (coordinator database lost) from a replica");
+  add_root(recover);
+  recover->add_option("--from", f.from, "Replica address, HOST:PORT")->required();
+  recover->add_option("--namespace", f.ns, "The job's namespace on the replica")->required();
+  add_client_tls(recover);
+  add_json(recover);
 
   CLI::App* gc = app.add_subcommand(
       "gc",
@@ -299,7 +406,7 @@ int Main(int argc, char** argv) {
         const std::string_view arg = argv[i];
         if (arg.empty() || arg[0] == '-') continue;
         std::cerr << "dcpkv: error: unknown command \"" << arg
-                  << "\" (commands: ls, show, stats, verify, diff, export, import, rm, gc)\n"
+                  << "\" (commands: ls, show, stats, verify, diff, export, import, rm, gc, serve, recover)\n"
                   << "Run `dcpkv --help` for more information.\n";
         return kExitUsage;
       }
@@ -316,6 +423,8 @@ int Main(int argc, char** argv) {
   if (imp->parsed()) return Flushed(RunImport(f));
   if (rm->parsed()) return Flushed(RunRm(f));
   if (gc->parsed()) return Flushed(RunGc(f));
+  if (serve->parsed()) return Flushed(RunServe(f));
+  if (recover->parsed()) return Flushed(RunRecover(f));
   return kExitUsage;
 }
 

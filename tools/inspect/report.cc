@@ -22,6 +22,7 @@ class Table {
  public:
   explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
   void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void AddToLast(std::string cell) { rows_.back().push_back(std::move(cell)); }
   void Print(std::ostream& out) const {
     std::vector<size_t> width;
     for (const auto& row : rows_) {
@@ -104,6 +105,7 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
         j["stored_bytes"] = l.stored_bytes;
         j["base"] = l.base_checkpoint_id.empty() ? json(nullptr) : json(l.base_checkpoint_id);
         j["tags"] = l.tags;
+        j["replication"] = l.replication.empty() ? json(nullptr) : json(l.replication);
       }
       if (l.state == CheckpointState::kDamaged) j["problem"] = l.problem;
       list.push_back(std::move(j));
@@ -111,7 +113,12 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
     out << json{{"root", view.root()}, {"checkpoints", std::move(list)}}.dump(2) << "\n";
     return;
   }
-  Table table({"ID", "COMMITTED", "WORLD", "TENSORS", "LOGICAL", "STORED", "STATE", "TAGS"});
+  bool replicated = false;
+  for (const CheckpointListing& l : view.checkpoints()) replicated |= !l.replication.empty();
+  std::vector<std::string> header = {"ID",     "COMMITTED", "WORLD", "TENSORS",
+                                     "LOGICAL", "STORED",   "STATE", "TAGS"};
+  if (replicated) header.push_back("REPLICATION");
+  Table table(header);
   for (const CheckpointListing& l : view.checkpoints()) {
     if (l.state == CheckpointState::kCommitted) {
       std::string tags;
@@ -124,6 +131,7 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
            l.base_checkpoint_id.empty() ? "committed"
                                         : "committed (incremental on " + l.base_checkpoint_id + ")",
            tags});
+      if (replicated) table.AddToLast(l.replication.empty() ? "-" : l.replication);
     } else {
       std::string state = std::string(CheckpointStateName(l.state)) + " (data on ranks " +
                           RanksToString(l.ranks_with_data) + ")";
@@ -391,6 +399,17 @@ void PrintGc(const GcReport& r, OutputFormat format, std::ostream& out) {
     return;
   }
   PrintGcText(r, out);
+}
+
+void PrintRecover(const std::vector<std::string>& restored, const std::vector<std::string>& present,
+                  const std::string& from, OutputFormat format, std::ostream& out) {
+  if (format == OutputFormat::kJson) {
+    out << json{{"from", from}, {"restored", restored}, {"present", present}}.dump(2) << "\n";
+    return;
+  }
+  out << "restored " << restored.size() << " manifests from " << from << ": " << Ids(restored)
+      << "\n"
+      << present.size() << " already present\n";
 }
 
 void PrintRemove(const RemoveReport& r, OutputFormat format, std::ostream& out) {

@@ -45,12 +45,18 @@ Status StoreView::List() {
                          ListCommittedCheckpoints(root_, &damaged));
   std::map<std::string, std::vector<int>> data_ranks;
   std::set<std::string> trashed;
+  std::map<std::string, std::string> replication;
   for (int rank : ranks_) {
     std::unique_ptr<ChunkStore> store;
     Status opened =
         ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store);
     if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
     DCPKV_RETURN_IF_ERROR(opened);
+    for (const CheckpointSummary& s : committed) {
+      if (s.coordinator_rank != rank) continue;
+      StatusOr<std::string> state = store->GetStoreValue(ReplicationStateKey(s.checkpoint_id));
+      if (state.ok()) replication[s.checkpoint_id] = *state;
+    }
     DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> trash, store->ListTrashIds());
     trashed.insert(trash.begin(), trash.end());
     StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
@@ -85,6 +91,9 @@ Status StoreView::List() {
     l.stored_bytes = s.stored_bytes;
     l.base_checkpoint_id = s.base_checkpoint_id;
     l.tags = s.tags;
+    if (auto it = replication.find(s.checkpoint_id); it != replication.end()) {
+      l.replication = it->second;
+    }
     if (auto it = data_ranks.find(s.checkpoint_id); it != data_ranks.end()) {
       l.ranks_with_data = std::move(it->second);
       data_ranks.erase(it);

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "dcpkv/manifest_replication.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/planner.h"
 #include "dcpkv/process_group.h"
@@ -58,6 +59,11 @@ struct SaveOptions {
   // checkpoints saved with collectives plus those tagged "keep"; delete the others (their data
   // is reclaimed unless a kept checkpoint refers to it). 0: keep everything. Default: 0.
   int keep_last = 0;
+  // Copies each committed manifest (and each deletion) elsewhere, e.g. to gRPC replicas
+  // (dcpkv/replication/replicator.h). If it reports an error (a synchronous replication that
+  // did not reach its quorum), Save returns that error on every rank although the checkpoint is
+  // committed and loadable. Default: null, no replication.
+  std::shared_ptr<ManifestReplication> replication;
 };
 
 // Saves `state_dict` (Stateful values have state_dict() called first). Returns the committed

@@ -42,6 +42,10 @@ struct CheckpointerOptions {
   bool incremental = true;
   // Retention after each commit (SaveOptions::keep_last). Default: 0, keep everything.
   int keep_last = 0;
+  // Manifest replication (SaveOptions::replication). With an asynchronous replicator the
+  // Checkpointer's open store records each checkpoint's replication state as it changes.
+  // Default: null.
+  std::shared_ptr<ManifestReplication> replication;
 };
 
 class Checkpointer {

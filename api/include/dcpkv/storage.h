@@ -15,10 +15,12 @@
 #define DCPKV_STORAGE_H_
 
 #include <future>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/manifest_replication.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/plan.h"
 #include "dcpkv/planner.h"
@@ -38,6 +40,8 @@ struct StorageSaveOptions {
   // "keep"); older ones are deleted, their data reclaimed unless newer ones refer to it.
   // 0 keeps everything.
   int keep_last = 0;
+  // Where committed manifests and deletions are copied. Default: null.
+  std::shared_ptr<ManifestReplication> replication;
 };
 
 class StorageWriter {
@@ -61,6 +65,9 @@ class StorageWriter {
                         const std::vector<std::vector<WriteResult>>& results) = 0;
   // Coordinator only, before Finish: fills what only the writer knows (the incremental base).
   virtual void AmendMetadata(Metadata* metadata) {}
+  // Coordinator only, right after a successful Finish: replication of the commit. An error
+  // does not undo the commit; Save returns it on every rank, saying the checkpoint is committed.
+  virtual Status AfterFinish(const Metadata& metadata) { return Status::Ok(); }
   // Every rank, once the commit succeeded: housekeeping such as retention. An error here does
   // not undo the commit; Save reports it to the caller as a warning on stderr.
   virtual Status AfterCommit(const Metadata& metadata) { return Status::Ok(); }

@@ -265,6 +265,13 @@ class ChunkStore {
   // Other compactions go on meanwhile.
   Status CompactChunks(const ChunkKeyRange& range);
 
+  // Small named values of the store itself (default column family, synchronous writes), e.g.
+  // "dcpkv.replication.<checkpoint id>": the replication state of a checkpoint. Keys must start
+  // with "dcpkv." (and are not "dcpkv.store_format", which the store owns).
+  Status PutStoreValue(std::string_view key, std::string_view value);
+  // NOT_FOUND if absent.
+  StatusOr<std::string> GetStoreValue(std::string_view key);
+
   // kSecondary only: catches up with what the writer has made durable since. Chunk handles and
   // iterators obtained before must be destroyed first.
   // RocksDB reads the writer's MANIFEST before its WAL, so a manifest that becomes visible in

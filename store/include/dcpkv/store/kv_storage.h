@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "dcpkv/storage.h"
 #include "dcpkv/store/chunk_store.h"
@@ -29,6 +30,9 @@ struct KvStorageOptions {
   // Default: ChunkStoreOptions defaults.
   ChunkStoreOptions store_options;
 };
+
+// Key of the store value (ChunkStore::PutStoreValue) holding a checkpoint's replication state.
+std::string ReplicationStateKey(std::string_view checkpoint_id);
 
 class KvStorageWriter : public StorageWriter {
  public:
@@ -47,6 +51,7 @@ class KvStorageWriter : public StorageWriter {
                 const std::vector<std::vector<WriteResult>>& results) override;
   void ConfigureSave(const StorageSaveOptions& options) override;
   void AmendMetadata(Metadata* metadata) override;
+  Status AfterFinish(const Metadata& metadata) override;
   Status AfterCommit(const Metadata& metadata) override;
 
   // This rank's database once SetUpStorageWriter succeeded, else nullptr. Owned by the writer.
@@ -67,6 +72,9 @@ class KvStorageWriter : public StorageWriter {
   std::optional<Metadata> base_;            // the base's Metadata, once read
   std::optional<Metadata> last_committed_;  // what this writer's last save committed
   Status retention_status_;                 // coordinator: how retention after Finish went
+  std::string committed_record_;            // coordinator: the manifest record just written
+  std::vector<std::string> retired_;        // coordinator: checkpoints retention just deleted
+  ManifestReplication* listening_to_ = nullptr;  // whose state listener writes to store_
   int rank_ = -1;
   std::unique_ptr<ChunkStore> store_;
 };

@@ -30,6 +30,8 @@ void PrintExport(const ExportSummary& summary, const std::string& path, OutputFo
                  std::ostream& out);
 void PrintImport(const Metadata& metadata, OutputFormat format, std::ostream& out);
 void PrintGc(const GcReport& report, OutputFormat format, std::ostream& out);
+void PrintRecover(const std::vector<std::string>& restored, const std::vector<std::string>& present,
+                  const std::string& from, OutputFormat format, std::ostream& out);
 void PrintRemove(const RemoveReport& report, OutputFormat format, std::ostream& out);
 
 // "2026-11-29 17:25:57 UTC" (seconds precision; "-" for 0).

@@ -56,6 +56,9 @@ struct CheckpointListing {
   uint64_t stored_bytes = 0;
   std::string base_checkpoint_id;  // committed incremental checkpoints: the base
   std::map<std::string, std::string> tags;  // committed only: user tags
+  // Committed only: the replication state the saving job recorded ("2/2 replicas", ...); empty
+  // if the checkpoint was not replicated.
+  std::string replication;
   // Rank databases holding chunk data of this checkpoint.
   std::vector<int> ranks_with_data;
   // kDamaged: what is wrong with the manifest.

@@ -1,0 +1,123 @@
+// Manifest replicas over gRPC: the server that keeps committed manifests of many jobs in its own
+// embedded store, and the client that talks to it.
+//
+// A replica keeps, per namespace (a job's or store's name), the manifest records
+// (store/include/dcpkv/store/manifest_record.h: checkpoint id, commit time, the encoded Metadata
+// and its XXH3-128) of committed checkpoints. Every request is validated before it touches the
+// store: namespace and id syntax, sizes, the record's checksum and that its Metadata decodes;
+// bad requests are INVALID_ARGUMENT, missing or wrong credentials UNAUTHENTICATED. Namespaces
+// map to directories below the replica's root by a reversible hex encoding, so no request can
+// name a path outside it.
+//
+// Security: the server binds loopback unless told otherwise; TLS with a server certificate and
+// key from files, optionally requiring client certificates signed by a CA (mTLS); optionally a
+// shared bearer token checked on every call ("authorization: Bearer <token>" metadata).
+#ifndef DCPKV_REPLICATION_REPLICA_H_
+#define DCPKV_REPLICATION_REPLICA_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dcpkv/status.h"
+#include "dcpkv/store/manifest_record.h"
+
+namespace dcpkv::replication {
+
+// Namespaces: 1..128 bytes of [A-Za-z0-9._:@/-], no '/'-separated segment "." or ".." (a
+// namespace never names a path, but one that looks like a traversal is refused all the same);
+// INVALID_ARGUMENT otherwise.
+Status ValidateNamespace(std::string_view ns);
+
+// Largest request or response a replica or client accepts. Default: 64 MiB.
+inline constexpr size_t kDefaultMaxMessageBytes = size_t{64} << 20;
+
+struct ReplicaServerOptions {
+  // Directory holding the replica's data (created if missing). Required.
+  std::string root;
+  // Address to bind, "<host>:<port>". Default: loopback on a port the system picks.
+  std::string listen = "127.0.0.1:0";
+  // TLS: server certificate chain and private key (PEM files). Both empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // mTLS: CA certificate (PEM file) that client certificates must be signed by. Empty: client
+  // certificates are not requested. Requires TLS.
+  std::string client_ca_file;
+  // Bearer token every call must carry. Empty: no token check.
+  std::string token;
+  size_t max_message_bytes = kDefaultMaxMessageBytes;
+};
+
+class ReplicaServer {
+ public:
+  // Creates options.root if missing, locks it (<root>/LOCK) and starts serving; each namespace's
+  // store is opened on first use. INVALID_ARGUMENT for bad options (naming a TLS file that cannot
+  // be read), FAILED_PRECONDITION if another replica serves the root, IO_ERROR if it cannot be
+  // created, UNAVAILABLE if the address cannot be bound (in use, not local).
+  static StatusOr<std::unique_ptr<ReplicaServer>> Start(const ReplicaServerOptions& options);
+  ~ReplicaServer();  // Shutdown()
+
+  // The port bound (the one the system picked for port 0).
+  int port() const;
+  // Stops accepting calls, finishes those in flight (at most `grace`), closes the stores and
+  // unlocks the root. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace = std::chrono::seconds(5));
+
+  struct Impl;
+
+ private:
+  explicit ReplicaServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct ReplicaClientOptions {
+  // TLS: CA certificate (PEM file) to verify the server with. Empty: plaintext.
+  std::string tls_ca_file;
+  // mTLS: this client's certificate chain and key (PEM files).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Overrides the name checked against the server certificate (tests use "localhost").
+  std::string tls_server_name;
+  // Bearer token sent with every call. Empty: none.
+  std::string token;
+  // Deadline of each call. Default: 10 s.
+  std::chrono::milliseconds deadline = std::chrono::seconds(10);
+  size_t max_message_bytes = kDefaultMaxMessageBytes;
+};
+
+// A connection to one replica ("host:port"). Thread-safe. Errors carry the gRPC status mapped to
+// a dcpkv StatusCode (UNAVAILABLE for an unreachable replica, DEADLINE_EXCEEDED, ...), naming
+// the target.
+class ReplicaClient {
+ public:
+  // Checks the options and reads the TLS files (INVALID_ARGUMENT naming one that cannot be
+  // read). The connection is made by the first call and remade as needed, so an unreachable
+  // replica is an UNAVAILABLE call, not a failed Connect.
+  static StatusOr<std::unique_ptr<ReplicaClient>> Connect(const std::string& target,
+                                                          const ReplicaClientOptions& options);
+  ~ReplicaClient();
+
+  const std::string& target() const;
+
+  // Stores the record of a committed checkpoint, replacing one with the same id (normally an
+  // identical one: a retried Put). The replica validates it in full first (INVALID_ARGUMENT).
+  Status Put(const std::string& ns, const ManifestRecord& record);
+  // NOT_FOUND if the replica has no such record; DATA_LOSS if what arrived fails its checksums.
+  StatusOr<ManifestRecord> Get(const std::string& ns, const std::string& checkpoint_id);
+  // Ids of every record in the namespace, sorted.
+  StatusOr<std::vector<std::string>> List(const std::string& ns);
+  // Deleting a record that is not there is OK.
+  Status Delete(const std::string& ns, const std::string& checkpoint_id);
+
+  struct Impl;
+
+ private:
+  explicit ReplicaClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dcpkv::replication
+
+#endif  // DCPKV_REPLICATION_REPLICA_H_

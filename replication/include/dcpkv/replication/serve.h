@@ -1,0 +1,24 @@
+// Running a replica server as a process's main job (the `dcpkv replica serve` command).
+#ifndef DCPKV_REPLICATION_SERVE_H_
+#define DCPKV_REPLICATION_SERVE_H_
+
+#include <ostream>
+
+#include "dcpkv/replication/replica.h"
+
+namespace dcpkv::replication {
+
+// Starts a replica server, writes exactly one line "listening on <host>:<port>" to `out` (the
+// host as given in options.listen, the port the one bound) and flushes it, then serves until the
+// process receives SIGTERM or SIGINT, shuts down gracefully and returns 0. If the server cannot
+// start, writes the error to stderr and returns 1.
+//
+// SIGTERM and SIGINT are blocked in the calling thread while it serves (and so in the server's
+// threads, which it creates) and waited for with sigwait(); the previous signal mask is restored
+// before returning. Threads created earlier must block both signals too, or they may receive
+// them instead: call this from main() before starting other threads.
+int ServeUntilSignalled(const ReplicaServerOptions& options, std::ostream& out);
+
+}  // namespace dcpkv::replication
+
+#endif  // DCPKV_REPLICATION_SERVE_H_

@@ -1,0 +1,141 @@
+#include "replica_store.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "dcpkv/replication/replica.h"
+#include "dcpkv/store/manifest_record.h"
+#include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/store/names.h"
+#include "namespaces.h"
+#include "record_hash.h"
+
+namespace dcpkv::replication {
+namespace {
+
+// A replica writes only manifests: keep the (unused) chunks memtable small.
+constexpr uint64_t kReplicaWriteBufferSize = uint64_t{1} << 20;
+
+Status ValidateNames(std::string_view ns, std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateNamespace(ns));
+  return ValidateCheckpointId(checkpoint_id);
+}
+
+std::string Quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// Checks that `record` is a manifest record of `checkpoint_id` whose Metadata decodes, and that
+// it arrived as sent; returns it decoded.
+StatusOr<ManifestRecord> ValidateRecord(std::string_view checkpoint_id, std::string_view record,
+                                        std::string_view record_hash_hex) {
+  const std::string what = "record of checkpoint " + Quoted(checkpoint_id);
+  if (record.empty()) return InvalidArgumentError(what + " is empty");
+  if (record_hash_hex != RecordHashHex(record)) {
+    return InvalidArgumentError(what + ": its XXH3-128 does not match the request's " +
+                                "record_xxh3_128 (" + std::to_string(record.size()) + " bytes)");
+  }
+  StatusOr<ManifestRecord> decoded = DecodeManifestRecord(record);
+  if (!decoded.ok()) return InvalidArgumentError(what + ": " + decoded.status().message());
+  if (decoded->checkpoint_id != checkpoint_id) {
+    return InvalidArgumentError(what + " names checkpoint " + Quoted(decoded->checkpoint_id));
+  }
+  StatusOr<Metadata> metadata = DecodeMetadata(decoded->payload);
+  if (!metadata.ok()) {
+    return InvalidArgumentError(what + ": metadata: " + metadata.status().message());
+  }
+  if (metadata->checkpoint_id != checkpoint_id) {
+    return InvalidArgumentError(what + ": its metadata names checkpoint " +
+                                Quoted(metadata->checkpoint_id));
+  }
+  return decoded;
+}
+
+}  // namespace
+
+ReplicaStore::ReplicaStore(std::string root) : root_(std::move(root)) {}
+
+ReplicaStore::~ReplicaStore() { Close(); }
+
+StatusOr<ChunkStore*> ReplicaStore::FindStore(std::string_view ns, bool create) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return UnavailableError("the replica is shutting down");
+  auto it = stores_.find(std::string(ns));
+  if (it != stores_.end()) return it->second.get();
+
+  const std::filesystem::path dir = std::filesystem::path(root_) / NamespaceDirectory(ns);
+  std::error_code ec;
+  if (!create) {
+    const bool exists = std::filesystem::exists(dir, ec);
+    if (ec) return IOError("checking " + dir.string() + ": " + ec.message());
+    if (!exists) return static_cast<ChunkStore*>(nullptr);
+  }
+  // The parent is the root, or for a long namespace a directory below it.
+  std::filesystem::create_directories(dir.parent_path(), ec);
+  if (ec) return IOError("creating " + dir.parent_path().string() + ": " + ec.message());
+  ChunkStoreOptions options;
+  options.mode = OpenMode::kReadWrite;
+  options.create_if_missing = true;
+  options.write_buffer_size = kReplicaWriteBufferSize;
+  std::unique_ptr<ChunkStore> store;
+  Status opened = ChunkStore::Open(dir.string(), options, &store);
+  if (!opened.ok()) return opened.WithContext("opening the store of namespace " + Quoted(ns));
+  ChunkStore* result = store.get();
+  stores_.emplace(std::string(ns), std::move(store));
+  return result;
+}
+
+Status ReplicaStore::Put(std::string_view ns, std::string_view checkpoint_id,
+                         std::string_view record, std::string_view record_hash_hex) {
+  DCPKV_RETURN_IF_ERROR(ValidateNames(ns, checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(ManifestRecord decoded,
+                         ValidateRecord(checkpoint_id, record, record_hash_hex));
+  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, FindStore(ns, /*create=*/true));
+  return store->PutManifest(decoded);
+}
+
+StatusOr<std::string> ReplicaStore::Get(std::string_view ns, std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateNames(ns, checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, FindStore(ns, /*create=*/false));
+  const std::string missing =
+      "namespace " + Quoted(ns) + " has no record of checkpoint " + Quoted(checkpoint_id);
+  if (store == nullptr) return NotFoundError(missing);
+  StatusOr<ManifestRecord> record = store->GetManifest(checkpoint_id);
+  if (!record.ok()) {
+    if (record.status().code() == StatusCode::kNotFound) return NotFoundError(missing);
+    return record.status();
+  }
+  return EncodeManifestRecord(*record);
+}
+
+StatusOr<std::vector<std::string>> ReplicaStore::List(std::string_view ns) {
+  DCPKV_RETURN_IF_ERROR(ValidateNamespace(ns));
+  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, FindStore(ns, /*create=*/false));
+  if (store == nullptr) return std::vector<std::string>();
+  return store->ListManifestIds();
+}
+
+Status ReplicaStore::Delete(std::string_view ns, std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateNames(ns, checkpoint_id));
+  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, FindStore(ns, /*create=*/false));
+  if (store == nullptr) return Status::Ok();
+  return store->DeleteManifest(checkpoint_id);
+}
+
+void ReplicaStore::Close() {
+  std::map<std::string, std::unique_ptr<ChunkStore>> stores;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    stores.swap(stores_);
+  }
+  for (auto& [ns, store] : stores) {
+    Status closed = store->Close();
+    if (!closed.ok()) {
+      std::fprintf(stderr, "dcpkv replica: closing the store of namespace \"%s\": %s\n", ns.c_str(),
+                   closed.ToString().c_str());
+    }
+  }
+}
+
+}  // namespace dcpkv::replication
