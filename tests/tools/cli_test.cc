@@ -28,6 +28,9 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/checkpoint.h"
+#include "dcpkv/replication/replica.h"
+#include "dcpkv/replication/replicator.h"
 #include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
@@ -37,6 +40,7 @@
 #include "tests/tools/inspect_fixture.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
+#include "tests/util/test_data.h"
 
 extern char** environ;
 
@@ -191,6 +195,9 @@ class BackgroundProcess {
   BackgroundProcess& operator=(const BackgroundProcess&) = delete;
 
   bool started() const { return pid_ > 0 || exit_code_ >= 0; }
+  void Signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
   // Whether the process is still running (reaps it if it has exited).
   bool Running() {
     if (pid_ <= 0) return false;
@@ -856,8 +863,8 @@ TEST(CliTest, BadUsageExitsTwo) {
 TEST(CliTest, HelpListsEveryCommand) {
   CliResult r = RunCli({"--help"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
-  for (const char* cmd :
-       {"ls", "show", "stats", "verify", "diff", "export", "import", "rm", "gc"}) {
+  for (const char* cmd : {"ls", "show", "stats", "verify", "diff", "export", "import", "rm", "gc",
+                          "serve", "recover"}) {
     EXPECT_THAT(r.out, ::testing::ContainsRegex(std::string("\n +") + cmd + " ")) << cmd;
   }
   EXPECT_THAT(r.out, HasSubstr("Exit codes"));
@@ -966,6 +973,106 @@ TEST_F(CliRmGcTest, GcRemovesUncommittedDataAndErrorsAreClear) {
   EXPECT_EQ(r.exit_code, 3) << Describe(r);
   held.reset();
   EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve, recover, and replication as ls shows it.
+
+// Waits for `dcpkv serve` to print "listening on HOST:PORT"; returns HOST:PORT or "".
+std::string WaitForListening(BackgroundProcess& serve) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline && serve.Running()) {
+    const std::string out = serve.Stdout();
+    const size_t at = out.find("listening on ");
+    const size_t end = out.find('\n', at);
+    if (at != std::string::npos && end != std::string::npos)
+      return out.substr(at + 13, end - at - 13);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "";
+}
+
+StatusOr<Metadata> SaveSmall(const std::string& root, const std::string& id, int seed,
+                             std::shared_ptr<ManifestReplication> replication) {
+  std::vector<uint8_t> data = testing::RandomBytes(32 << 10, seed);
+  StateDict sd;
+  sd.Set("w", Tensor::Wrap(DType::kUInt8, {data.size()}, data.data()));
+  SaveOptions o;
+  o.checkpoint_id = id;
+  o.store_root = root;
+  o.replication = std::move(replication);
+  return Save(sd, o);
+}
+
+TEST(CliServeTest, ServeRecoverRmAndLsShowReplication) {
+  testing::TempDir tmp;
+  const std::string root = tmp.Sub("store"), replica_root = tmp.Sub("replica");
+  auto serve = std::make_unique<BackgroundProcess>(
+      DCPKV_CLI_PATH, std::vector<std::string>{"serve", "--root", replica_root},
+      tmp.Sub("serve.out"), tmp.Sub("serve.err"));
+  const std::string address = WaitForListening(*serve);
+  ASSERT_FALSE(address.empty()) << serve->Stderr();
+  EXPECT_THAT(address, ::testing::StartsWith("127.0.0.1:")) << "binds loopback by default";
+
+  replication::ReplicatorOptions ro;
+  ro.ns = "job-7";
+  ro.targets = {address};
+  auto replicas = replication::GrpcManifestReplication::Create(ro);
+  ASSERT_TRUE(replicas.ok()) << replicas.status();
+  ASSERT_TRUE(SaveSmall(root, "c1", 1, *replicas).ok());
+  ASSERT_TRUE(SaveSmall(root, "c2", 2, *replicas).ok());
+  CliResult r = RunCli({"ls", "--json", root});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  json j = ParseJson(r);
+  EXPECT_EQ(j["checkpoints"][0]["replication"], "1/1 replicas");
+  r = RunCli({"ls", root});
+  EXPECT_THAT(r.out, AllOf(HasSubstr("REPLICATION"), HasSubstr("1/1 replicas")));
+
+  // The coordinator's manifests are lost; recover restores them from the replica.
+  {
+    RawDB raw(RankDirectory(root, 0));
+    for (const char* id : {"c1", "c2"}) {
+      raw.Delete(testing::kRawManifestsCf, *EncodeManifestKey(id));
+    }
+  }
+  r = RunCli({"recover", "--json", root, "--from", address, "--namespace", "job-7"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  j = ParseJson(r);
+  EXPECT_EQ(j["restored"], json::array({"c1", "c2"}));
+  r = RunCli({"verify", root});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  r = RunCli({"recover", root, "--from", address, "--namespace", "job-7"});
+  EXPECT_THAT(r.out, HasSubstr("restored 0 manifests"));
+
+  // rm with --replica deletes there too.
+  r = RunCli({"rm", root, "c1", "--replica", address, "--namespace", "job-7"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  auto client = replication::ReplicaClient::Connect(address, {});
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(*(*client)->List("job-7"), std::vector<std::string>{"c2"});
+
+  // SIGTERM stops it cleanly; a restart on the same root serves the same manifests.
+  serve->Signal(SIGTERM);
+  EXPECT_EQ(serve->Wait(), 0) << serve->Stderr();
+  serve = std::make_unique<BackgroundProcess>(
+      DCPKV_CLI_PATH,
+      std::vector<std::string>{"serve", "--root", replica_root, "--listen", address},
+      tmp.Sub("serve2.out"), tmp.Sub("serve2.err"));
+  ASSERT_EQ(WaitForListening(*serve), address) << serve->Stderr();
+  client = replication::ReplicaClient::Connect(address, {});
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(*(*client)->List("job-7"), std::vector<std::string>{"c2"});
+  serve->Signal(SIGINT);
+  EXPECT_EQ(serve->Wait(), 0) << serve->Stderr();
+
+  // Errors: a replica that is not there, missing flags.
+  r = RunCli({"recover", root, "--from", address, "--namespace", "job-7"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  r = RunCli({"serve"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  r = RunCli({"recover", root, "--from", address});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
 }
 
 // ---------------------------------------------------------------------------------------------
