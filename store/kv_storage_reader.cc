@@ -209,9 +209,8 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
     const uint64_t begin =
         shard.offsets.empty() ? 0 : (rows.offsets[0] - shard.offsets[0]) * row_bytes;
     const uint64_t size = Volume(rows) * element;
-    buffer.resize(size);
-    DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, begin,
-                                              begin + size, buffer.data(), runner));
+    std::vector<Tensor> dests;
+    dests.reserve(items.size());
     for (const ReadItem* item : items) {
       DCPKV_ASSIGN_OR_RETURN(Tensor dest, planner.ResolveTensor(*item));
       const Box dest_box{item->dest_offsets, dest.shape()};
@@ -221,8 +220,33 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
                              ShapeToString(item->overlap_offsets) +
                              " does not fit its source or destination");
       }
-      CopyBox(buffer.data(), rows, dest.data(), dest_box, region, element);
-      DCPKV_RETURN_IF_ERROR(planner.CommitTensor(*item, dest));
+      dests.push_back(std::move(dest));
+    }
+    // One item whose region is exactly the rows read and is contiguous in its destination (the
+    // common case: the same sharding as at save time, or whole rows of a row-sharded tensor):
+    // read straight into the destination, without the intermediate buffer.
+    if (items.size() == 1) {
+      const ReadItem& item = first;
+      const Box region{item.overlap_offsets, item.overlap_sizes};
+      const Box dest_box{item.dest_offsets, dests[0].shape()};
+      StatusOr<std::pair<uint64_t, uint64_t>> range = ByteRange(dest_box, region, element);
+      if (region == rows && range.ok() && range->second - range->first == size) {
+        DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(
+            checkpoint_id_, first.fqn, first.dtype, shard, begin, begin + size,
+            static_cast<uint8_t*>(dests[0].data()) + range->first, runner));
+        DCPKV_RETURN_IF_ERROR(planner.CommitTensor(item, dests[0]));
+        continue;
+      }
+    }
+    buffer.resize(size);
+    DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, begin,
+                                              begin + size, buffer.data(), runner));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const ReadItem& item = *items[i];
+      const Box dest_box{item.dest_offsets, dests[i].shape()};
+      const Box region{item.overlap_offsets, item.overlap_sizes};
+      CopyBox(buffer.data(), rows, dests[i].data(), dest_box, region, element);
+      DCPKV_RETURN_IF_ERROR(planner.CommitTensor(item, dests[i]));
     }
   }
   return Status::Ok();
