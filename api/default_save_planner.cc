@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 
 #include "dcpkv/planner.h"
 #include "plan_metadata.h"
@@ -25,63 +27,117 @@ std::string DescribeItem(const WriteItem& item) {
 }
 
 // Every rank holding a copy of one item, and the item itself.
-struct Candidates {
-  WriteItem item;
-  std::vector<int> ranks;
-};
+// 64-bit FNV-1a over the offsets: a cheap sort key that groups equal offsets together.
+uint64_t HashOffsets(const Shape& offsets) {
+  uint64_t h = 1469598103934665603ull;
+  for (uint64_t v : offsets) {
+    for (int b = 0; b < 8; ++b) {
+      h ^= (v >> (8 * b)) & 0xFF;
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
 
-using ItemKey = std::pair<std::string, Shape>;
-
-// Assigns each replicated item to one rank, balancing bytes: items are taken largest first and
-// given to the candidate with the least bytes assigned so far (ties: lowest rank).
-StatusOr<std::vector<SavePlan>> Deduplicate(const std::vector<SavePlan>& plans) {
-  std::map<ItemKey, Candidates> by_key;
+// Assigns each replicated item (the same fqn and offsets on several ranks) to one rank,
+// balancing bytes: items are taken largest first and given to the candidate with the least
+// bytes assigned so far (ties: lowest rank); removes it from the other ranks' plans.
+//
+// Runs in O(n log k) for n items of at most k shards per fqn without a per-item heap key: items
+// are grouped by fqn through views of their names, and within an fqn sorted by a hash of their
+// offsets, equal hashes compared exactly.
+StatusOr<std::vector<SavePlan>> Deduplicate(std::vector<SavePlan> plans) {
+  struct Ref {
+    uint64_t hash;
+    uint32_t rank;
+    uint32_t index;
+  };
+  std::unordered_map<std::string_view, std::vector<Ref>> by_fqn;
   for (size_t r = 0; r < plans.size(); ++r) {
-    for (const WriteItem& item : plans[r].items) {
-      auto [it, inserted] = by_key.try_emplace(ItemKey{item.fqn, item.offsets});
-      if (inserted) {
-        it->second.item = item;
-      } else if (!(it->second.item == item)) {
-        return InvalidArgumentError("replicated " + DescribeItem(item) + " on rank " +
-                                    std::to_string(r) + " differs from " +
-                                    DescribeItem(it->second.item) + " on rank " +
-                                    std::to_string(it->second.ranks.front()));
-      }
-      it->second.ranks.push_back(static_cast<int>(r));
+    const std::vector<WriteItem>& items = plans[r].items;
+    for (size_t i = 0; i < items.size(); ++i) {
+      by_fqn[items[i].fqn].push_back(
+          Ref{HashOffsets(items[i].offsets), static_cast<uint32_t>(r), static_cast<uint32_t>(i)});
     }
   }
+  auto item_of = [&](const Ref& ref) -> const WriteItem& {
+    return plans[ref.rank].items[ref.index];
+  };
   std::vector<uint64_t> load(plans.size(), 0);
-  std::vector<const Candidates*> replicated;
-  for (const auto& [key, c] : by_key) {
-    if (c.ranks.size() == 1) {
-      load[c.ranks[0]] += c.item.nbytes();
-    } else {
-      replicated.push_back(&c);
+  // Each group of copies of one replicated item: its refs, in rank order.
+  std::vector<std::vector<Ref>> replicated;
+  for (auto& [fqn, refs] : by_fqn) {
+    if (refs.size() == 1) {
+      load[refs[0].rank] += item_of(refs[0]).nbytes();
+      continue;
+    }
+    std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) {
+      return std::tie(a.hash, a.rank, a.index) < std::tie(b.hash, b.rank, b.index);
+    });
+    for (size_t begin = 0; begin < refs.size();) {
+      size_t end = begin + 1;
+      while (end < refs.size() && refs[end].hash == refs[begin].hash) ++end;
+      // Within equal hashes, group equal offsets exactly (a collision keeps them apart).
+      std::vector<bool> taken(end - begin, false);
+      for (size_t a = begin; a < end; ++a) {
+        if (taken[a - begin]) continue;
+        std::vector<Ref> group = {refs[a]};
+        const WriteItem& first = item_of(refs[a]);
+        for (size_t b = a + 1; b < end; ++b) {
+          if (taken[b - begin] || item_of(refs[b]).offsets != first.offsets) continue;
+          taken[b - begin] = true;
+          const WriteItem& other = item_of(refs[b]);
+          if (!(other == first)) {
+            return InvalidArgumentError("replicated " + DescribeItem(other) + " on rank " +
+                                        std::to_string(refs[b].rank) + " differs from " +
+                                        DescribeItem(first) + " on rank " +
+                                        std::to_string(refs[a].rank));
+          }
+          group.push_back(refs[b]);
+        }
+        if (group.size() == 1) {
+          load[group[0].rank] += first.nbytes();
+        } else {
+          replicated.push_back(std::move(group));
+        }
+      }
+      begin = end;
     }
   }
-  std::stable_sort(
-      replicated.begin(), replicated.end(),
-      [](const Candidates* a, const Candidates* b) { return a->item.nbytes() > b->item.nbytes(); });
-  std::map<ItemKey, int> owner;
-  for (const Candidates* c : replicated) {
-    int best = c->ranks.front();
-    for (int r : c->ranks) {
-      if (load[r] < load[best]) best = r;
+  // Largest first; among equal sizes, in (fqn, offsets) order so the result is deterministic.
+  std::sort(replicated.begin(), replicated.end(),
+            [&](const std::vector<Ref>& a, const std::vector<Ref>& b) {
+              const WriteItem& x = item_of(a[0]);
+              const WriteItem& y = item_of(b[0]);
+              const uint64_t nx = x.nbytes(), ny = y.nbytes();
+              if (nx != ny) return nx > ny;
+              return std::tie(x.fqn, x.offsets) < std::tie(y.fqn, y.offsets);
+            });
+  std::vector<std::vector<bool>> drop(plans.size());
+  for (size_t r = 0; r < plans.size(); ++r) drop[r].assign(plans[r].items.size(), false);
+  for (const std::vector<Ref>& group : replicated) {
+    uint32_t best = group[0].rank;
+    for (const Ref& ref : group) {
+      if (load[ref.rank] < load[best] || (load[ref.rank] == load[best] && ref.rank < best)) {
+        best = ref.rank;
+      }
     }
-    load[best] += c->item.nbytes();
-    owner[ItemKey{c->item.fqn, c->item.offsets}] = best;
+    load[best] += item_of(group[0]).nbytes();
+    for (const Ref& ref : group) {
+      if (ref.rank != best) drop[ref.rank][ref.index] = true;
+    }
   }
-  std::vector<SavePlan> out = plans;
-  for (size_t r = 0; r < out.size(); ++r) {
-    auto& items = out[r].items;
-    items.erase(std::remove_if(items.begin(), items.end(),
-                               [&](const WriteItem& item) {
-                                 auto it = owner.find(ItemKey{item.fqn, item.offsets});
-                                 return it != owner.end() && it->second != static_cast<int>(r);
-                               }),
-                items.end());
+  for (size_t r = 0; r < plans.size(); ++r) {
+    std::vector<WriteItem>& items = plans[r].items;
+    size_t kept = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (drop[r][i]) continue;
+      if (kept != i) items[kept] = std::move(items[i]);
+      ++kept;
+    }
+    items.resize(kept);
   }
-  return out;
+  return plans;
 }
 
 }  // namespace
@@ -120,7 +176,7 @@ StatusOr<SavePlan> DefaultSavePlanner::CreateLocalPlan() {
 StatusOr<GlobalSavePlan> DefaultSavePlanner::CreateGlobalPlan(std::vector<SavePlan> all_plans) {
   GlobalSavePlan global;
   if (options_.dedup_replicated_tensors) {
-    DCPKV_ASSIGN_OR_RETURN(global.plans, Deduplicate(all_plans));
+    DCPKV_ASSIGN_OR_RETURN(global.plans, Deduplicate(std::move(all_plans)));
   } else {
     global.plans = std::move(all_plans);
   }

@@ -2,6 +2,8 @@
 #include "plan_metadata.h"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_map>
 
 #include "plan_validation.h"
 
@@ -10,10 +12,16 @@ namespace dcpkv {
 StatusOr<Metadata> MetadataFromPlans(const std::vector<SavePlan>& plans, bool validate_coverage) {
   Metadata md;
   md.world_size = static_cast<int32_t>(plans.size());
+  // fqn -> entry through views of the names (the plans outlive this function): one hash lookup
+  // per item instead of a tree walk of string comparisons.
+  std::unordered_map<std::string_view, std::pair<EntryMetadata*, bool>> index;
   for (size_t r = 0; r < plans.size(); ++r) {
     for (const WriteItem& item : plans[r].items) {
-      auto [it, inserted] = md.entries.try_emplace(item.fqn);
-      EntryMetadata& entry = it->second;
+      auto [slot, fresh] = index.try_emplace(item.fqn, nullptr, false);
+      if (fresh) slot->second = {&md.entries[item.fqn], true};
+      const bool inserted = slot->second.second;
+      slot->second.second = false;
+      EntryMetadata& entry = *slot->second.first;
       if (inserted) {
         entry.dtype = item.dtype;
         entry.global_shape = item.global_shape;
