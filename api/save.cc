@@ -10,6 +10,7 @@
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/store/hash.h"
 #include "dcpkv/store/names.h"
 #include "plan_codec.h"
 #include "plan_metadata.h"
@@ -20,9 +21,12 @@ namespace dcpkv {
 namespace {
 
 // The hash by which a final plan is recognised as unchanged: its items and planner data.
-uint64_t HashPlanWithoutStorageData(SavePlan plan) {
+uint64_t HashPlanWithoutStorageData(SavePlan& plan) {
+  std::string storage_data = std::move(plan.storage_data);
   plan.storage_data.clear();
-  return HashSavePlan(plan);
+  const uint64_t hash = HashSavePlan(plan);
+  plan.storage_data = std::move(storage_data);
+  return hash;
 }
 
 int64_t NowMicros() {
@@ -76,6 +80,9 @@ class Saver {
   std::vector<StatefulBinding> bindings_;
   uint64_t local_hash_ = 0;
   GlobalSavePlan global_;  // coordinator
+  // Coordinator: the global plan of this save: global_, or the plan cache's (kept there without
+  // a copy).
+  GlobalSavePlan* global_ref_ = &global_;
   const StatusOr<FlatStateDict>* preflattened_ = nullptr;
 };
 
@@ -101,53 +108,71 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
   GatheredMessages g = DecodeGathered(gathered);
   std::vector<SavePlan> plans =
       DecodePayloads<SavePlan>(g, DecodeSavePlan, /*cached_allowed=*/true);
+  // The hash of every rank's local plan: the one it sent, or that of the plan it sent (a plan's
+  // hash is that of its encoding, which is the payload: no re-encoding).
+  std::vector<uint64_t> local_hashes(world_, 0);
   bool all_cached = true;
   for (int r = 0; r < world_; ++r) {
-    if (!g.failures[r].ok() || g.messages[r].kind != MessageKind::kCached) {
+    if (!g.failures[r].ok()) {
       all_cached = false;
+    } else if (g.messages[r].kind != MessageKind::kCached) {
+      all_cached = false;
+      const std::string& payload = g.messages[r].payload;
+      local_hashes[r] = HashBytes(payload.data(), payload.size()).lo;
     } else if (cache_ == nullptr || !cache_->valid ||
-               g.messages[r].hash != HashSavePlan(cache_->local_plans[r])) {
+               static_cast<size_t>(r) >= cache_->local_plan_hashes.size() ||
+               g.messages[r].hash != cache_->local_plan_hashes[r]) {
       g.failures[r] = AbortedError("plan cache out of sync with the coordinator; retry the save");
       g.any_failed = true;
     } else {
-      plans[r] = cache_->local_plans[r];
+      local_hashes[r] = g.messages[r].hash;
     }
   }
   if (g.any_failed) return AggregateFailures(what_, g.failures);
 
   std::vector<uint64_t> previous_final;
   if (all_cached) {
-    global_ = cache_->global;  // nothing changed: reuse the global plan and Metadata
+    // Nothing changed: reuse the cached global plan and Metadata where they are.
+    global_ref_ = &cache_->global;
     previous_final = cache_->final_plan_hashes;
   } else {
+    for (int r = 0; r < world_; ++r) {
+      if (g.messages[r].kind == MessageKind::kCached) plans[r] = cache_->local_plans[r];
+    }
     StatusOr<GlobalSavePlan> global = planner_->CreateGlobalPlan(plans);
     if (!global.ok()) return global.status().WithContext(what_ + ": global plan");
     global_ = std::move(global).value();
+    global_ref_ = &global_;
     if (global_.plans.size() != static_cast<size_t>(world_)) {
       return InternalError(what_ + ": the global plan has " + std::to_string(global_.plans.size()) +
                            " plans for " + std::to_string(world_) + " ranks");
     }
     if (cache_ != nullptr && cache_->valid) previous_final = cache_->final_plan_hashes;
   }
-  StatusOr<std::vector<SavePlan>> final_plans = writer_->PrepareGlobalPlan(global_.plans);
+  StatusOr<std::vector<SavePlan>> final_plans = writer_->PrepareGlobalPlan(global_ref_->plans);
   if (!final_plans.ok()) return final_plans.status().WithContext(what_);
-  global_.plans = std::move(final_plans).value();
+  global_ref_->plans = std::move(final_plans).value();
 
   std::vector<std::string> replies(world_);
   std::vector<uint64_t> hashes(world_);
   for (int r = 0; r < world_; ++r) {
     // The storage data (e.g. an incremental save's base) may change while the plan does not: it
     // travels with the "unchanged" reply instead of defeating the cache.
-    hashes[r] = HashPlanWithoutStorageData(global_.plans[r]);
+    SavePlan& plan = global_ref_->plans[r];
+    hashes[r] = HashPlanWithoutStorageData(plan);
     const bool unchanged = cache_ != nullptr && r < static_cast<int>(previous_final.size()) &&
                            previous_final[r] == hashes[r];
-    replies[r] = unchanged ? CachedMessage(hashes[r], global_.plans[r].storage_data)
-                           : PayloadMessage(EncodeSavePlan(global_.plans[r]));
+    replies[r] = unchanged ? CachedMessage(hashes[r], plan.storage_data)
+                           : PayloadMessage(EncodeSavePlan(plan));
   }
   if (cache_ != nullptr) {
-    cache_->local_plans = std::move(plans);
+    if (!all_cached) {
+      cache_->local_plans = std::move(plans);
+      cache_->global = std::move(global_);
+      global_ref_ = &cache_->global;
+    }
+    cache_->local_plan_hashes = std::move(local_hashes);
     cache_->final_plan_hashes = std::move(hashes);
-    cache_->global = global_;
   }
   return replies;
 }
@@ -186,7 +211,7 @@ std::string Saver::Commit(const std::vector<std::string>& gathered) {
   std::vector<Status>& failures = g.failures;
   if (g.any_failed) return FailureMessage(AggregateFailures(what_, failures));
 
-  Metadata md = global_.metadata;
+  Metadata md = global_ref_->metadata;
   md.checkpoint_id = options_.checkpoint_id;
   md.world_size = world_;
   md.coordinator_rank = options_.coordinator_rank;

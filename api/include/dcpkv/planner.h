@@ -44,6 +44,7 @@ struct SavePlanCache {
   SavePlan final_plan;           // every rank: the final plan it received last
   // Coordinator only: every rank's last local plan, the final plans and the Metadata.
   std::vector<SavePlan> local_plans;
+  std::vector<uint64_t> local_plan_hashes;  // HashSavePlan of each, as the ranks sent them
   std::vector<uint64_t> final_plan_hashes;
   GlobalSavePlan global;
 };
