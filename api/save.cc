@@ -8,9 +8,9 @@
 #include <mutex>
 
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/store/hash.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/metadata_codec.h"
-#include "dcpkv/store/hash.h"
 #include "dcpkv/store/names.h"
 #include "plan_codec.h"
 #include "plan_metadata.h"
@@ -137,9 +137,13 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
     previous_final = cache_->final_plan_hashes;
   } else {
     for (int r = 0; r < world_; ++r) {
-      if (g.messages[r].kind == MessageKind::kCached) plans[r] = cache_->local_plans[r];
+      if (g.messages[r].kind != MessageKind::kCached) continue;
+      StatusOr<SavePlan> cached = DecodeSavePlan(cache_->local_plan_payloads[r]);
+      if (!cached.ok())
+        return cached.status().WithContext(what_ + ": cached plan of rank " + std::to_string(r));
+      plans[r] = std::move(cached).value();
     }
-    StatusOr<GlobalSavePlan> global = planner_->CreateGlobalPlan(plans);
+    StatusOr<GlobalSavePlan> global = planner_->CreateGlobalPlan(std::move(plans));
     if (!global.ok()) return global.status().WithContext(what_ + ": global plan");
     global_ = std::move(global).value();
     global_ref_ = &global_;
@@ -167,7 +171,12 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
   }
   if (cache_ != nullptr) {
     if (!all_cached) {
-      cache_->local_plans = std::move(plans);
+      cache_->local_plan_payloads.resize(world_);
+      for (int r = 0; r < world_; ++r) {
+        if (g.messages[r].kind != MessageKind::kCached) {
+          cache_->local_plan_payloads[r] = std::move(g.messages[r].payload);
+        }
+      }
       cache_->global = std::move(global_);
       global_ref_ = &cache_->global;
     }

@@ -272,6 +272,35 @@ TEST(DistributedSaveTest, PlanCachingSkipsThePlanExchange) {
   });
 }
 
+// One rank's plan changes while the other's does not: the coordinator combines the cached plan
+// of one rank with the new plan of the other.
+TEST(DistributedSaveTest, PlanCachingWithOneRankChanged) {
+  testing::TempDir tmp;
+  RunOnGlooRanks(2, [&](ProcessGroup& pg) {
+    auto checkpointer =
+        std::move(Checkpointer::Create({.store_root = tmp.path(), .process_group = &pg}).value());
+    StateDict state;
+    state.Set("w", ShardOf(MakeGlobal({8, 4}, 1.0f), 0, 2, pg.rank()));
+    ASSERT_TRUE(checkpointer->Save(state, "s1").ok());
+    // Rank 1 adds a tensor only it holds: its local plan changes, rank 0's does not.
+    if (pg.rank() == 1) state.Set("only_on_1", MakeGlobal({5}, 7.0f));
+    StatusOr<Metadata> md = checkpointer->Save(state, "s2");
+    ASSERT_TRUE(md.ok()) << md.status();
+    EXPECT_EQ(md->entries.size(), 2u);
+    ASSERT_TRUE(checkpointer->Save(state, "s3").ok());  // now both cached
+    ShardedTensor w = EmptyShardOf(MakeGlobal({8, 4}, 1.0f), 0, 2, pg.rank());
+    Tensor extra = Tensor::Allocate(DType::kFloat32, {5});
+    StateDict target;
+    target.Set("w", w);
+    target.Set("only_on_1", extra);
+    ASSERT_TRUE(checkpointer->Load(target, "s3").ok());
+    EXPECT_TRUE(SameBytes(extra, MakeGlobal({5}, 7.0f)));
+    EXPECT_TRUE(
+        SameBytes(w.local_shards[0].tensor,
+                  ShardOf(MakeGlobal({8, 4}, 1.0f), 0, 2, pg.rank()).local_shards[0].tensor));
+  });
+}
+
 TEST(DistributedSaveTest, ASubgroupSavesWhileOtherRanksDoSomethingElse) {
   testing::TempDir tmp;
   const Tensor w = MakeGlobal({6, 4}, 2);

@@ -43,8 +43,10 @@ struct SavePlanCache {
   uint64_t local_plan_hash = 0;  // every rank: hash of the local plan it sent last
   SavePlan final_plan;           // every rank: the final plan it received last
   // Coordinator only: every rank's last local plan, the final plans and the Metadata.
-  std::vector<SavePlan> local_plans;
-  std::vector<uint64_t> local_plan_hashes;  // HashSavePlan of each, as the ranks sent them
+  // Each rank's last local plan, encoded as the rank sent it (decoded only when some ranks send
+  // a cached hash and others a new plan), and its HashSavePlan.
+  std::vector<std::string> local_plan_payloads;
+  std::vector<uint64_t> local_plan_hashes;
   std::vector<uint64_t> final_plan_hashes;
   GlobalSavePlan global;
 };
