@@ -63,12 +63,12 @@ StatusOr<std::vector<SavePlan>> Deduplicate(std::vector<SavePlan> plans) {
   auto item_of = [&](const Ref& ref) -> const WriteItem& {
     return plans[ref.rank].items[ref.index];
   };
-  std::vector<uint64_t> load(plans.size(), 0);
-  // Each group of copies of one replicated item: its refs, in rank order.
+  // Items held by one rank, and each group of copies of one replicated item (in rank order).
+  std::vector<Ref> singles;
   std::vector<std::vector<Ref>> replicated;
   for (auto& [fqn, refs] : by_fqn) {
     if (refs.size() == 1) {
-      load[refs[0].rank] += item_of(refs[0]).nbytes();
+      singles.push_back(refs[0]);
       continue;
     }
     std::sort(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) {
@@ -96,7 +96,7 @@ StatusOr<std::vector<SavePlan>> Deduplicate(std::vector<SavePlan> plans) {
           group.push_back(refs[b]);
         }
         if (group.size() == 1) {
-          load[group[0].rank] += first.nbytes();
+          singles.push_back(group[0]);
         } else {
           replicated.push_back(std::move(group));
         }
@@ -104,6 +104,10 @@ StatusOr<std::vector<SavePlan>> Deduplicate(std::vector<SavePlan> plans) {
       begin = end;
     }
   }
+  if (replicated.empty()) return plans;  // nothing to balance: the plans stand as they are
+  // The bytes each rank writes anyway (computed only now: it reads every item's sizes).
+  std::vector<uint64_t> load(plans.size(), 0);
+  for (const Ref& ref : singles) load[ref.rank] += item_of(ref).nbytes();
   // Largest first; among equal sizes, in (fqn, offsets) order so the result is deterministic.
   std::sort(replicated.begin(), replicated.end(),
             [&](const std::vector<Ref>& a, const std::vector<Ref>& b) {
