@@ -60,9 +60,9 @@ struct ChunkStoreOptions {
   // Allowed range 1 KiB .. 1 GiB. Default: 4 MiB.
   uint64_t chunk_size = uint64_t{4} << 20;
 
-  // A batch writer writes its WriteBatch once it holds this many payload bytes.
-  // Default: 64 MiB.
-  uint64_t write_batch_bytes = uint64_t{64} << 20;
+  // A batch writer writes its WriteBatch once it holds this many payload bytes (RocksDB copies
+  // it into the memtable: both count against a save's memory). Default: 16 MiB.
+  uint64_t write_batch_bytes = uint64_t{16} << 20;
 
   // Chunk values of at least this many bytes are stored in blob files. Default: 64 KiB.
   uint64_t min_blob_size = uint64_t{64} << 10;
