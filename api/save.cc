@@ -153,9 +153,20 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
     }
     if (cache_ != nullptr && cache_->valid) previous_final = cache_->final_plan_hashes;
   }
-  StatusOr<std::vector<SavePlan>> final_plans = writer_->PrepareGlobalPlan(global_ref_->plans);
+  // The plans move through the writer and back (a failure invalidates the cache that held them).
+  StatusOr<std::vector<SavePlan>> final_plans =
+      writer_->PrepareGlobalPlan(std::move(global_ref_->plans));
   if (!final_plans.ok()) return final_plans.status().WithContext(what_);
   global_ref_->plans = std::move(final_plans).value();
+  if (global_ref_->plans.size() != static_cast<size_t>(world_)) {
+    return InternalError(what_ + ": the storage writer returned " +
+                         std::to_string(global_ref_->plans.size()) + " plans for " +
+                         std::to_string(world_) + " ranks");
+  }
+  // Every final plan is the previous save's but for its storage data when every local plan was
+  // and the writer changes nothing else: its hash is known.
+  const bool final_known = all_cached && previous_final.size() == static_cast<size_t>(world_) &&
+                           writer_->PrepareGlobalPlanChangesOnlyStorageData();
 
   std::vector<std::string> replies(world_);
   std::vector<uint64_t> hashes(world_);
@@ -163,7 +174,7 @@ StatusOr<std::vector<std::string>> Saver::GlobalPlan(const std::vector<std::stri
     // The storage data (e.g. an incremental save's base) may change while the plan does not: it
     // travels with the "unchanged" reply instead of defeating the cache.
     SavePlan& plan = global_ref_->plans[r];
-    hashes[r] = HashPlanWithoutStorageData(plan);
+    hashes[r] = final_known ? previous_final[r] : HashPlanWithoutStorageData(plan);
     const bool unchanged = cache_ != nullptr && r < static_cast<int>(previous_final.size()) &&
                            previous_final[r] == hashes[r];
     replies[r] = unchanged ? CachedMessage(hashes[r], plan.storage_data)

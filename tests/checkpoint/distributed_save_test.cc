@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include "dcpkv/gloo_process_group.h"
 #include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
@@ -298,6 +300,66 @@ TEST(DistributedSaveTest, PlanCachingWithOneRankChanged) {
     EXPECT_TRUE(
         SameBytes(w.local_shards[0].tensor,
                   ShardOf(MakeGlobal({8, 4}, 1.0f), 0, 2, pg.rank()).local_shards[0].tensor));
+  });
+}
+
+// A storage writer whose PrepareGlobalPlan orders every plan's items by fqn, descending on every
+// other save: the local plans come from the cache, but the final plans changed, and each rank
+// must write in the order the writer chose.
+class ReorderingWriter : public KvStorageWriter {
+ public:
+  using KvStorageWriter::KvStorageWriter;
+  StatusOr<std::vector<SavePlan>> PrepareGlobalPlan(std::vector<SavePlan> plans) override {
+    DCPKV_ASSIGN_OR_RETURN(plans, KvStorageWriter::PrepareGlobalPlan(std::move(plans)));
+    for (SavePlan& plan : plans) {
+      std::sort(plan.items.begin(), plan.items.end(), [this](const auto& a, const auto& b) {
+        return reverse_next_ ? a.fqn > b.fqn : a.fqn < b.fqn;
+      });
+    }
+    reverse_next_ = !reverse_next_;
+    return plans;
+  }
+  // It changes more than storage data (without this the cached final plans would be reused).
+  bool PrepareGlobalPlanChangesOnlyStorageData() const override { return false; }
+  std::future<StatusOr<std::vector<WriteResult>>> WriteData(const SavePlan& plan,
+                                                            SavePlanner& planner) override {
+    first_written = plan.items.empty() ? "" : plan.items.front().fqn;
+    return KvStorageWriter::WriteData(plan, planner);
+  }
+  std::string first_written;
+
+ private:
+  bool reverse_next_ = false;
+};
+
+TEST(DistributedSaveTest, PlanCachingSendsFinalPlansTheWriterChanged) {
+  testing::TempDir tmp;
+  RunOnGlooRanks(2, [&](ProcessGroup& pg) {
+    auto writer = std::make_shared<ReorderingWriter>(KvStorageOptions{tmp.path(), {}});
+    auto planner = std::make_shared<DefaultSavePlanner>(
+        DefaultSavePlannerOptions{.enable_plan_caching = true});
+    StateDict state;
+    for (const char* name : {"a", "b", "c"}) {
+      state.Set(name, ShardOf(MakeGlobal({8, 4}, float(name[0])), 0, 2, pg.rank()));
+    }
+    for (int step = 0; step < 4; ++step) {
+      SaveOptions o = SaveOn(pg, tmp.path(), "s" + std::to_string(step));
+      o.storage_writer = writer;
+      o.planner = planner;
+      StatusOr<Metadata> md = Save(state, o);
+      ASSERT_TRUE(md.ok()) << md.status();
+      // Only the coordinator's writer prepares the global plan; every rank writes in its order.
+      EXPECT_EQ(writer->first_written, step % 2 == 0 ? "a" : "c")
+          << "rank " << pg.rank() << " step " << step;
+    }
+    ShardedTensor b = EmptyShardOf(MakeGlobal({8, 4}, float('b')), 0, 2, pg.rank());
+    StateDict target;
+    target.Set("b", b);
+    ASSERT_TRUE(Load(target, LoadOn(pg, tmp.path(), "s3")).ok());
+    EXPECT_TRUE(SameBytes(b.local_shards[0].tensor,
+                          ShardOf(MakeGlobal({8, 4}, float('b')), 0, 2, pg.rank())
+                              .local_shards[0]
+                              .tensor));
   });
 }
 

@@ -55,8 +55,13 @@ class StorageWriter {
   virtual Status SetUpStorageWriter(bool is_coordinator, int rank, int world_size,
                                     bool use_collectives) = 0;
   virtual StatusOr<SavePlan> PrepareLocalPlan(SavePlan plan) = 0;
-  // Coordinator only.
+  // Coordinator only. When every rank's plan came from the plan cache, `plans` are the final
+  // plans of the previous save (what this returned then), not fresh ones from the planner.
   virtual StatusOr<std::vector<SavePlan>> PrepareGlobalPlan(std::vector<SavePlan> plans) = 0;
+  // True if PrepareGlobalPlan changes nothing but the plans' storage_data. A save whose every
+  // rank's plan came from the plan cache then skips hashing the final plans to find those the
+  // writer changed (at thousands of ranks, most of a cache hit's cost). Default: false.
+  virtual bool PrepareGlobalPlanChangesOnlyStorageData() const { return false; }
   // Writes every item of `plan` (bytes from planner.ResolveData) and makes them durable.
   virtual std::future<StatusOr<std::vector<WriteResult>>> WriteData(const SavePlan& plan,
                                                                     SavePlanner& planner) = 0;
