@@ -4,6 +4,8 @@
 // incremental checkpoint may be stored under earlier checkpoints, in other ranks' databases:
 // ReadSavedShardRange reads each run of them where it is.
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "box.h"
@@ -59,7 +61,10 @@ Status MergePart(const Metadata& part, Metadata* merged) {
 KvStorageReader::KvStorageReader(KvStorageOptions options) : options_(std::move(options)) {}
 KvStorageReader::~KvStorageReader() = default;
 
-void KvStorageReader::ShareStore(int rank, ChunkStore* store) { shared_[rank] = store; }
+void KvStorageReader::ShareStore(int rank, ChunkStore* store) {
+  std::lock_guard<std::mutex> lock(stores_mu_);
+  shared_[rank] = store;
+}
 
 Status KvStorageReader::Reset(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
@@ -67,32 +72,42 @@ Status KvStorageReader::Reset(std::string_view checkpoint_id) {
   return Status::Ok();
 }
 
-StatusOr<ChunkStore*> KvStorageReader::StoreOf(int rank) {
-  if (auto it = shared_.find(rank); it != shared_.end()) return it->second;
-  if (auto it = opened_.find(rank); it != opened_.end()) return it->second.get();
+StatusOr<std::shared_ptr<ChunkStore>> KvStorageReader::StoreOf(int rank) {
+  std::lock_guard<std::mutex> lock(stores_mu_);
+  if (auto it = shared_.find(rank); it != shared_.end()) {
+    return std::shared_ptr<ChunkStore>(std::shared_ptr<ChunkStore>(), it->second);  // not owned
+  }
+  if (auto it = opened_.find(rank); it != opened_.end()) return it->second;
   ChunkStoreOptions o = options_.store_options;
   o.mode = OpenMode::kReadOnly;
   std::unique_ptr<ChunkStore> store;
   DCPKV_RETURN_IF_ERROR(ChunkStore::Open(RankDirectory(options_.root, rank), o, &store));
-  ChunkStore* raw = store.get();
-  opened_[rank] = std::move(store);
-  return raw;
+  std::shared_ptr<ChunkStore> shared = std::move(store);
+  opened_[rank] = shared;
+  return shared;
 }
 
 Status KvStorageReader::ReadRetrying(int rank, const std::function<Status(ChunkStore*)>& read) {
-  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, StoreOf(rank));
-  Status s = read(store);
+  DCPKV_ASSIGN_OR_RETURN(std::shared_ptr<ChunkStore> store, StoreOf(rank));
+  Status s = read(store.get());
   // A database this reader opened read-only while its writer runs (an evaluation job loading
   // the latest checkpoint of a training job, say) may have had files replaced by the writer's
-  // compaction since the open: RocksDB then cannot find them. Reopen once and read again.
-  if (s.code() != StatusCode::kIOError || shared_.count(rank) != 0) return s;
-  opened_.erase(rank);
+  // compaction since the open: RocksDB then cannot find them. Reopen once and read again. Of
+  // several threads that failed on the same open, the first reopens and the others use its
+  // database.
+  if (s.code() != StatusCode::kIOError) return s;
+  {
+    std::lock_guard<std::mutex> lock(stores_mu_);
+    if (shared_.count(rank) != 0) return s;
+    auto it = opened_.find(rank);
+    if (it != opened_.end() && it->second == store) opened_.erase(it);
+  }
   DCPKV_ASSIGN_OR_RETURN(store, StoreOf(rank));
-  return read(store);
+  return read(store.get());
 }
 
 StatusOr<Metadata> KvStorageReader::ReadManifest(int rank) {
-  DCPKV_ASSIGN_OR_RETURN(ChunkStore * store, StoreOf(rank));
+  DCPKV_ASSIGN_OR_RETURN(std::shared_ptr<ChunkStore> store, StoreOf(rank));
   DCPKV_ASSIGN_OR_RETURN(ManifestRecord record, store->GetManifest(checkpoint_id_));
   StatusOr<Metadata> metadata = DecodeMetadata(record.payload);
   if (!metadata.ok()) {
@@ -143,7 +158,10 @@ StatusOr<Metadata> KvStorageReader::MergeParts(Metadata first) {
 
 StatusOr<Metadata> KvStorageReader::ReadMetadata() {
   if (options_.root.empty()) return InvalidArgumentError("KvStorageReader needs a store root");
-  opened_.clear();  // each load sees the databases as they are now
+  {
+    std::lock_guard<std::mutex> lock(stores_mu_);
+    opened_.clear();  // each load sees the databases as they are now
+  }
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(options_.root));
   for (int rank : ranks) {
     StatusOr<Metadata> metadata = ReadManifest(rank);
@@ -173,6 +191,83 @@ std::future<Status> KvStorageReader::ReadData(const LoadPlan& plan, LoadPlanner&
   return p.get_future();
 }
 
+namespace {
+
+// Pieces a load reads in parallel are cut at chunk boundaries once they hold at least this many
+// bytes (KvStorageOptions::read_piece_bytes): large enough that a piece costs one seek and a
+// few chunk reads, small enough that a few threads keep the disk busy on one large shard.
+constexpr uint64_t kDefaultPieceBytes = 16ull << 20;
+// A load resolves, reads and commits the items of at most about this many bytes at a time, so
+// a planner that stages through memory (device tensors) needs no more than that at once.
+constexpr uint64_t kWindowBytes = 512ull << 20;
+
+// One saved shard read for the items that need it: the shard's byte range [begin, end) holding
+// `rows` (a sub-box of whole dimension-0 rows of the shard), copied into `dests`.
+struct SourceRead {
+  std::vector<const ReadItem*> items;
+  std::vector<Tensor> dests;
+  Box rows;
+  uint64_t row_bytes = 0;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  uint8_t* direct = nullptr;  // read straight into this destination, without a buffer
+  std::string bytes;          // a bytes entry's value
+};
+
+// A part of a SourceRead that one thread reads: bytes [begin, end) of the shard, i.e. the rows
+// `band` (a sub-box of the source's rows).
+struct Piece {
+  SourceRead* source;
+  uint64_t begin;
+  uint64_t end;
+  Box band;
+};
+
+// Byte offsets within the shard at which its chunks end, for cutting it into pieces; manifests
+// written before chunk lists were recorded give none (the read is then cut every piece_bytes).
+std::vector<uint64_t> ChunkEnds(const SavedShard& shard, uint64_t piece_bytes) {
+  std::vector<uint64_t> ends;
+  uint64_t at = 0;
+  for (const SavedChunk& c : shard.chunk_list) ends.push_back(at += c.length);
+  if (ends.empty()) {
+    for (uint64_t b = piece_bytes; b < shard.bytes; b += piece_bytes) ends.push_back(b);
+  }
+  return ends;
+}
+
+// Cuts `source` into pieces of about `piece_bytes`, at chunk boundaries. A read into a buffer is
+// cut only at whole rows; a cut between chunk boundaries makes the two pieces read the chunk
+// that holds it, so those cuts are taken at the row before the boundary.
+void CutIntoPieces(SourceRead& source, const SavedShard& shard, uint64_t piece_bytes,
+                   std::vector<Piece>* pieces) {
+  auto add = [&](uint64_t begin, uint64_t end) {
+    Box band = source.rows;
+    if (!band.offsets.empty() && source.row_bytes > 0) {
+      band.offsets[0] = source.rows.offsets[0] + (begin - source.begin) / source.row_bytes;
+      band.sizes[0] = (end - begin) / source.row_bytes;
+    }
+    pieces->push_back({&source, begin, end, std::move(band)});
+  };
+  const bool whole_rows_only = source.direct == nullptr;
+  if (source.end - source.begin <= piece_bytes || !source.bytes.empty() ||
+      (whole_rows_only && (source.rows.offsets.empty() || source.row_bytes == 0))) {
+    add(source.begin, source.end);
+    return;
+  }
+  uint64_t from = source.begin;
+  for (uint64_t boundary : ChunkEnds(shard, piece_bytes)) {
+    if (boundary <= from || boundary >= source.end) continue;
+    uint64_t cut = boundary;
+    if (whole_rows_only) cut -= (cut - source.begin) % source.row_bytes;
+    if (cut - from < piece_bytes || source.end - cut < piece_bytes / 2) continue;
+    add(from, cut);
+    from = cut;
+  }
+  add(from, source.end);
+}
+
+}  // namespace
+
 Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
   // Group the items by the saved shard they read, keeping the plan's order of first use.
   using SourceKey = std::tuple<int, std::string, Shape>;
@@ -189,64 +284,122 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
   const RankReadRunner runner = [this](int rank, const std::function<Status(ChunkStore*)>& read) {
     return ReadRetrying(rank, read);
   };
-  std::vector<uint8_t> buffer;
-  for (const SourceKey& key : order) {
-    const std::vector<const ReadItem*>& items = by_source[key];
-    const ReadItem& first = *items.front();
-    const SavedShard& shard = first.source;
-    if (first.type == WriteItemType::kBytes) {
-      std::string data(shard.bytes, '\0');
-      DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, 0,
-                                                shard.bytes, data.data(), runner));
-      DCPKV_RETURN_IF_ERROR(planner.LoadBytes(first, std::move(data)));
-      continue;
-    }
-    const size_t element = ElementSize(first.dtype);
-    const Box rows = RowsNeeded(shard, items);
-    const uint64_t row_bytes = shard.offsets.empty()
-                                   ? element
-                                   : Volume(rows) / std::max<uint64_t>(rows.sizes[0], 1) * element;
-    const uint64_t begin =
-        shard.offsets.empty() ? 0 : (rows.offsets[0] - shard.offsets[0]) * row_bytes;
-    const uint64_t size = Volume(rows) * element;
-    std::vector<Tensor> dests;
-    dests.reserve(items.size());
-    for (const ReadItem* item : items) {
-      DCPKV_ASSIGN_OR_RETURN(Tensor dest, planner.ResolveTensor(*item));
-      const Box dest_box{item->dest_offsets, dest.shape()};
-      const Box region{item->overlap_offsets, item->overlap_sizes};
-      if (dest.dtype() != first.dtype || !Contains(dest_box, region) || !Contains(rows, region)) {
-        return InternalError("read item of \"" + item->fqn + "\" at " +
-                             ShapeToString(item->overlap_offsets) +
-                             " does not fit its source or destination");
-      }
-      dests.push_back(std::move(dest));
-    }
-    // One item whose region is exactly the rows read and is contiguous in its destination (the
-    // common case: the same sharding as at save time, or whole rows of a row-sharded tensor):
-    // read straight into the destination, without the intermediate buffer.
-    if (items.size() == 1) {
-      const ReadItem& item = first;
-      const Box region{item.overlap_offsets, item.overlap_sizes};
-      const Box dest_box{item.dest_offsets, dests[0].shape()};
-      StatusOr<std::pair<uint64_t, uint64_t>> range = ByteRange(dest_box, region, element);
-      if (region == rows && range.ok() && range->second - range->first == size) {
-        DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(
-            checkpoint_id_, first.fqn, first.dtype, shard, begin, begin + size,
-            static_cast<uint8_t*>(dests[0].data()) + range->first, runner));
-        DCPKV_RETURN_IF_ERROR(planner.CommitTensor(item, dests[0]));
+  const int max_threads = options_.read_threads > 0 ? options_.read_threads : 8;
+  const uint64_t piece_bytes =
+      options_.read_piece_bytes > 0 ? options_.read_piece_bytes : kDefaultPieceBytes;
+
+  size_t next_source = 0;
+  while (next_source < order.size()) {
+    // Resolve the destinations of a window of sources, in plan order.
+    std::vector<SourceRead> sources;
+    sources.reserve(order.size() - next_source);
+    uint64_t window_bytes = 0;
+    while (next_source < order.size() && (sources.empty() || window_bytes < kWindowBytes)) {
+      SourceRead& source = sources.emplace_back();
+      source.items = std::move(by_source[order[next_source++]]);
+      const ReadItem& first = *source.items.front();
+      const SavedShard& shard = first.source;
+      if (first.type == WriteItemType::kBytes) {
+        source.begin = 0;
+        source.end = shard.bytes;
+        source.bytes.assign(shard.bytes, '\0');
+        source.direct = reinterpret_cast<uint8_t*>(source.bytes.data());
+        window_bytes += shard.bytes;
         continue;
       }
+      const size_t element = ElementSize(first.dtype);
+      source.rows = RowsNeeded(shard, source.items);
+      const uint64_t nrows = shard.offsets.empty() ? 1 : source.rows.sizes[0];
+      source.row_bytes = nrows == 0 ? 0 : Volume(source.rows) / nrows * element;
+      source.begin =
+          shard.offsets.empty() ? 0 : (source.rows.offsets[0] - shard.offsets[0]) * source.row_bytes;
+      source.end = source.begin + Volume(source.rows) * element;
+      window_bytes += source.end - source.begin;
+      for (const ReadItem* item : source.items) {
+        DCPKV_ASSIGN_OR_RETURN(Tensor dest, planner.ResolveTensor(*item));
+        const Box dest_box{item->dest_offsets, dest.shape()};
+        const Box region{item->overlap_offsets, item->overlap_sizes};
+        if (dest.dtype() != first.dtype || !Contains(dest_box, region) ||
+            !Contains(source.rows, region)) {
+          return InternalError("read item of \"" + item->fqn + "\" at " +
+                               ShapeToString(item->overlap_offsets) +
+                               " does not fit its source or destination");
+        }
+        source.dests.push_back(std::move(dest));
+      }
+      // One item whose region is exactly the rows read and is contiguous in its destination
+      // (the common case: the same sharding as at save time, or whole rows of a row-sharded
+      // tensor): read straight into the destination, without an intermediate buffer.
+      if (source.items.size() == 1) {
+        const Box region{first.overlap_offsets, first.overlap_sizes};
+        const Box dest_box{first.dest_offsets, source.dests[0].shape()};
+        StatusOr<std::pair<uint64_t, uint64_t>> range = ByteRange(dest_box, region, element);
+        if (region == source.rows && range.ok() &&
+            range->second - range->first == source.end - source.begin) {
+          source.direct = static_cast<uint8_t*>(source.dests[0].data()) + range->first;
+        }
+      }
     }
-    buffer.resize(size);
-    DCPKV_RETURN_IF_ERROR(ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, shard, begin,
-                                              begin + size, buffer.data(), runner));
-    for (size_t i = 0; i < items.size(); ++i) {
-      const ReadItem& item = *items[i];
-      const Box dest_box{item.dest_offsets, dests[i].shape()};
-      const Box region{item.overlap_offsets, item.overlap_sizes};
-      CopyBox(buffer.data(), rows, dests[i].data(), dest_box, region, element);
-      DCPKV_RETURN_IF_ERROR(planner.CommitTensor(item, dests[i]));
+
+    std::vector<Piece> pieces;
+    for (SourceRead& source : sources) {
+      CutIntoPieces(source, source.items.front()->source, piece_bytes, &pieces);
+    }
+
+    // Read the pieces on up to max_threads threads; each keeps its own buffer. After a failure
+    // no new piece starts, and the failure of the earliest piece is reported.
+    std::vector<Status> results(pieces.size());
+    std::atomic<size_t> next_piece{0};
+    std::atomic<bool> failed{false};
+    auto work = [&] {
+      std::vector<uint8_t> buffer;
+      while (!failed.load()) {
+        const size_t i = next_piece.fetch_add(1);
+        if (i >= pieces.size()) break;
+        const Piece& piece = pieces[i];
+        SourceRead& source = *piece.source;
+        const ReadItem& first = *source.items.front();
+        uint8_t* into = source.direct;
+        if (into != nullptr) {
+          into += piece.begin - source.begin;
+        } else {
+          buffer.resize(piece.end - piece.begin);
+          into = buffer.data();
+        }
+        Status s = ReadSavedShardRange(checkpoint_id_, first.fqn, first.dtype, first.source,
+                                       piece.begin, piece.end, into, runner);
+        if (s.ok() && source.direct == nullptr) {
+          const size_t element = ElementSize(first.dtype);
+          for (size_t k = 0; k < source.items.size(); ++k) {
+            const ReadItem& item = *source.items[k];
+            const Box dest_box{item.dest_offsets, source.dests[k].shape()};
+            Box part;
+            if (!Intersect(Box{item.overlap_offsets, item.overlap_sizes}, piece.band, &part)) {
+              continue;
+            }
+            CopyBox(buffer.data(), piece.band, source.dests[k].data(), dest_box, part, element);
+          }
+        }
+        if (!s.ok()) failed.store(true);
+        results[i] = std::move(s);
+      }
+    };
+    const size_t nthreads = std::min<size_t>(max_threads, pieces.size());
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < nthreads; ++t) threads.emplace_back(work);
+    work();
+    for (std::thread& t : threads) t.join();
+    for (Status& s : results) DCPKV_RETURN_IF_ERROR(std::move(s));
+
+    // Hand the data to the planner, in plan order.
+    for (SourceRead& source : sources) {
+      if (source.items.front()->type == WriteItemType::kBytes) {
+        DCPKV_RETURN_IF_ERROR(planner.LoadBytes(*source.items.front(), std::move(source.bytes)));
+        continue;
+      }
+      for (size_t k = 0; k < source.items.size(); ++k) {
+        DCPKV_RETURN_IF_ERROR(planner.CommitTensor(*source.items[k], source.dests[k]));
+      }
     }
   }
   return Status::Ok();

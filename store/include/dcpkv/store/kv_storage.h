@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,13 @@ struct KvStorageOptions {
   // Options of the rank databases this writer opens (chunk size, batch size, ...).
   // Default: ChunkStoreOptions defaults.
   ChunkStoreOptions store_options;
+  // Threads a load reads with (each reads its own pieces of the plan, so disk reads overlap
+  // the checking and copying of chunks already read, and the disk sees several requests at
+  // once). 0: the default, 8.
+  int read_threads = 0;
+  // A shard larger than this is read in pieces of about this size (cut at chunk boundaries),
+  // which threads read in parallel. 0: the default, 16 MiB.
+  uint64_t read_piece_bytes = 0;
 };
 
 // Key of the store value (ChunkStore::PutStoreValue) holding a checkpoint's replication state.
@@ -45,6 +53,8 @@ class KvStorageWriter : public StorageWriter {
   StatusOr<SavePlan> PrepareLocalPlan(SavePlan plan) override;
   // Fails with ALREADY_EXISTS if the checkpoint id is already committed.
   StatusOr<std::vector<SavePlan>> PrepareGlobalPlan(std::vector<SavePlan> plans) override;
+  // It only sets every plan's storage_data to the incremental base's id.
+  bool PrepareGlobalPlanChangesOnlyStorageData() const override { return true; }
   std::future<StatusOr<std::vector<WriteResult>>> WriteData(const SavePlan& plan,
                                                             SavePlanner& planner) override;
   Status Finish(const Metadata& metadata,
@@ -96,9 +106,11 @@ class KvStorageReader : public StorageReader {
   std::future<Status> ReadData(const LoadPlan& plan, LoadPlanner& planner) override;
 
  private:
-  StatusOr<ChunkStore*> StoreOf(int rank);
+  // Rank `rank`'s database: shared, or opened read-only on first use. Thread-safe; the store
+  // stays alive while the caller holds it, even if another thread reopens it.
+  StatusOr<std::shared_ptr<ChunkStore>> StoreOf(int rank);
   // Runs `read` on rank `rank`'s database; on IO_ERROR from a database this reader opened,
-  // reopens it and runs `read` once more.
+  // reopens it (once per failed open) and runs `read` once more. Thread-safe.
   Status ReadRetrying(int rank, const std::function<Status(ChunkStore*)>& read);
   // The decoded manifest of the checkpoint in `rank`'s database.
   StatusOr<Metadata> ReadManifest(int rank);
@@ -108,8 +120,9 @@ class KvStorageReader : public StorageReader {
 
   KvStorageOptions options_;
   std::string checkpoint_id_;
+  std::mutex stores_mu_;
   std::map<int, ChunkStore*> shared_;
-  std::map<int, std::unique_ptr<ChunkStore>> opened_;  // read-only, reused across loads
+  std::map<int, std::shared_ptr<ChunkStore>> opened_;  // read-only, reused across loads
 };
 
 }  // namespace dcpkv
