@@ -95,10 +95,25 @@ struct Job {
   std::vector<std::string> keys;
   std::promise<Status> staging_done;
   bool staging_reported = false;
+  // Stage returned before its copies were done: the upload thread waits for them and reports.
+  bool staging_unsynchronized = false;
   std::promise<StatusOr<Metadata>> upload_done;
 
   void Stage() {
     staged = flattened.ok() ? stager->Stage(flat) : StatusOr<FlatStateDict>(flattened);
+    if (staged.ok() && stager->should_synchronize_after_execute()) {
+      staging_unsynchronized = true;
+      return;
+    }
+    ReportStaging(staged.status());
+  }
+  // On the upload thread: waits for copies Stage left running, then reports staging.
+  void FinishStaging() {
+    if (staging_unsynchronized) {
+      staging_unsynchronized = false;
+      Status synced = stager->SynchronizeStaging();
+      if (!synced.ok()) staged = synced;
+    }
     ReportStaging(staged.status());
   }
   void ReportStaging(const Status& s) {
@@ -144,6 +159,7 @@ void Upload(const std::shared_ptr<Job>& job, bool stage_here) {
   StatusOr<Metadata> result = InternalError("async save upload did not run");
   try {
     if (stage_here) job->Stage();
+    job->FinishStaging();
     result = SaveFlattened(job->staged, job->options);
   } catch (const std::exception& e) {
     result = InternalError(std::string("async save upload threw: ") + e.what());

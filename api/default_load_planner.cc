@@ -2,6 +2,8 @@
 // saved shard that overlaps it; the saved and requested shardings need not match. Checks dtype
 // and global shape, and that the saved shards cover every requested element.
 #include "box.h"
+#include "cuda_device.h"
+#include "cuda_staging.h"
 #include "dcpkv/planner.h"
 
 namespace dcpkv {
@@ -51,9 +53,31 @@ Status PlanTensor(const std::string& fqn, const EntryMetadata& saved, const Requ
   return Status::Ok();
 }
 
+// The key of the local tensor an item is copied into.
+std::string DestinationKey(const ReadItem& item) {
+  return item.fqn + "@" + ShapeToString(item.dest_offsets);
+}
+
+Status CheckDestination(const std::string& fqn, const Shape& offsets, const Tensor& t,
+                        bool sharded) {
+  if (!t.is_cuda()) return Status::Ok();
+  std::string what = "tensor \"" + fqn + "\"";
+  if (sharded) what += " (shard at " + ShapeToString(offsets) + ")";
+  return cuda::CheckTensor(t, what);
+}
+
 }  // namespace
 
 DefaultLoadPlanner::DefaultLoadPlanner(DefaultLoadPlannerOptions options) : options_(options) {}
+
+DefaultLoadPlanner::~DefaultLoadPlanner() = default;
+
+StatusOr<cuda::LoadStaging*> DefaultLoadPlanner::DeviceStaging() {
+  if (device_staging_ == nullptr) {
+    device_staging_ = std::make_unique<cuda::LoadStaging>(options_.device_staging_bytes);
+  }
+  return device_staging_.get();
+}
 
 Status DefaultLoadPlanner::SetUpPlanner(FlatStateDict* state, const Metadata* metadata,
                                         bool is_coordinator) {
@@ -74,12 +98,14 @@ StatusOr<LoadPlan> DefaultLoadPlanner::CreateLocalPlan() {
     }
     const EntryMetadata& saved = it->second;
     if (auto* t = std::get_if<Tensor>(&value)) {
+      DCPKV_RETURN_IF_ERROR(CheckDestination(fqn, {}, *t, /*sharded=*/false));
       DCPKV_RETURN_IF_ERROR(CheckCompatible(fqn, saved, t->dtype(), t->shape()));
       DCPKV_RETURN_IF_ERROR(
           PlanTensor(fqn, saved, {Shape(t->shape().size(), 0), *t}, WriteItemType::kTensor, &plan));
     } else if (auto* st = std::get_if<ShardedTensor>(&value)) {
       DCPKV_RETURN_IF_ERROR(CheckCompatible(fqn, saved, st->dtype, st->global_shape));
       for (const Shard& shard : st->local_shards) {
+        DCPKV_RETURN_IF_ERROR(CheckDestination(fqn, shard.offsets, shard.tensor, true));
         DCPKV_RETURN_IF_ERROR(
             PlanTensor(fqn, saved, {shard.offsets, shard.tensor}, WriteItemType::kShard, &plan));
       }
@@ -102,23 +128,68 @@ StatusOr<std::vector<LoadPlan>> DefaultLoadPlanner::CreateGlobalPlan(
   return all_plans;
 }
 
-StatusOr<LoadPlan> DefaultLoadPlanner::FinishPlan(LoadPlan central_plan) { return central_plan; }
+StatusOr<LoadPlan> DefaultLoadPlanner::FinishPlan(LoadPlan central_plan) {
+  // How many regions of each device tensor will be committed: its host stand-in is given back
+  // after the last one.
+  std::map<std::string, size_t> expected;
+  bool any_device = false;
+  if (state_ != nullptr) {
+    for (const ReadItem& item : central_plan.items) {
+      if (item.type == WriteItemType::kBytes) continue;
+      auto it = state_->find(item.fqn);
+      if (it == state_->end()) continue;
+      const Tensor* t = std::get_if<Tensor>(&it->second);
+      if (const auto* st = std::get_if<ShardedTensor>(&it->second)) {
+        for (const Shard& shard : st->local_shards) {
+          if (shard.offsets == item.dest_offsets) t = &shard.tensor;
+        }
+      }
+      if (t == nullptr || !t->is_cuda()) continue;
+      ++expected[DestinationKey(item)];
+      any_device = true;
+    }
+  }
+  if (any_device || device_staging_ != nullptr) {
+    DCPKV_ASSIGN_OR_RETURN(cuda::LoadStaging * staging, DeviceStaging());
+    staging->Reset(std::move(expected));
+  }
+  return central_plan;
+}
 
 StatusOr<Tensor> DefaultLoadPlanner::ResolveTensor(const ReadItem& item) {
   auto it = state_->find(item.fqn);
   if (it == state_->end()) return NotFoundError("no fqn \"" + item.fqn + "\" in the state dict");
-  if (auto* t = std::get_if<Tensor>(&it->second)) return *t;
+  const Tensor* found = std::get_if<Tensor>(&it->second);
   if (auto* st = std::get_if<ShardedTensor>(&it->second)) {
     for (const Shard& shard : st->local_shards) {
-      if (shard.offsets == item.dest_offsets) return shard.tensor;
+      if (shard.offsets == item.dest_offsets) found = &shard.tensor;
     }
   }
-  return NotFoundError("no local tensor for \"" + item.fqn + "\" at offsets " +
-                       ShapeToString(item.dest_offsets));
+  if (found == nullptr) {
+    return NotFoundError("no local tensor for \"" + item.fqn + "\" at offsets " +
+                         ShapeToString(item.dest_offsets));
+  }
+  if (!found->is_cuda()) return *found;
+  // A device tensor: the reader fills a host stand-in, CommitTensor copies it over.
+  DCPKV_RETURN_IF_ERROR(CheckDestination(item.fqn, item.dest_offsets, *found,
+                                         std::holds_alternative<ShardedTensor>(it->second)));
+  DCPKV_ASSIGN_OR_RETURN(cuda::LoadStaging * staging, DeviceStaging());
+  return staging->Resolve(DestinationKey(item), *found);
 }
 
 Status DefaultLoadPlanner::CommitTensor(const ReadItem& item, const Tensor& tensor) {
-  return Status::Ok();
+  if (device_staging_ == nullptr) return Status::Ok();
+  Shape offsets(item.overlap_offsets.size());
+  for (size_t d = 0; d < offsets.size(); ++d) {
+    offsets[d] = item.overlap_offsets[d] - item.dest_offsets[d];
+  }
+  return device_staging_->Commit(DestinationKey(item), offsets, item.overlap_sizes)
+      .WithContext("copying \"" + item.fqn + "\" to its device");
+}
+
+Status DefaultLoadPlanner::FinishLoad() {
+  if (device_staging_ == nullptr) return Status::Ok();
+  return device_staging_->Finish().WithContext("copying tensors to their devices");
 }
 
 Status DefaultLoadPlanner::LoadBytes(const ReadItem& item, std::string data) {

@@ -9,6 +9,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "cuda_device.h"
+#include "cuda_staging.h"
 #include "dcpkv/planner.h"
 #include "plan_metadata.h"
 
@@ -18,6 +20,25 @@ namespace {
 WriteItem TensorItem(const std::string& fqn, const Tensor& t) {
   return WriteItem{fqn,       WriteItemType::kTensor,     t.dtype(),
                    t.shape(), Shape(t.shape().size(), 0), t.shape()};
+}
+
+std::string DescribeTensor(const std::string& fqn) { return "tensor \"" + fqn + "\""; }
+
+// The tensor (or local shard) of `state` an item of a tensor refers to; null if there is none.
+const Tensor* FindTensor(const FlatStateDict& state, const std::string& fqn, const Shape& offsets) {
+  auto it = state.find(fqn);
+  if (it == state.end()) return nullptr;
+  if (const auto* t = std::get_if<Tensor>(&it->second)) return t;
+  if (const auto* st = std::get_if<ShardedTensor>(&it->second)) {
+    for (const Shard& shard : st->local_shards) {
+      if (shard.offsets == offsets) return &shard.tensor;
+    }
+  }
+  return nullptr;
+}
+
+cuda::DeviceSource SourceOf(const Tensor& t) {
+  return cuda::DeviceSource{t.device().index, t.data(), static_cast<size_t>(t.nbytes())};
 }
 
 std::string DescribeItem(const WriteItem& item) {
@@ -153,8 +174,13 @@ uint64_t WriteItem::nbytes() const {
 
 DefaultSavePlanner::DefaultSavePlanner(DefaultSavePlannerOptions options) : options_(options) {}
 
+DefaultSavePlanner::~DefaultSavePlanner() = default;
+
 Status DefaultSavePlanner::SetUpPlanner(const FlatStateDict* state, bool is_coordinator) {
   state_ = state;
+  // Host copies of the previous save's device items refer to its state: drop them.
+  device_order_.clear();
+  if (device_staging_ != nullptr) device_staging_->Release();
   return Status::Ok();
 }
 
@@ -163,9 +189,13 @@ StatusOr<SavePlan> DefaultSavePlanner::CreateLocalPlan() {
   SavePlan plan;
   for (const auto& [fqn, value] : *state_) {
     if (const auto* t = std::get_if<Tensor>(&value)) {
+      DCPKV_RETURN_IF_ERROR(cuda::CheckTensor(*t, DescribeTensor(fqn)));
       plan.items.push_back(TensorItem(fqn, *t));
     } else if (const auto* st = std::get_if<ShardedTensor>(&value)) {
       for (const Shard& shard : st->local_shards) {
+        DCPKV_RETURN_IF_ERROR(cuda::CheckTensor(
+            shard.tensor,
+            DescribeTensor(fqn) + " (shard at " + ShapeToString(shard.offsets) + ")"));
         plan.items.push_back(WriteItem{fqn, WriteItemType::kShard, st->dtype, st->global_shape,
                                        shard.offsets, shard.tensor.shape()});
       }
@@ -189,24 +219,50 @@ StatusOr<GlobalSavePlan> DefaultSavePlanner::CreateGlobalPlan(std::vector<SavePl
   return global;
 }
 
-StatusOr<SavePlan> DefaultSavePlanner::FinishPlan(SavePlan central_plan) { return central_plan; }
+StatusOr<SavePlan> DefaultSavePlanner::FinishPlan(SavePlan central_plan) {
+  // The device items in the order the writer will ask for them: their copies run ahead.
+  device_order_.clear();
+  std::vector<cuda::DeviceSource> order;
+  if (state_ != nullptr) {
+    for (const WriteItem& item : central_plan.items) {
+      if (item.type == WriteItemType::kBytes) continue;
+      const Tensor* t = FindTensor(*state_, item.fqn, item.offsets);
+      if (t == nullptr || !t->is_cuda()) continue;
+      device_order_.emplace(std::make_pair(item.fqn, item.offsets), order.size());
+      order.push_back(SourceOf(*t));
+    }
+  }
+  if (!order.empty() && device_staging_ == nullptr) {
+    device_staging_ = std::make_unique<cuda::SaveStaging>();
+  }
+  if (device_staging_ != nullptr) DCPKV_RETURN_IF_ERROR(device_staging_->Reset(std::move(order)));
+  return central_plan;
+}
 
 StatusOr<ConstBytes> DefaultSavePlanner::ResolveData(const WriteItem& item) {
   if (state_ == nullptr) return FailedPreconditionError("ResolveData before SetUpPlanner");
   auto it = state_->find(item.fqn);
   if (it == state_->end()) return NotFoundError("no fqn \"" + item.fqn + "\" in the state dict");
-  const FlatValue& value = it->second;
-  if (const auto* t = std::get_if<Tensor>(&value)) return ConstBytes{t->data(), t->nbytes()};
-  if (const auto* b = std::get_if<Bytes*>(&value)) {
+  if (const auto* b = std::get_if<Bytes*>(&it->second)) {
     return ConstBytes{(*b)->data.data(), (*b)->data.size()};
   }
-  const auto& st = std::get<ShardedTensor>(value);
-  for (const Shard& shard : st.local_shards) {
-    if (shard.offsets == item.offsets)
-      return ConstBytes{shard.tensor.data(), shard.tensor.nbytes()};
+  const Tensor* t = FindTensor(*state_, item.fqn, item.offsets);
+  if (t == nullptr) {
+    return NotFoundError("no local shard of \"" + item.fqn + "\" at offsets " +
+                         ShapeToString(item.offsets));
   }
-  return NotFoundError("no local shard of \"" + item.fqn + "\" at offsets " +
-                       ShapeToString(item.offsets));
+  if (!t->is_cuda()) return ConstBytes{t->data(), t->nbytes()};
+  // A device item: its host copy.
+  if (device_staging_ == nullptr) device_staging_ = std::make_unique<cuda::SaveStaging>();
+  auto order = device_order_.find({item.fqn, item.offsets});
+  StatusOr<const void*> host = order != device_order_.end()
+                                   ? device_staging_->Resolve(order->second)
+                                   : device_staging_->ResolveOther(SourceOf(*t));
+  if (!host.ok()) {
+    return host.status().WithContext("copying " + DescribeTensor(item.fqn) + " from " +
+                                     t->device().ToString());
+  }
+  return ConstBytes{*host, t->nbytes()};
 }
 
 SavePlanCache* DefaultSavePlanner::plan_cache() {

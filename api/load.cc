@@ -76,7 +76,12 @@ Status Loader::ReadStep(const std::string& reply) {
   if (m.kind != MessageKind::kPayload) return m.status;
   DCPKV_ASSIGN_OR_RETURN(LoadPlan central, DecodeLoadPlan(m.payload));
   DCPKV_ASSIGN_OR_RETURN(LoadPlan plan, planner_->FinishPlan(std::move(central)));
-  DCPKV_RETURN_IF_ERROR(reader_->ReadData(plan, *planner_).get());
+  // The planner completes its copies into device tensors even when the read failed, so that
+  // nothing writes into the caller's tensors after Load returns.
+  Status read = reader_->ReadData(plan, *planner_).get();
+  Status finished = planner_->FinishLoad();
+  DCPKV_RETURN_IF_ERROR(read);
+  DCPKV_RETURN_IF_ERROR(finished);
   for (StatefulBinding& b : bindings_) {
     DCPKV_RETURN_IF_ERROR(b.object->load_state_dict(*b.state).WithContext("load_state_dict()"));
   }

@@ -1,5 +1,6 @@
 // DefaultStager: a pool of staging buffers, one per tensor (or shard), reused while the state
 // dict keeps its structure, so repeated async saves allocate nothing and memory stays bounded.
+// CUDA tensors are copied into their buffers on the stager's device streams.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "cuda_device.h"
+#include "cuda_staging.h"
 #include "dcpkv/async_save.h"
 #include "pinned_memory.h"
 
@@ -84,12 +87,61 @@ void NotePageableFallback() {
   });
 }
 
+// Fails if some CUDA tensor of `state` is on a device this process cannot use.
+Status CheckDevices(const FlatStateDict& state, bool* any_cuda) {
+  *any_cuda = false;
+  for (const auto& [fqn, value] : state) {
+    if (const auto* t = std::get_if<Tensor>(&value)) {
+      *any_cuda |= t->is_cuda();
+      DCPKV_RETURN_IF_ERROR(cuda::CheckTensor(*t, "tensor \"" + fqn + "\""));
+    } else if (const auto* st = std::get_if<ShardedTensor>(&value)) {
+      for (const Shard& s : st->local_shards) {
+        *any_cuda |= s.tensor.is_cuda();
+        DCPKV_RETURN_IF_ERROR(cuda::CheckTensor(
+            s.tensor, "tensor \"" + fqn + "\" (shard at " + ShapeToString(s.offsets) + ")"));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 DefaultStager::DefaultStager(StagingOptions options, uint64_t max_bytes)
     : options_(options), max_bytes_(max_bytes) {}
 
-DefaultStager::~DefaultStager() = default;
+DefaultStager::~DefaultStager() {
+  std::lock_guard<std::mutex> lock(mu_);
+  WaitForCopies().IgnoreError();
+}
+
+Status DefaultStager::WaitForCopies() {
+  if (!copies_pending_) return Status::Ok();
+  copies_pending_ = false;
+  return streams_->SynchronizeAll().WithContext("staging copies of CUDA tensors");
+}
+
+bool DefaultStager::should_synchronize_after_execute() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return copies_pending_;
+}
+
+Status DefaultStager::SynchronizeStaging() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return WaitForCopies();
+}
+
+Status DefaultStager::CopyOut(const Tensor& t, void* dst) {
+  if (t.nbytes() == 0) return Status::Ok();
+  if (!t.is_cuda()) {
+    std::memcpy(dst, t.data(), t.nbytes());
+    return Status::Ok();
+  }
+  if (streams_ == nullptr) streams_ = std::make_unique<cuda::StreamSet>();
+  DCPKV_ASSIGN_OR_RETURN(cuda::CopyStream * stream, streams_->Get(t.device().index));
+  copies_pending_ = true;
+  return stream->CopyToHost(dst, t.data(), t.nbytes());
+}
 
 uint64_t DefaultStager::bytes_reserved() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -111,6 +163,7 @@ bool DefaultStager::closed() const {
 
 void DefaultStager::Close() {
   std::lock_guard<std::mutex> lock(mu_);
+  WaitForCopies().IgnoreError();  // the buffers may still be copies' destinations
   closed_ = true;
   buffers_.clear();
   bytes_.clear();
@@ -119,7 +172,11 @@ void DefaultStager::Close() {
 StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return FailedPreconditionError("the stager is closed");
+  bool any_cuda = false;
+  DCPKV_RETURN_IF_ERROR(CheckDevices(state, &any_cuda));
+  DCPKV_RETURN_IF_ERROR(WaitForCopies());  // of the last Stage, into the buffers reused now
   if (options_.use_pinned_memory && !PinnedMemoryAvailable()) NotePageableFallback();
+  if (any_cuda && streams_ != nullptr) streams_->Begin();
 
   // What this state needs: one buffer per dense tensor or local shard.
   std::map<std::string, uint64_t> wanted;
@@ -166,13 +223,21 @@ StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
   for (const auto& [fqn, value] : state) {
     if (const auto* t = std::get_if<Tensor>(&value)) {
       void* dst = buffers_.at(SlotKey(fqn, {}))->data();
-      if (t->nbytes()) std::memcpy(dst, t->data(), t->nbytes());
+      Status copied = CopyOut(*t, dst);
+      if (!copied.ok()) {
+        WaitForCopies().IgnoreError();
+        return copied.WithContext("staging tensor \"" + fqn + "\"");
+      }
       staged.emplace(fqn, Tensor::Wrap(t->dtype(), t->shape(), dst));
     } else if (const auto* st = std::get_if<ShardedTensor>(&value)) {
       ShardedTensor copy{st->dtype, st->global_shape, {}};
       for (const Shard& s : st->local_shards) {
         void* dst = buffers_.at(SlotKey(fqn, s.offsets))->data();
-        if (s.tensor.nbytes()) std::memcpy(dst, s.tensor.data(), s.tensor.nbytes());
+        Status copied = CopyOut(s.tensor, dst);
+        if (!copied.ok()) {
+          WaitForCopies().IgnoreError();
+          return copied.WithContext("staging tensor \"" + fqn + "\"");
+        }
         copy.local_shards.push_back(
             Shard{s.offsets, Tensor::Wrap(st->dtype, s.tensor.shape(), dst)});
       }
@@ -186,6 +251,7 @@ StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
   }
   bytes_ = std::move(next_bytes);
   for (auto& [fqn, b] : bytes_) staged.emplace(fqn, &b);
+  if (!options_.use_non_blocking_copy) DCPKV_RETURN_IF_ERROR(WaitForCopies());
   return staged;
 }
 

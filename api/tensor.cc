@@ -24,13 +24,22 @@ std::string ShapeToString(const Shape& shape) {
   return out + "]";
 }
 
-Tensor Tensor::Wrap(DType dtype, Shape shape, void* data) {
+std::string Device::ToString() const {
+  return is_cuda() ? "cuda:" + std::to_string(index) : std::string("cpu");
+}
+
+Tensor Tensor::Wrap(DType dtype, Shape shape, void* data, Device device) {
   Tensor t;
   t.dtype_ = dtype;
   t.numel_ = NumElements(shape).ok() ? *NumElements(shape) : 0;
   t.shape_ = std::move(shape);
   t.data_ = data;
+  t.device_ = device;
   return t;
+}
+
+Tensor Tensor::WrapCuda(DType dtype, Shape shape, void* device_ptr, int device_index) {
+  return Wrap(dtype, std::move(shape), device_ptr, Device::Cuda(device_index));
 }
 
 Tensor Tensor::Allocate(DType dtype, Shape shape) {
@@ -54,6 +63,14 @@ Status Tensor::Validate() const {
   uint64_t bytes;
   if (__builtin_mul_overflow(*n, ElementSize(dtype_), &bytes)) {
     return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " overflows 64 bits");
+  }
+  if (device_.kind != Device::kCpu && device_.kind != Device::kCuda) {
+    return InvalidArgumentError("tensor has invalid device kind " +
+                                std::to_string(static_cast<int>(device_.kind)));
+  }
+  if (device_.is_cuda() && device_.index < 0) {
+    return InvalidArgumentError("tensor is on " + device_.ToString() +
+                                ": a CUDA device index is not negative");
   }
   if (data_ == nullptr && *n > 0) {
     return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " has no data");

@@ -26,3 +26,28 @@ if(DCPKV_WITH_CUDA)
     set(DCPKV_WITH_CUDA OFF)
   endif()
 endif()
+
+# NCCL (optional, needs CUDA): the NCCL process group. Looked for under the CUDA toolkit (and
+# NCCL_ROOT); the static library is preferred so that libdcpkv needs no libnccl at run time.
+option(DCPKV_WITH_NCCL "Build the NCCL process group when NCCL is found (needs CUDA)" ON)
+if(DCPKV_WITH_NCCL AND NOT DCPKV_WITH_CUDA)
+  message(STATUS "dcpkv: no CUDA; building without the NCCL process group")
+  set(DCPKV_WITH_NCCL OFF)
+endif()
+if(DCPKV_WITH_NCCL)
+  set(_dcpkv_nccl_hints ${CUDAToolkit_ROOT} ${CUDAToolkit_LIBRARY_ROOT} $ENV{NCCL_ROOT}
+                        /usr/local/cuda)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_dcpkv_nccl_hints} ${CUDAToolkit_INCLUDE_DIRS}
+            PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY NAMES nccl_static nccl HINTS ${_dcpkv_nccl_hints}
+               ${CUDAToolkit_LIBRARY_DIR} PATH_SUFFIXES lib lib64)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    add_library(dcpkv_nccl UNKNOWN IMPORTED)
+    set_target_properties(dcpkv_nccl PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
+                                                INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR})
+    message(STATUS "dcpkv: NCCL process group with ${NCCL_LIBRARY}")
+  else()
+    message(STATUS "dcpkv: NCCL not found; building without the NCCL process group")
+    set(DCPKV_WITH_NCCL OFF)
+  endif()
+endif()

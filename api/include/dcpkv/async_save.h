@@ -5,11 +5,16 @@
 // two futures:
 //   staging_completion  resolves when the copy is done: from then on the caller may modify its
 //                       tensors again. Without use_async_staging the copy happens inside
-//                       AsyncSave, so it is already resolved when AsyncSave returns.
+//                       AsyncSave, so it is already resolved when AsyncSave returns (unless
+//                       device copies were only enqueued, see below).
 //   upload_completion   resolves to the committed Metadata, or to the error of the save (the
 //                       same error on every rank, as for Save). Background errors never throw
 //                       and never end the process.
 // Stateful values have state_dict() called inside AsyncSave, on the caller's thread.
+//
+// CUDA tensors (tensor.h) are staged by device-to-host copies into the stager's page-locked
+// buffers on a stream of the stager's own; with use_non_blocking_copy AsyncSave only enqueues
+// them and staging_completion resolves once they are done (the upload thread waits for them).
 //
 // Contracts:
 // - Until staging_completion resolves the caller must not modify the tensors it passed.
@@ -39,6 +44,10 @@
 
 namespace dcpkv {
 
+namespace cuda {
+class StreamSet;
+}  // namespace cuda
+
 // Where the background save runs. (DCP also has PROCESS, a separate writer process; dcpkv does
 // not offer it yet.)
 enum class AsyncCheckpointerType { kThread };
@@ -54,7 +63,9 @@ struct StagingOptions {
   // Copy on a background thread: AsyncSave returns before the copy is done and
   // staging_completion tells when it is. Default: true.
   bool use_async_staging = true;
-  // Device copies do not block the host (CUDA only; host-to-host copies ignore it).
+  // Copies of CUDA tensors are only enqueued by Stage, which returns before they are done;
+  // SynchronizeStaging waits for them (AsyncSave does, on the upload thread). false: Stage waits
+  // for them. Host-to-host copies ignore it.
   // Default: true.
   bool use_non_blocking_copy = true;
 };
@@ -70,13 +81,22 @@ class AsyncStager {
   // True: AsyncSave runs Stage on the upload thread and returns before the copy is done
   // (use_async_staging). False: Stage runs inside AsyncSave.
   virtual bool stage_in_background() const { return true; }
-  // DCP's hooks for stagers whose Stage returns before copies finish (device streams).
+  // DCP's hooks for stagers whose Stage returns before copies finish (device streams): if
+  // should_synchronize_after_execute(), AsyncSave calls SynchronizeStaging after a successful
+  // Stage, on the upload thread, and reports staging complete (or SynchronizeStaging's error)
+  // only then; the staged dict must not be read before.
   virtual bool should_synchronize_after_execute() const { return false; }
-  virtual void SynchronizeStaging() {}
+  virtual Status SynchronizeStaging() { return Status::Ok(); }
   // Frees the staging memory. Stage afterwards fails with FAILED_PRECONDITION.
   virtual void Close() = 0;
 };
 
+// CUDA tensors: Stage fails with FAILED_PRECONDITION (copying nothing) if one is on a device
+// this process cannot use; otherwise each is copied device-to-host into its staging buffer on
+// a stream of the stager's (one per device) that first waits for the work enqueued on the
+// device's legacy default stream. With use_non_blocking_copy those copies may still run when
+// Stage returns: call SynchronizeStaging before reading the result. A later Stage or Close
+// waits for them first.
 class DefaultStager : public AsyncStager {
  public:
   // `max_bytes`: the largest total of staging memory the pool may hold; a Stage that needs more
@@ -86,6 +106,10 @@ class DefaultStager : public AsyncStager {
 
   StatusOr<FlatStateDict> Stage(const FlatStateDict& state) override;
   bool stage_in_background() const override { return options_.use_async_staging; }
+  // True while device copies of the last Stage may still run.
+  bool should_synchronize_after_execute() const override;
+  // Waits for the device copies of the last Stage; their first error.
+  Status SynchronizeStaging() override;
   void Close() override;
 
   const StagingOptions& options() const { return options_; }
@@ -98,6 +122,10 @@ class DefaultStager : public AsyncStager {
  private:
   class Buffer;  // one staging allocation: heap memory or a shared memory mapping
 
+  // Copies `t` (bytes of it) into `dst`: memcpy, or an enqueued device-to-host copy.
+  Status CopyOut(const Tensor& t, void* dst);  // REQUIRES: mu_ held
+  Status WaitForCopies();                      // REQUIRES: mu_ held
+
   StagingOptions options_;
   uint64_t max_bytes_;
   mutable std::mutex mu_;
@@ -105,6 +133,9 @@ class DefaultStager : public AsyncStager {
   std::map<std::string, std::unique_ptr<Buffer>> buffers_;  // GUARDED_BY(mu_), by fqn + offsets
   std::map<std::string, Bytes> bytes_;                      // GUARDED_BY(mu_), by fqn
   uint64_t allocations_ = 0;                                // GUARDED_BY(mu_)
+  // Device copy streams (destroyed, waiting for their copies, before the buffers are freed).
+  std::unique_ptr<cuda::StreamSet> streams_;  // GUARDED_BY(mu_)
+  bool copies_pending_ = false;               // GUARDED_BY(mu_)
 };
 
 enum class OverlapPolicy {

@@ -6,14 +6,22 @@
 // Save calls, on every rank: SetUpPlanner, CreateLocalPlan; on the coordinator only:
 // CreateGlobalPlan(all local plans); on every rank: FinishPlan(its central plan), then
 // ResolveData for each item while writing. Load calls the same steps of LoadPlanner, then
-// ResolveTensor/CommitTensor or LoadBytes for each read item.
+// ResolveTensor/CommitTensor or LoadBytes for each read item, then FinishLoad.
+//
+// CUDA tensors (tensor.h) are handled here, so that storage sees host memory only: the default
+// save planner resolves a device item to a host copy, and the default load planner resolves a
+// device tensor to a host stand-in whose committed regions it copies to the device (see
+// docs/gpu.md).
 //
 // Thread safety: a planner is used by one save or load at a time.
 #ifndef DCPKV_PLANNER_H_
 #define DCPKV_PLANNER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "dcpkv/metadata.h"
@@ -23,7 +31,14 @@
 
 namespace dcpkv {
 
-// Read-only bytes of one write item: valid until the save that asked for them returns.
+namespace cuda {
+class LoadStaging;
+class SaveStaging;
+}  // namespace cuda
+
+// Read-only bytes of one write item: valid until the save that asked for them returns, except
+// where a planner says otherwise (the default planner's bytes of an item of a CUDA tensor are a
+// host copy valid until its next ResolveData).
 struct ConstBytes {
   const void* data = nullptr;
   size_t size = 0;
@@ -75,9 +90,17 @@ struct DefaultSavePlannerOptions {
   bool enable_plan_caching = false;
 };
 
+// CUDA tensors: CreateLocalPlan fails with FAILED_PRECONDITION if one is on a device this
+// process cannot use. FinishPlan notes the final plan's device items in order; ResolveData of
+// one waits for its device-to-host copy into a page-locked host buffer and starts the copy of
+// the next device item into a second one, so the copy of item k+1 overlaps the writing of item
+// k. The returned bytes stay valid until the next ResolveData (the writer must be done with
+// them by then, as KvStorageWriter is). Host memory: two buffers of the largest device item,
+// kept until the next FinishPlan or the planner's destruction.
 class DefaultSavePlanner : public SavePlanner {
  public:
   explicit DefaultSavePlanner(DefaultSavePlannerOptions options = {});
+  ~DefaultSavePlanner() override;
 
   Status SetUpPlanner(const FlatStateDict* state, bool is_coordinator) override;
   StatusOr<SavePlan> CreateLocalPlan() override;
@@ -90,6 +113,10 @@ class DefaultSavePlanner : public SavePlanner {
   DefaultSavePlannerOptions options_;
   const FlatStateDict* state_ = nullptr;
   SavePlanCache cache_;
+  // Host copies of device items, created by the first save that has some.
+  std::unique_ptr<cuda::SaveStaging> device_staging_;
+  // (fqn, offsets) of each device item of the final plan -> its place in the copy order.
+  std::map<std::pair<std::string, Shape>, size_t> device_order_;
 };
 
 class LoadPlanner {
@@ -107,16 +134,28 @@ class LoadPlanner {
   virtual Status CommitTensor(const ReadItem& item, const Tensor& tensor) = 0;
   // Delivers a bytes entry.
   virtual Status LoadBytes(const ReadItem& item, std::string data) = 0;
+  // Called once ReadData has returned, also after a failed read: completes what CommitTensor
+  // left in flight (copies into device tensors) so that Load returns only when the tensors are
+  // filled. Default: nothing to do.
+  virtual Status FinishLoad() { return Status::Ok(); }
 };
 
 struct DefaultLoadPlannerOptions {
   // Skip fqns of the state dict that the checkpoint lacks instead of failing. Default: false.
   bool allow_partial_load = false;
+  // Most host memory (page-locked where possible) that host stand-ins of CUDA tensors hold at
+  // once; a stand-in larger than this is still allowed, one at a time. Default: 1 GiB.
+  uint64_t device_staging_bytes = uint64_t{1} << 30;
 };
 
+// CUDA tensors: CreateLocalPlan fails with FAILED_PRECONDITION if one is on a device this
+// process cannot use. ResolveTensor returns a host stand-in of the device tensor (the reader
+// fills it); CommitTensor copies the committed region to the device at once, on a stream of
+// the planner's, so that copies overlap the reads that follow; FinishLoad waits for them.
 class DefaultLoadPlanner : public LoadPlanner {
  public:
   explicit DefaultLoadPlanner(DefaultLoadPlannerOptions options = {});
+  ~DefaultLoadPlanner() override;
 
   Status SetUpPlanner(FlatStateDict* state, const Metadata* metadata, bool is_coordinator) override;
   StatusOr<LoadPlan> CreateLocalPlan() override;
@@ -125,11 +164,15 @@ class DefaultLoadPlanner : public LoadPlanner {
   StatusOr<Tensor> ResolveTensor(const ReadItem& item) override;
   Status CommitTensor(const ReadItem& item, const Tensor& tensor) override;
   Status LoadBytes(const ReadItem& item, std::string data) override;
+  Status FinishLoad() override;
 
  private:
+  StatusOr<cuda::LoadStaging*> DeviceStaging();
+
   DefaultLoadPlannerOptions options_;
   FlatStateDict* state_ = nullptr;
   const Metadata* metadata_ = nullptr;
+  std::unique_ptr<cuda::LoadStaging> device_staging_;  // created by the first CUDA tensor
 };
 
 }  // namespace dcpkv
