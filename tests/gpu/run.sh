@@ -22,7 +22,7 @@ LOG_DIR="$BUILD_DIR/gpu-run"
 start=$(date +%s)
 
 say() { echo "run.sh: $*"; }
-die() { say "FAILED: $*"; exit "${2:-1}"; }
+die() { say "FAILED: $1"; exit "${2:-1}"; }
 
 # 1. A GPU must be visible.
 if ! command -v nvidia-smi > /dev/null 2>&1; then
