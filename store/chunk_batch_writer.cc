@@ -3,6 +3,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "chunk_store_internal.h"
+#include "crash_points.h"
 #include "dcpkv/store/names.h"
 #include "rocksdb_status.h"
 
@@ -24,6 +25,7 @@ struct ChunkBatchWriter::Impl {
     Status s = FromRocksDB(store->db->Write(wo, &batch), "writing chunks to " + store->dir);
     batch.Clear();
     batch_payload = 0;
+    if (s.ok()) MaybeCrashAt("save.after_chunk_batch");
     return s;
   }
 };

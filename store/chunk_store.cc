@@ -2,9 +2,14 @@
 // batched writes in chunk_batch_writer.cc.
 #include "dcpkv/store/chunk_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -84,6 +89,57 @@ bool OpenWasStable(const DirectorySnapshot& before, const DirectorySnapshot& aft
 }
 
 constexpr int kReadOnlyOpenAttempts = 20;
+
+// Makes the parent directory's entries (a rename into it) durable.
+Status SyncParentDirectory(const std::filesystem::path& path) {
+  const std::string parent = path.parent_path().empty() ? "." : path.parent_path().string();
+  const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IOError("cannot open directory " + parent + ": " + std::strerror(errno));
+  const bool synced = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!synced) return IOError("cannot sync directory " + parent + ": " + std::strerror(error));
+  return Status::Ok();
+}
+
+// A new database is made under a temporary name, "<dir>.creating", and renamed into place once it
+// holds the format marker: a crash while it is made leaves no half-made store at `dir` (which
+// read-only opens would refuse as not a dcpkv store until a writer opened it again), only the
+// temporary directory, which the next creation removes. An existing directory that is not empty
+// (nor a database) is used in place, as before.
+Status CreateStore(ChunkStore::Impl* impl) {
+  namespace fs = std::filesystem;
+  std::string& dir = impl->dir;
+  const fs::path target(dir);
+  std::error_code ec;
+  if (fs::exists(target, ec) && !fs::is_empty(target, ec)) {
+    DCPKV_RETURN_IF_ERROR(impl->OpenDB());
+    Status format = CheckStoreFormat(impl);
+    if (!format.ok()) impl->CloseInternal().IgnoreError();
+    return format;
+  }
+  const std::string final_dir = dir;
+  const std::string temporary = dir + ".creating";
+  fs::remove_all(temporary, ec);
+  fs::create_directories(temporary, ec);
+  if (ec) return IOError("cannot create store directory " + temporary + ": " + ec.message());
+  dir = temporary;
+  Status made = impl->OpenDB();
+  if (made.ok()) made = CheckStoreFormat(impl);
+  Status closed = impl->CloseInternal();
+  dir = final_dir;
+  if (made.ok()) made = closed;
+  if (made.ok()) {
+    fs::rename(temporary, target, ec);  // replaces an empty directory
+    if (ec) made = IOError("cannot move " + temporary + " to " + dir + ": " + ec.message());
+  }
+  if (made.ok()) made = SyncParentDirectory(target);
+  if (!made.ok()) return made;
+  DCPKV_RETURN_IF_ERROR(impl->OpenDB());
+  Status format = CheckStoreFormat(impl);
+  if (!format.ok()) impl->CloseInternal().IgnoreError();
+  return format;
+}
 
 }  // namespace
 
@@ -184,14 +240,12 @@ Status ChunkStore::Open(const std::string& dir, const ChunkStoreOptions& options
   if (!exists && (options.mode != OpenMode::kReadWrite || !options.create_if_missing)) {
     return NotFoundError("no chunk store at " + dir);
   }
-  if (!exists) {
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return IOError("cannot create store directory " + dir + ": " + ec.message());
-  }
   auto impl = std::make_unique<Impl>();
   impl->dir = dir;
   impl->options = options;
-  if (options.mode == OpenMode::kReadWrite) {
+  if (!exists) {
+    DCPKV_RETURN_IF_ERROR(CreateStore(impl.get()));
+  } else if (options.mode == OpenMode::kReadWrite) {
     DCPKV_RETURN_IF_ERROR(impl->OpenDB());
     if (Status st = CheckStoreFormat(impl.get()); !st.ok()) {
       impl->CloseInternal().IgnoreError();
@@ -216,6 +270,22 @@ OpenMode ChunkStore::mode() const { return impl_->options.mode; }
 const ChunkStoreOptions& ChunkStore::options() const { return impl_->options; }
 
 Status ChunkStore::Close() { return impl_->CloseInternal(); }
+
+Status ChunkStore::Recover() {
+  if (impl_->options.mode != OpenMode::kReadWrite) {
+    return FailedPreconditionError("Recover: store " + impl_->dir + " is opened read-only");
+  }
+  // Not RocksDB's Resume(): it refuses while its own recovery from a full disk runs, and after a
+  // failed write-ahead log write with nothing to flush it returns OK but keeps the broken log,
+  // whose next write Debian's RocksDB (built with assertions) aborts on.
+  if (impl_->db != nullptr) impl_->CloseDB().IgnoreError();  // the error is known already
+  if (Status s = impl_->OpenDB(); !s.ok()) {
+    return s.WithContext("reopening " + impl_->dir + " after a write error");
+  }
+  Status format = CheckStoreFormat(impl_.get());
+  if (!format.ok()) impl_->CloseDB().IgnoreError();
+  return format;
+}
 
 Status ChunkStore::PutShard(std::string_view checkpoint_id, std::string_view fqn,
                             const ShardGeometry& geometry, const void* data, size_t size) {

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "crash_points.h"
 #include "dcpkv/store/hash.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/metadata_codec.h"
@@ -22,12 +23,14 @@ namespace {
 
 using Range = ChunkKeyRange;
 
-// Calls the test hook at named points; First() only the first time a point is reached.
+// Calls the test hook at named points, and makes them crash points (crash_points.h) under the
+// same names; First() only the first time a point is reached.
 class Steps {
  public:
   explicit Steps(const GcOptions& options) : options_(options) {}
   void At(std::string_view point) {
     if (options_.on_step) options_.on_step(point);
+    MaybeCrashAt(point);
   }
   void First(std::string_view point) {
     if (fired_.insert(std::string(point)).second) At(point);
@@ -641,6 +644,7 @@ StatusOr<std::vector<std::string>> ApplyRetention(ChunkStore* coordinator_db,
                            " (trashed so far: " + std::to_string(trashed.size()) + ")");
     }
     trashed.push_back(candidates[i].id);
+    if (trashed.size() == 1) MaybeCrashAt("retention.after_trash_first");
   }
   return trashed;
 }

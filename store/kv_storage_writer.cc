@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "crash_points.h"
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/manifest_record.h"
@@ -41,7 +42,14 @@ Status KvStorageWriter::SetUpStorageWriter(bool is_coordinator, int rank, int wo
     return InvalidArgumentError("rank " + std::to_string(rank) + " outside world of size " +
                                 std::to_string(world_size));
   }
-  if (store_ != nullptr && rank_ == rank) return Status::Ok();  // kept open between saves
+  if (store_ != nullptr && rank_ == rank) {  // kept open between saves
+    // RocksDB refuses every write after one failed until the database is reopened.
+    if (!write_failed_) return Status::Ok();
+    Status recovered = store_->Recover();
+    write_failed_ = !recovered.ok();
+    return recovered;
+  }
+  write_failed_ = false;
   store_.reset();
   ChunkStoreOptions store_options = options_.store_options;
   store_options.mode = OpenMode::kReadWrite;
@@ -127,7 +135,9 @@ void KvStorageWriter::AmendMetadata(Metadata* metadata) { metadata->base_checkpo
 
 std::future<StatusOr<std::vector<WriteResult>>> KvStorageWriter::WriteData(const SavePlan& plan,
                                                                            SavePlanner& planner) {
-  return Ready(Write(plan, planner));
+  StatusOr<std::vector<WriteResult>> written = Write(plan, planner);
+  if (!written.ok()) write_failed_ = true;
+  return Ready(std::move(written));
 }
 
 StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
@@ -180,6 +190,7 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
   }
   DCPKV_RETURN_IF_ERROR(writer.Finish());
   DCPKV_RETURN_IF_ERROR(store_->Flush());
+  MaybeCrashAt("save.after_flush");
   return results;
 }
 
@@ -191,7 +202,12 @@ Status KvStorageWriter::Finish(const Metadata& metadata,
                                 "\" but the writer is saving \"" + checkpoint_id_ + "\"");
   }
   ManifestRecord record{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)};
-  DCPKV_RETURN_IF_ERROR(store_->PutManifest(record));
+  MaybeCrashAt("save.before_manifest");
+  if (Status s = store_->PutManifest(record); !s.ok()) {
+    write_failed_ = true;
+    return s;
+  }
+  MaybeCrashAt("save.after_manifest");
   committed_record_ = EncodeManifestRecord(record);
   retired_.clear();
   // Retention right after the commit, before any rank hears of it: every rank's AfterCommit
@@ -199,8 +215,12 @@ Status KvStorageWriter::Finish(const Metadata& metadata,
   if (save_options_.keep_last > 0 && !metadata.per_rank_commit) {
     StatusOr<std::vector<std::string>> trashed =
         ApplyRetention(store_.get(), options_.root, save_options_.keep_last);
-    if (!trashed.ok()) retention_status_ = trashed.status().WithContext("retention");
+    if (!trashed.ok()) {
+      retention_status_ = trashed.status().WithContext("retention");
+      write_failed_ = true;
+    }
     if (trashed.ok()) retired_ = std::move(trashed).value();
+    if (!retired_.empty()) MaybeCrashAt("save.after_retention");
   }
   return Status::Ok();
 }
@@ -246,7 +266,9 @@ Status KvStorageWriter::AfterCommit(const Metadata& metadata) {
   Status retention = std::exchange(retention_status_, Status::Ok());
   if (save_options_.keep_last <= 0 || metadata.per_rank_commit) return retention;
   DCPKV_RETURN_IF_ERROR(retention);
-  return CollectRankGarbage(store_.get(), rank_, options_.root);
+  Status collected = CollectRankGarbage(store_.get(), rank_, options_.root);
+  if (!collected.ok()) write_failed_ = true;
+  return collected;
 }
 
 }  // namespace dcpkv

@@ -6,9 +6,10 @@
 //                                       the file READY, then waits to be killed (at most 120 s)
 //
 // With DCPKV_GC_CRASH_AT=<point> in the environment, rm and gc SIGKILL themselves when they
-// reach that point of the protocol (GcOptions::on_step names the points). Exit status: 0 done,
+// reach that point of the protocol (GcOptions::on_step names the points): it arms the store's
+// crash point of that name (store/crash_points.h; DCPKV_CRASH_AT works too). Exit status: 0 done,
 // 1 the operation failed, 2 usage; a crash is death by SIGKILL.
-#include <signal.h>
+#include <stdlib.h>
 
 #include <chrono>
 #include <cstdio>
@@ -20,6 +21,7 @@
 
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/gc.h"
+#include "store/crash_points.h"
 
 namespace {
 
@@ -46,10 +48,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   dcpkv::GcOptions options;
   if (const char* point = std::getenv("DCPKV_GC_CRASH_AT"); point != nullptr && *point != '\0') {
-    const std::string crash_at = point;
-    options.on_step = [crash_at](std::string_view at) {
-      if (at == crash_at) raise(SIGKILL);
-    };
+    ::setenv(dcpkv::kCrashAtEnv, point, /*overwrite=*/1);  // read at the first point reached
   }
   if (command == "rm" && argc >= 4) {
     std::vector<std::string> ids(argv + 3, argv + argc);

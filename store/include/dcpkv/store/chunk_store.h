@@ -280,6 +280,14 @@ class ChunkStore {
   // The same holds for a read-only open: the newest manifest may need a reopen.
   Status TryCatchUpWithPrimary();
 
+  // Read-write only. After a write failed (a full disk, an I/O error) RocksDB refuses every
+  // further write: closes the database without flushing and opens it again, as after a crash,
+  // which clears the error. Chunks written since the last successful Flush() are lost; they belong
+  // to no committed checkpoint. If the open fails (the disk is still full) the store stays closed
+  // (calls fail with FAILED_PRECONDITION) and a later Recover() tries again. Must not race with
+  // any other call, like Close().
+  Status Recover();
+
   // Flushes (read-write), closes the database and releases resources. Idempotent.
   Status Close();
 

@@ -48,6 +48,8 @@ class KvStorageWriter : public StorageWriter {
   ~KvStorageWriter() override;
 
   Status Reset(std::string_view checkpoint_id) override;
+  // Opens this rank's database, or keeps the one the last save used, after reopening it if that
+  // save failed to write (ChunkStore::Recover), e.g. on a full disk.
   Status SetUpStorageWriter(bool is_coordinator, int rank, int world_size,
                             bool use_collectives) override;
   StatusOr<SavePlan> PrepareLocalPlan(SavePlan plan) override;
@@ -87,6 +89,8 @@ class KvStorageWriter : public StorageWriter {
   ManifestReplication* listening_to_ = nullptr;  // whose state listener writes to store_
   int rank_ = -1;
   std::unique_ptr<ChunkStore> store_;
+  // A write to store_ failed (a full disk): it is reopened before the next save.
+  bool write_failed_ = false;
 };
 
 class KvStorageReader : public StorageReader {
