@@ -6,6 +6,10 @@
 namespace dcpkv {
 
 StatusOr<uint64_t> NumElements(const Shape& shape) {
+  if (shape.size() > kMaxDims) {
+    return InvalidArgumentError("shape has " + std::to_string(shape.size()) +
+                                " dimensions; dcpkv supports at most " + std::to_string(kMaxDims));
+  }
   uint64_t n = 1;
   for (uint64_t d : shape) {
     if (__builtin_mul_overflow(n, d, &n)) {
@@ -91,6 +95,10 @@ bool BoxesOverlap(const Shape& ao, const Shape& as, const Shape& bo, const Shape
 }  // namespace
 
 Status ShardedTensor::Validate() const {
+  if (!IsValidDType(static_cast<uint8_t>(dtype)) || dtype == DType::kBytes) {
+    return InvalidArgumentError("sharded tensor has invalid dtype " +
+                                std::to_string(static_cast<int>(dtype)));
+  }
   const size_t ndim = global_shape.size();
   DCPKV_RETURN_IF_ERROR(NumElements(global_shape).status());
   for (size_t i = 0; i < local_shards.size(); ++i) {

@@ -124,11 +124,9 @@ TEST_F(BadInputTest, InvalidDtypesAreRefused) {
   ExpectSaveRefused(std::move(sharded), "dtype");
 }
 
-// KNOWN BUG (disabled until fixed): ShardedTensor::Validate (api/tensor.cc) checks the dtype of
-// each local shard against the sharded tensor's, but never the sharded tensor's own dtype, so a
-// rank holding no shard of a tensor with an invalid dtype saves it, and the save commits a
-// manifest with dtype 99 in it.
-TEST_F(BadInputTest, DISABLED_ShardedTensorWithInvalidDtypeAndNoLocalShardIsRefused) {
+// A rank holding no shard of a tensor still checks the tensor's own dtype (else its manifest
+// would carry dtype 99).
+TEST_F(BadInputTest, ShardedTensorWithInvalidDtypeAndNoLocalShardIsRefused) {
   ShardedTensor st{static_cast<DType>(99), {4}, {}};
   StateDict sharded;
   sharded.Set("w", st);
@@ -159,10 +157,9 @@ TEST_F(BadInputTest, ShapesThatOverflowAreRefused) {
   ExpectSaveRefused(std::move(global), "overflows");
 }
 
-// KNOWN BUG (disabled until fixed): more dimensions than a stored chunk allows (64) pass the
-// save's input validation and fail only when the coordinator decodes the local plan, as
-// DATA_LOSS "corrupt SavePlan encoding" instead of INVALID_ARGUMENT.
-TEST_F(BadInputTest, DISABLED_MoreThan64DimensionsAreInvalidArgument) {
+// More dimensions than the encodings carry (64) are refused by the save's input validation,
+// not found later as a "corrupt" plan.
+TEST_F(BadInputTest, MoreThan64DimensionsAreInvalidArgument) {
   StateDict too_many_dims;
   too_many_dims.Set("w", Tensor::Wrap(DType::kUInt8, Shape(65, 1), kUnreadable));
   ExpectSaveRefused(std::move(too_many_dims), "dimensions");

@@ -23,6 +23,7 @@
 #ifndef DCPKV_TENSOR_H_
 #define DCPKV_TENSOR_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,7 +36,11 @@ namespace dcpkv {
 
 using Shape = std::vector<uint64_t>;
 
-// Number of elements of a shape (1 for a scalar shape {}), or an error if it overflows.
+// Most dimensions a tensor may have (what the plan and chunk encodings carry).
+constexpr size_t kMaxDims = 64;
+
+// Number of elements of a shape (1 for a scalar shape {}), or INVALID_ARGUMENT if it overflows
+// or has more than kMaxDims dimensions.
 StatusOr<uint64_t> NumElements(const Shape& shape);
 // "[2, 3, 4]"
 std::string ShapeToString(const Shape& shape);
