@@ -124,10 +124,11 @@ StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl
   ro.iterate_upper_bound = &impl->upper_slice;
   ro.fill_cache = false;  // bulk reads must not evict hot index blocks
   // Every chunk carries the XXH3-128 of its payload, checked on every read (DecodeStoredChunk),
-  // and its own key and geometry, checked against the key it was found under: RocksDB's CRC32c
-  // over the same bytes (Debian's build computes it table-driven, at a fraction of the disk's
-  // speed) adds nothing but time. `dcpkv verify` (chunk_verify.cc) keeps both.
-  ro.verify_checksums = false;
+  // but the SST blocks that hold the keys (and the blob indexes) have only RocksDB's block
+  // checksums: unchecked, a damaged block is parsed as is, and a librocksdb built with
+  // assertions aborts the process. So RocksDB checks too (its CRC32c of the blob values comes
+  // with it: RocksDB 7.8 has one switch for both).
+  ro.verify_checksums = true;
   ro.readahead_size = 2 << 20;
   impl->it.reset(store->db->NewIterator(ro, store->chunks_cf));
   if (seek_for_prev.empty()) {
@@ -214,7 +215,8 @@ Status ChunkStore::ReadShardRange(std::string_view checkpoint_id, std::string_vi
                                 ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets), target));
   uint64_t next = begin;  // first byte not yet copied
   bool any = false;
-  for (; it->valid && (next < end || !any); it->it->Next(), it->Load()) {
+  // Stops as soon as the range is copied: the chunk after it is neither read nor checked.
+  for (; it->valid; it->it->Next(), it->Load()) {
     const ChunkInfo& info = it->view.info;
     if (info.geometry.dtype != geometry.dtype || info.geometry.sizes != geometry.sizes) {
       return DataLossError(DescribeChunkKey(it->key) +
@@ -233,6 +235,7 @@ Status ChunkStore::ReadShardRange(std::string_view checkpoint_id, std::string_vi
       next = copy_end;
     }
     any = true;
+    if (next >= end) break;
   }
   DCPKV_RETURN_IF_ERROR(it->status);
   if (!any) return NotFoundError("no chunks for " + DescribeChunkKey(shard_key));
