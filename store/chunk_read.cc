@@ -134,8 +134,14 @@ StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl
   if (seek_for_prev.empty()) {
     impl->it->Seek(impl->lower);
   } else {
-    impl->it->SeekForPrev(seek_for_prev);
-    if (!impl->it->Valid() && impl->it->status().ok()) impl->it->Seek(impl->lower);
+    // A key exactly at the target (a read from a chunk's start, as every read of whole chunks
+    // is) is found going forward; only a target inside a chunk steps back to it, which also
+    // reads the entry before it.
+    impl->it->Seek(seek_for_prev);
+    if (!impl->it->Valid() || impl->it->key() != rocksdb::Slice(seek_for_prev)) {
+      impl->it->SeekForPrev(seek_for_prev);
+      if (!impl->it->Valid() && impl->it->status().ok()) impl->it->Seek(impl->lower);
+    }
   }
   impl->Load();
   return impl;

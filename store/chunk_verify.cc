@@ -7,7 +7,8 @@
 // until it lands on a readable chunk (or the end of the shard), bisects the last step back to the
 // first readable chunk after the damage, and reports the bytes in between as unreadable. Keys
 // order chunks by byte offset, so each probe skips the failing entries before its target; the
-// number of probes per damaged region is logarithmic in its size.
+// number of probes per damaged region is logarithmic in its size. Finally the range's first chunk
+// is read as a load reads it (see the end of VerifyShard).
 #include <algorithm>
 #include <optional>
 
@@ -275,7 +276,31 @@ StatusOr<ShardVerification> ChunkStore::VerifyShard(std::string_view checkpoint_
   ShardScan scan(impl_.get(),
                  ChunkKey{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0},
                  geometry, size, begin, end, progress);
-  return scan.Run();
+  DCPKV_ASSIGN_OR_RETURN(ShardVerification result, scan.Run());
+  // The scan reads forward from `begin`. A read of the range (ReadShardRange, as a load does)
+  // positions its iterator backwards instead, on the chunk that holds `begin` (SeekForPrev), and
+  // RocksDB's backward step reads the entry stored before that chunk too: one of another shard or
+  // checkpoint, maybe in an SST data block the scan never reads. If that block is damaged, no read
+  // of the range can start although every chunk in it is intact. So unless the scan already found
+  // the first chunk bad, read it the way a load does.
+  const bool start_reported =
+      std::any_of(result.problems.begin(), result.problems.end(), [&](const ShardProblem& p) {
+        return p.byte_offset <= begin && (begin < p.end || p.byte_offset == p.end);
+      });
+  if (!start_reported) {
+    char first = 0;
+    const Status read =
+        ReadShardRange(checkpoint_id, fqn, geometry, begin, begin == end ? end : begin + 1, &first);
+    if (!read.ok()) {
+      result.problems.insert(
+          result.problems.begin(),
+          {begin, end,
+           "unreadable: a read from byte " + std::to_string(begin) +
+               " fails although a forward scan finds its chunks intact: " + read.ToString(),
+           read.code() == StatusCode::kIOError ? StatusCode::kIOError : StatusCode::kDataLoss});
+    }
+  }
+  return result;
 }
 
 }  // namespace dcpkv

@@ -184,12 +184,13 @@ std::vector<double> DecodeAll(const FixtureTensor& t) {
 // Saves `sd` as checkpoint `id` of `root` from one process, with chunks of `chunk_size` bytes and
 // values of at least `min_blob_size` bytes in blob files.
 Status SaveWithStoreOptions(const std::string& root, const std::string& id, StateDict& sd,
-                            uint64_t chunk_size, uint64_t min_blob_size) {
+                            uint64_t chunk_size, uint64_t min_blob_size, bool incremental = false) {
   KvStorageOptions kv{.root = root};
   kv.store_options.chunk_size = chunk_size;
   kv.store_options.min_blob_size = min_blob_size;
   SaveOptions options;
   options.checkpoint_id = id;
+  options.incremental = incremental;
   options.storage_writer = std::make_shared<KvStorageWriter>(kv);
   return Save(sd, options).status();
 }
@@ -1248,6 +1249,82 @@ TEST(VerifyTest, FilesReplacedByAWritersCompactionAfterTheOpenAreNotDamage) {
       ASSERT_TRUE(report.ok()) << report.status();
       for (const VerifyProblem& p : report->problems) ADD_FAILURE() << DescribeProblem(p);
       EXPECT_GT(report->chunks, 256u);
+    }
+  }
+}
+
+// A damaged SST data block that holds the chunk stored just before a shard's first chunk (here
+// another tensor's). A load reads a shard's chunks after a backward seek to the first one, and
+// RocksDB's backward step reads that entry too: the load fails although every chunk of the shard
+// reads intact in a forward scan. Verify must report each checkpoint that cannot be loaded, the
+// damaged one and one that refers to its intact chunks (an incremental save) alike.
+TEST(VerifyTest, DamagedTableBlockBeforeAShardIsReportedForEveryCheckpointReadingIt) {
+  TempDir tmp;
+  // One chunk of 40 KiB per tensor, inline in the SST (no blob files): each alone in a data block
+  // of its own (16 KiB blocks), "a" before "b" in key order.
+  const Shape shape{10 * 1024};
+  std::string a1 = Ramp(10 * 1024, 0), a2 = Ramp(10 * 1024, 2e6), b = Ramp(10 * 1024, 1e6);
+  auto save = [&](const std::string& id, std::string& a, bool incremental) {
+    StateDict sd;
+    sd.Set("a", Tensor::Wrap(DType::kFloat32, shape, a.data()));
+    sd.Set("b", Tensor::Wrap(DType::kFloat32, shape, b.data()));
+    return SaveWithStoreOptions(tmp.path(), id, sd, 1 << 20, 1 << 20, incremental);
+  };
+  ASSERT_TRUE(save("k1", a1, false).ok());
+  ASSERT_TRUE(save("k2", a2, true).ok());  // a changed; b refers to k1's chunk
+  {
+    std::unique_ptr<StoreView> view = OpenView(tmp.path());
+    ASSERT_NE(view, nullptr);
+    const SavedShard k2b = ReadMd(*view, "k2").entries.at("b").shards.at(0);
+    ASSERT_EQ(k2b.chunk_list.size(), 1u);
+    ASSERT_EQ(k2b.chunk_list[0].source, "k1");
+  }
+  // Damage the data block of k1's chunk of "a" (its payload is in exactly one SST file).
+  const std::string needle = a1.substr(20000, 64);
+  int damaged = 0;
+  for (const auto& e : std::filesystem::directory_iterator(RankDirectory(tmp.path(), 0))) {
+    if (e.path().extension() != ".sst") continue;
+    std::string content = ReadWholeFile(e.path().string());
+    const size_t pos = content.find(needle);
+    if (pos == std::string::npos) continue;
+    content[pos + 10] ^= 0x20;
+    WriteWholeFile(e.path().string(), content);
+    ++damaged;
+  }
+  ASSERT_EQ(damaged, 1);
+
+  std::unique_ptr<StoreView> view = OpenView(tmp.path());
+  ASSERT_NE(view, nullptr);
+  StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {});
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::set<std::string> reported;
+  for (const VerifyProblem& p : report->problems) {
+    SCOPED_TRACE(DescribeProblem(p));
+    reported.insert(p.checkpoint_id);
+    EXPECT_EQ(p.rank, 0);
+    EXPECT_THAT(p.what, HasSubstr("block checksum mismatch"));
+    if (p.checkpoint_id == "k2") {  // its own chunk of "a" is intact, in another file
+      EXPECT_EQ(p.fqn, "b");
+      EXPECT_THAT(p.what, HasSubstr("stored under checkpoint \"k1\""));
+    }
+  }
+  EXPECT_TRUE(reported.count("k1"));
+  view.reset();
+  // Every checkpoint that cannot be loaded is reported; one that is not reported loads exactly.
+  for (const auto& [id, a] : std::map<std::string, std::string>{{"k1", a1}, {"k2", a2}}) {
+    SCOPED_TRACE(id);
+    Tensor ta = Tensor::Allocate(DType::kFloat32, shape);
+    Tensor tb = Tensor::Allocate(DType::kFloat32, shape);
+    StateDict sd;
+    sd.Set("a", ta);
+    sd.Set("b", tb);
+    const Status loaded = Load(sd, {.checkpoint_id = id, .store_root = tmp.path()});
+    if (!loaded.ok()) {
+      EXPECT_EQ(loaded.code(), StatusCode::kDataLoss) << loaded;
+      EXPECT_TRUE(reported.count(id)) << "verify found nothing, but the load fails: " << loaded;
+    } else {
+      EXPECT_EQ(std::string(static_cast<const char*>(ta.data()), ta.nbytes()), a);
+      EXPECT_EQ(std::string(static_cast<const char*>(tb.data()), tb.nbytes()), b);
     }
   }
 }
