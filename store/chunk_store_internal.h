@@ -3,6 +3,8 @@
 #define DCPKV_STORE_CHUNK_STORE_INTERNAL_H_
 
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +37,10 @@ struct ChunkStore::Impl {
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_cf = nullptr;
   rocksdb::ColumnFamilyHandle* manifests_cf = nullptr;
+  // Table files of the chunks column family whose every block's checksum has been verified
+  // (VerifyChunkTables), by file number.
+  std::mutex verified_tables_mu;
+  std::set<uint64_t> verified_tables;
 
   // FAILED_PRECONDITION unless opened read-write and not closed.
   Status CheckWritable(std::string_view operation) const;
@@ -50,6 +56,11 @@ struct ChunkStore::Impl {
   Status CloseDB();
   // Flushes (read-write) and closes.
   Status CloseInternal();
+  // Verifies the block checksums of every table file of the chunks column family that an
+  // iterator over [lower, upper) may read (all of level 0), once per file: bulk reads can then skip
+  // RocksDB's checksums (whose CRC32c would cover the blob values, which every chunk's XXH3 covers
+  // already) without ever parsing an unchecked table block.
+  Status VerifyChunkTables(std::string_view lower, std::string_view upper);
 };
 
 // Holds a value so that DecodeChunk can read it in place: `bytes` points at the original value

@@ -311,8 +311,9 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
       source.rows = RowsNeeded(shard, source.items);
       const uint64_t nrows = shard.offsets.empty() ? 1 : source.rows.sizes[0];
       source.row_bytes = nrows == 0 ? 0 : Volume(source.rows) / nrows * element;
-      source.begin =
-          shard.offsets.empty() ? 0 : (source.rows.offsets[0] - shard.offsets[0]) * source.row_bytes;
+      source.begin = shard.offsets.empty()
+                         ? 0
+                         : (source.rows.offsets[0] - shard.offsets[0]) * source.row_bytes;
       source.end = source.begin + Volume(source.rows) * element;
       window_bytes += source.end - source.begin;
       for (const ReadItem* item : source.items) {
