@@ -45,7 +45,7 @@ class DeviceGuard {
   const Status& status() const { return status_; }
 
  private:
-  int previous_ = -1;
+  [[maybe_unused]] int previous_ = -1;  // unused in a build without CUDA
   Status status_;
 };
 

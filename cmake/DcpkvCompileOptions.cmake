@@ -1,5 +1,27 @@
-# Warning and sanitizer flags shared by every dcpkv target.
+# Warning, sanitizer and fuzzing flags shared by every dcpkv target.
+
+# Fuzzing (tests/fuzz): libFuzzer needs clang, and the fuzzers look for memory errors and
+# undefined behaviour, so every target is built with coverage instrumentation for libFuzzer
+# (fuzzer-no-link; only the fuzzers link libFuzzer itself) and with ASan + UBSan.
+if(DCPKV_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "DCPKV_FUZZ needs clang (libFuzzer); CMAKE_CXX_COMPILER is "
+                        "${CMAKE_CXX_COMPILER_ID}. Use the \"fuzz\" preset.")
+  endif()
+  if(NOT DCPKV_SANITIZE)
+    set(DCPKV_SANITIZE "address,undefined")
+  elseif(DCPKV_SANITIZE MATCHES "thread")
+    message(FATAL_ERROR "DCPKV_FUZZ cannot be combined with DCPKV_SANITIZE=${DCPKV_SANITIZE}")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()
+
+# Sanitizers: 'address,undefined' (ASan + UBSan, every error fatal) or 'thread' (TSan). The
+# runtime options (suppressions, halt_on_error) come from the test presets' environment.
 if(DCPKV_SANITIZE)
+  if(DCPKV_SANITIZE MATCHES "thread" AND DCPKV_SANITIZE MATCHES "address")
+    message(FATAL_ERROR "DCPKV_SANITIZE: thread and address cannot be combined")
+  endif()
   add_compile_options(-fsanitize=${DCPKV_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   add_link_options(-fsanitize=${DCPKV_SANITIZE})
 endif()

@@ -17,6 +17,7 @@ PACKAGES=(
   libssl-dev openssl
   python3 python3-numpy
   clang-format
+  clang libclang-rt-14-dev
 )
 
 missing=()

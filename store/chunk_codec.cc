@@ -28,6 +28,15 @@ bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
   return __builtin_mul_overflow(a, b, out);
 }
 
+// True if the elements of `v` are aligned for their type (or there are none). The FlatBuffers 2.0
+// Verifier checks a vector's 4-byte length field but not that the 8-byte elements after it are
+// 8-byte aligned; a crafted value could otherwise make 8-byte reads misaligned (undefined
+// behaviour). Encoders align every non-empty vector; an empty one may be misaligned.
+template <typename T>
+bool ElementsAligned(const flatbuffers::Vector<T>* v) {
+  return v == nullptr || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
 }  // namespace
 
 StatusOr<uint64_t> ShardGeometry::ByteSize() const {
@@ -117,6 +126,9 @@ StatusOr<ChunkView> DecodeChunk(std::string_view value) {
   flatbuffers::Verifier verifier(data, value.size(), kMaxVerifierDepth, kMaxVerifierTables);
   if (!fb::VerifyChunkBuffer(verifier)) return Corrupt("FlatBuffers verification failed");
   const fb::Chunk* c = fb::GetChunk(data);
+  if (!ElementsAligned(c->shard_offsets()) || !ElementsAligned(c->shard_sizes())) {
+    return Corrupt("misaligned shard_offsets or shard_sizes vector");
+  }
 
   ChunkView view;
   ChunkInfo& info = view.info;

@@ -67,6 +67,16 @@ size_t Len(const flatbuffers::Vector<T>* v) {
   return v ? v->size() : 0;
 }
 
+// True if the elements of `v` are aligned for their type (or there are none). The FlatBuffers 2.0
+// Verifier checks a vector's 4-byte length field but not that the 8-byte elements after it are
+// 8-byte aligned; a crafted encoding could otherwise make 8-byte reads misaligned (undefined
+// behaviour). Encoders align every non-empty vector (and DecodeAligned's buffer is 8-byte
+// aligned); an empty one may be misaligned.
+template <typename T>
+bool ElementsAligned(const flatbuffers::Vector<T>* v) {
+  return v == nullptr || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
 // Chunks are recorded for an entry when every shard lists all of its chunks.
 size_t RecordedChunks(const EntryMetadata& e) {
   size_t c = 0;
@@ -288,6 +298,11 @@ Status DecodeEntry(const fb::Entry& e, const std::string& where,
                      std::to_string(s) + " shards of " + std::to_string(n) + " dimensions need " +
                      std::to_string(want[c]));
     }
+  }
+  if (!ElementsAligned(e.global_shape()) || !ElementsAligned(e.shard_offsets()) ||
+      !ElementsAligned(e.shard_sizes()) || !ElementsAligned(e.shard_bytes()) ||
+      !ElementsAligned(e.chunk_lengths()) || !ElementsAligned(e.chunk_hashes())) {
+    return Corrupt(where + "misaligned vector of 8-byte values");
   }
   const size_t data_bytes = e.fqn()->size() + 8 * n + s * (8 * n * 2 + 4 + 8 + 4);
   if (data_bytes > *budget) {

@@ -267,6 +267,24 @@ TEST(MetadataCodecTest, DuplicateAndUnsortedFqnsAreDataLoss) {
   ExpectDataLoss(unsorted, "fqn \"x0b\" out of order after \"xaa\"");
 }
 
+// Writes `values` as a vector of 8-byte values whose elements start 4 bytes off an 8-byte
+// boundary of the finished buffer: no encoder does that, but the FlatBuffers Verifier (which
+// checks only the 4-byte length field) accepts it.
+// REQUIRES: the finished buffer's size is a multiple of 8 (it has an 8-byte field).
+flatbuffers::Offset<flatbuffers::Vector<uint64_t>> MisalignedU64Vector(
+    flatbuffers::FlatBufferBuilder& b, const std::vector<uint64_t>& values) {
+  b.Align(sizeof(uint32_t));
+  // Offsets count from the end: an offset that is a multiple of 8 puts the length field on an
+  // 8-byte boundary and the elements after it 4 bytes off one.
+  if ((b.GetSize() + 8 * values.size() + 4) % 8 != 0) b.PushElement<uint32_t>(0);
+  b.StartVector(2 * values.size(), sizeof(uint32_t));
+  for (size_t i = values.size(); i-- > 0;) {
+    b.PushElement(static_cast<uint32_t>(values[i] >> 32));
+    b.PushElement(static_cast<uint32_t>(values[i]));
+  }
+  return flatbuffers::Offset<flatbuffers::Vector<uint64_t>>(b.EndVector(values.size()));
+}
+
 // Builds CheckpointMetadata buffers with the raw FlatBuffers API (field slots as declared in
 // store/schema/metadata.fbs), to write what EncodeMetadata never does.
 struct RawEntry {
@@ -289,6 +307,8 @@ struct RawMetadata {
   bool share_vectors = false;
   // A string in the field slot after `entries`, as a later version might append.
   std::string future_field;
+  // The first entry's shard_offsets are misaligned (MisalignedU64Vector).
+  bool misaligned_offsets = false;
 
   std::string Build() const {
     namespace fbs = ::flatbuffers;
@@ -303,7 +323,8 @@ struct RawMetadata {
       if (i == 0 || !share_vectors) {
         shape = b.CreateVector(e.shape);
         ranks = b.CreateVector(e.ranks);
-        offsets = b.CreateVector(e.offsets);
+        offsets = i == 0 && misaligned_offsets ? MisalignedU64Vector(b, e.offsets)
+                                               : b.CreateVector(e.offsets);
         sizes = b.CreateVector(e.sizes);
         bytes = b.CreateVector(e.bytes);
         chunks = b.CreateVector(e.chunks);
@@ -393,6 +414,16 @@ TEST(MetadataCodecTest, SharedVectorsAreDataLoss) {
   for (int i = 1; i < 100; ++i) raw.entries.push_back(RawEntry{"w" + std::to_string(1000 + i)});
   ExpectDataLoss(raw.Build(), "vectors overlap other data");
   raw.entries.resize(1);
+  EXPECT_TRUE(DecodeMetadata(raw.Build()).ok());
+}
+
+// Found by tests/fuzz/metadata_codec_fuzzer: 8-byte reads of a misaligned vector (undefined
+// behaviour) instead of DATA_LOSS.
+TEST(MetadataCodecTest, MisalignedVectorIsDataLoss) {
+  RawMetadata raw;
+  raw.misaligned_offsets = true;
+  ExpectDataLoss(raw.Build(), "fqn \"w\": misaligned vector of 8-byte values");
+  raw.misaligned_offsets = false;
   EXPECT_TRUE(DecodeMetadata(raw.Build()).ok());
 }
 

@@ -184,6 +184,13 @@ TEST(ReplicationTest, AsyncModeRetriesAndCatchesUpAfterTheReplicaRestarts) {
   // One replica has them, the other keeps failing.
   std::shared_future<Status> done = replicas->Completion("v2");
   EXPECT_EQ(done.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  // The reachable replica's acknowledgement may still be on its way (slow under sanitizers).
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       std::chrono::steady_clock::now() < deadline;) {
+    StatusOr<std::string> state = replicas->State("v2");
+    if (state.ok() && state->find("1/2 replicas") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_THAT(*replicas->State("v2"), HasSubstr("1/2 replicas, retrying"));
   EXPECT_THAT(StateOf(root, "v2"), HasSubstr("/2 replicas, retrying"));
 

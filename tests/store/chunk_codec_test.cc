@@ -1,5 +1,6 @@
 #include "dcpkv/store/chunk_codec.h"
 
+#include <flatbuffers/flatbuffers.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -151,6 +152,52 @@ TEST(ChunkCodecTest, MisalignedBufferIsAProgrammingError) {
   char* base = reinterpret_cast<char*>(words.data()) + 1;
   std::memcpy(base, enc.data(), enc.size());
   EXPECT_EQ(DecodeChunk(std::string_view(base, enc.size())).status().code(), StatusCode::kInternal);
+}
+
+// Writes `values` as a vector of 8-byte values whose elements start 4 bytes off an 8-byte
+// boundary of the finished buffer: no encoder does that, but the FlatBuffers Verifier (which
+// checks only the 4-byte length field) accepts it. Returns the vector's offset from the end.
+// REQUIRES: the finished buffer's size is a multiple of 8 (it has an 8-byte field).
+flatbuffers::Offset<flatbuffers::Vector<uint64_t>> MisalignedU64Vector(
+    flatbuffers::FlatBufferBuilder& b, const std::vector<uint64_t>& values) {
+  b.Align(sizeof(uint32_t));
+  // Offsets count from the end: an offset that is a multiple of 8 puts the length field on an
+  // 8-byte boundary and the elements after it 4 bytes off one.
+  if ((b.GetSize() + 8 * values.size() + 4) % 8 != 0) b.PushElement<uint32_t>(0);
+  b.StartVector(2 * values.size(), sizeof(uint32_t));
+  for (size_t i = values.size(); i-- > 0;) {
+    b.PushElement(static_cast<uint32_t>(values[i] >> 32));
+    b.PushElement(static_cast<uint32_t>(values[i]));
+  }
+  return flatbuffers::Offset<flatbuffers::Vector<uint64_t>>(b.EndVector(values.size()));
+}
+
+// Found by tests/fuzz/chunk_codec_fuzzer: 8-byte reads of a misaligned vector (undefined
+// behaviour) instead of DATA_LOSS.
+TEST_F(ChunkCorruptionTest, MisalignedVectorIsDataLoss) {
+  for (int misaligned_field : {0, 1}) {
+    flatbuffers::FlatBufferBuilder b;
+    const std::vector<uint64_t> dims = {4};
+    auto payload = b.CreateVector(std::vector<uint8_t>{1, 2, 3, 4});
+    auto offsets = misaligned_field == 0 ? MisalignedU64Vector(b, {0}) : b.CreateVector(dims);
+    auto sizes = misaligned_field == 1 ? MisalignedU64Vector(b, dims) : b.CreateVector(dims);
+    const flatbuffers::uoffset_t start = b.StartTable();
+    // Field slots of store/schema/chunk.fbs: format_version, dtype, shard_offsets, shard_sizes,
+    // shard_bytes, payload_len, payload.
+    b.AddElement<uint16_t>(4, 1, 0);
+    b.AddElement<uint8_t>(6, static_cast<uint8_t>(DType::kUInt8), 0);
+    b.AddOffset(8, offsets);
+    b.AddOffset(10, sizes);
+    b.AddElement<uint64_t>(14, 4, 0);
+    b.AddElement<uint64_t>(16, 4, 0);
+    b.AddOffset(22, payload);
+    b.Finish(flatbuffers::Offset<void>(b.EndTable(start)), "DKVC");
+    const flatbuffers::uoffset_t misaligned = misaligned_field == 0 ? offsets.o : sizes.o;
+    ASSERT_EQ((b.GetSize() - misaligned + 4) % 8, 4u) << "the test built an aligned vector";
+    Aligned value(
+        std::string_view(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize()));
+    ExpectDataLoss(value, "misaligned shard_offsets or shard_sizes vector");
+  }
 }
 
 TEST(ShardGeometryTest, ValidatesAndSizes) {
