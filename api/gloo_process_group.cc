@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "gloo_call.h"
+#include "group_options.h"
 #include "tcp_store.h"
 
 namespace dcpkv {
@@ -389,18 +390,7 @@ StatusOr<std::unique_ptr<ProcessGroup>> Rendezvous(int rank, int size, Clock::ti
 }
 
 Status CheckOptions(const GlooProcessGroupOptions& o) {
-  if (o.world_size < 1) {
-    return InvalidArgumentError("world_size " + std::to_string(o.world_size) +
-                                " must be at least 1");
-  }
-  if (o.rank < 0 || o.rank >= o.world_size) {
-    return InvalidArgumentError("rank " + std::to_string(o.rank) + " is outside [0, " +
-                                std::to_string(o.world_size) + ")");
-  }
-  if (o.timeout <= std::chrono::milliseconds(0)) {
-    return InvalidArgumentError("timeout " + std::to_string(o.timeout.count()) +
-                                " ms must be positive");
-  }
+  DCPKV_RETURN_IF_ERROR(CheckGroupOptions(o.rank, o.world_size, o.timeout));
   if (o.world_size == 1) return Status::Ok();
   if (o.hostname.empty()) return InvalidArgumentError("hostname is empty");
   if (o.server != nullptr) return Status::Ok();

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cuda_device.h"
+#include "group_options.h"
 #include "nccl_transport.h"
 #include "tcp_store.h"
 
@@ -24,18 +25,7 @@ namespace {
 using nccl::Clock;
 
 Status CheckOptions(const NcclProcessGroupOptions& o) {
-  if (o.world_size < 1) {
-    return InvalidArgumentError("world_size " + std::to_string(o.world_size) +
-                                " must be at least 1");
-  }
-  if (o.rank < 0 || o.rank >= o.world_size) {
-    return InvalidArgumentError("rank " + std::to_string(o.rank) + " is outside [0, " +
-                                std::to_string(o.world_size) + ")");
-  }
-  if (o.timeout <= std::chrono::milliseconds(0)) {
-    return InvalidArgumentError("timeout " + std::to_string(o.timeout.count()) +
-                                " ms must be positive");
-  }
+  DCPKV_RETURN_IF_ERROR(CheckGroupOptions(o.rank, o.world_size, o.timeout));
   if (o.device < -1) {
     return InvalidArgumentError("device " + std::to_string(o.device) +
                                 " is neither a device index nor -1");
