@@ -339,8 +339,17 @@ Status ChunkStore::PutManifest(const ManifestRecord& record) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutManifest"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
-                     "writing manifest of checkpoint \"" + record.checkpoint_id + "\"");
+  DCPKV_RETURN_IF_ERROR(
+      FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
+                  "writing manifest of checkpoint \"" + record.checkpoint_id + "\""));
+  // The synced write commits the checkpoint. Flushing the manifests into a table file as well
+  // keeps it committed if the write-ahead log is damaged later (RocksDB's recovery drops a
+  // damaged log's records from the damage on, silently). Best effort: the commit stands either
+  // way.
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  impl_->db->Flush(fo, impl_->manifests_cf).PermitUncheckedError();
+  return Status::Ok();
 }
 
 namespace {
