@@ -8,7 +8,7 @@
 #include <set>
 #include <thread>
 
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 #include "save_internal.h"
 
 namespace dcpkv {

@@ -1,6 +1,6 @@
 #include "dcpkv/checkpointer.h"
 
-#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/api/kv_storage.h"
 
 namespace dcpkv {
 
@@ -15,6 +15,7 @@ StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Create(CheckpointerOptions
   std::unique_ptr<Checkpointer> c(new Checkpointer(std::move(options)));
   KvStorageOptions storage{c->options_.store_root, {}};
   storage.store_options.chunk_size = c->options_.chunk_size;
+  storage.store_options.diagnostics = c->options_.diagnostics;
   c->writer_ = std::make_shared<KvStorageWriter>(storage);
   c->reader_ = std::make_shared<KvStorageReader>(storage);
   c->stager_ = std::make_shared<DefaultStager>(c->options_.staging_options);
@@ -33,6 +34,7 @@ SaveOptions Checkpointer::MakeSaveOptions(std::string_view checkpoint_id) const 
   o.incremental = options_.incremental;
   o.keep_last = options_.keep_last;
   o.replication = options_.replication;
+  o.diagnostics = options_.diagnostics;
   return o;
 }
 

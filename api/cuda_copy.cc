@@ -1,8 +1,8 @@
-#include "cuda_copy.h"
+#include "dcpkv/api/cuda_copy.h"
 
 #include <utility>
 
-#include "cuda_device.h"
+#include "dcpkv/api/cuda_device.h"
 
 #if DCPKV_WITH_CUDA
 #include <cuda_runtime_api.h>

@@ -1,4 +1,4 @@
-#include "cuda_device.h"
+#include "dcpkv/api/cuda_device.h"
 
 #if DCPKV_WITH_CUDA
 #include <cuda_runtime_api.h>

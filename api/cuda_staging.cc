@@ -1,4 +1,4 @@
-#include "cuda_staging.h"
+#include "dcpkv/api/cuda_staging.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -1,9 +1,9 @@
 // DefaultLoadPlanner: for every tensor (or local shard) the caller asks for, one ReadItem per
 // saved shard that overlaps it; the saved and requested shardings need not match. Checks dtype
 // and global shape, and that the saved shards cover every requested element.
-#include "box.h"
-#include "cuda_device.h"
-#include "cuda_staging.h"
+#include "dcpkv/api/cuda_device.h"
+#include "dcpkv/api/cuda_staging.h"
+#include "dcpkv/core/box.h"
 #include "dcpkv/planner.h"
 
 namespace dcpkv {

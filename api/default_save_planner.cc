@@ -9,8 +9,8 @@
 #include <tuple>
 #include <unordered_map>
 
-#include "cuda_device.h"
-#include "cuda_staging.h"
+#include "dcpkv/api/cuda_device.h"
+#include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/planner.h"
 #include "plan_metadata.h"
 

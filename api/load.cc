@@ -2,10 +2,10 @@
 // sharding), the coordinator sees every plan (a hook for custom planners), every rank reads and
 // copies the overlaps into its tensors and calls load_state_dict() on Stateful values, and an
 // all-gather of the outcome makes a failure on any rank the error of every rank.
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/kv_storage.h"
-#include "dcpkv/store/names.h"
-#include "plan_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/core/plan_codec.h"
 #include "protocol.h"
 
 namespace dcpkv {

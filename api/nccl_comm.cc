@@ -7,7 +7,7 @@
 #include <cstring>
 #include <thread>
 
-#include "cuda_device.h"
+#include "dcpkv/api/cuda_device.h"
 
 namespace dcpkv::nccl {
 namespace {

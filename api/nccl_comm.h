@@ -13,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include "nccl_transport.h"
+#include "dcpkv/api/nccl_transport.h"
 
 namespace dcpkv::nccl {
 

@@ -5,7 +5,8 @@
 #include <cstring>
 #include <utility>
 
-#include "nccl_transport.h"
+#include "dcpkv/api/nccl_transport.h"
+#include "dcpkv/core/wire.h"
 
 namespace dcpkv::nccl {
 namespace {
@@ -13,16 +14,12 @@ namespace {
 constexpr size_t kHeader = 8;
 
 std::string EncodeSize(uint64_t v) {
-  std::string out(kHeader, '\0');
-  for (size_t i = 0; i < kHeader; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  std::string out;
+  wire::AppendLittleEndian(&out, v);
   return out;
 }
 
-uint64_t DecodeSize(const char* p) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < kHeader; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
-  return v;
-}
+uint64_t DecodeSize(const char* p) { return wire::ReadLittleEndian<uint64_t>(p); }
 
 class DeviceCollectivesGroup final : public ProcessGroup {
  public:

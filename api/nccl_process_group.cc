@@ -10,9 +10,9 @@
 #include <tuple>
 #include <utility>
 
-#include "cuda_device.h"
+#include "dcpkv/api/cuda_device.h"
+#include "dcpkv/api/nccl_transport.h"
 #include "group_options.h"
-#include "nccl_transport.h"
 #include "tcp_store.h"
 
 #if DCPKV_WITH_NCCL

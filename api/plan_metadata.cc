@@ -5,7 +5,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "plan_validation.h"
+#include "dcpkv/core/plan_validation.h"
 
 namespace dcpkv {
 

@@ -3,16 +3,15 @@
 // Every message carries success or the rank's error (protocol.h), so a failure anywhere reaches
 // the coordinator and then every rank; a collective that times out fails on its own.
 #include <chrono>
-#include <cstdio>
 #include <map>
 #include <mutex>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/hash.h"
-#include "dcpkv/store/kv_storage.h"
-#include "dcpkv/store/metadata_codec.h"
-#include "dcpkv/store/names.h"
-#include "plan_codec.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/core/plan_codec.h"
 #include "plan_metadata.h"
 #include "protocol.h"
 #include "save_internal.h"
@@ -94,7 +93,8 @@ Status Saver::LocalStep(SavePlan* plan) {
     DCPKV_RETURN_IF_ERROR(FlattenStateDict(state_, &flat_, &bindings_));
   }
   writer_->ConfigureSave(StorageSaveOptions{options_.incremental, options_.incremental_base,
-                                            options_.keep_last, options_.replication});
+                                            options_.keep_last, options_.replication,
+                                            options_.diagnostics});
   DCPKV_RETURN_IF_ERROR(writer_->Reset(options_.checkpoint_id));
   DCPKV_RETURN_IF_ERROR(planner_->SetUpPlanner(&flat_, is_coordinator_));
   DCPKV_RETURN_IF_ERROR(
@@ -275,7 +275,9 @@ StatusOr<Metadata> Saver::Run() {
   planner_ = options_.planner ? options_.planner : std::make_shared<DefaultSavePlanner>();
   writer_ = options_.storage_writer;
   if (!writer_ && !options_.store_root.empty()) {
-    writer_ = std::make_shared<KvStorageWriter>(KvStorageOptions{options_.store_root, {}});
+    KvStorageOptions storage{options_.store_root, {}};
+    storage.store_options.diagnostics = options_.diagnostics;
+    writer_ = std::make_shared<KvStorageWriter>(storage);
   }
   if (!writer_) {
     return InvalidArgumentError(what_ + ": neither storage_writer nor store_root is given");
@@ -369,10 +371,8 @@ void Saver::FinishMetadata(Metadata* md) {
 
 void Saver::AfterCommit(const Metadata& committed) {
   Status s = writer_->AfterCommit(committed);
-  if (!s.ok()) {
-    std::fprintf(stderr, "dcpkv: %s committed; housekeeping after it failed: %s\n", what_.c_str(),
-                 s.ToString().c_str());
-  }
+  ReportDiagnostic(options_.diagnostics, DiagnosticSeverity::kWarning,
+                   what_ + " (committed): housekeeping after the commit failed", s);
 }
 
 StatusOr<Metadata> Saver::SaveWithoutCollectives() {
@@ -441,8 +441,10 @@ StatusOr<Metadata> SaveFlattened(const StatusOr<FlatStateDict>& flat, const Save
 
 StatusOr<Metadata> SaveStateDict(StateDict& state_dict, const SaveOptions& options) {
   static std::once_flag once;
-  std::call_once(
-      once, [] { std::fprintf(stderr, "dcpkv: SaveStateDict is deprecated; use dcpkv::Save\n"); });
+  std::call_once(once, [&options] {
+    ReportDiagnostic(options.diagnostics, DiagnosticSeverity::kInfo, "SaveStateDict",
+                     FailedPreconditionError("SaveStateDict is deprecated; use dcpkv::Save"));
+  });
   return Save(state_dict, options);
 }
 

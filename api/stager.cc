@@ -9,8 +9,8 @@
 #include <cstring>
 #include <mutex>
 
-#include "cuda_device.h"
-#include "cuda_staging.h"
+#include "dcpkv/api/cuda_device.h"
+#include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/async_save.h"
 #include "pinned_memory.h"
 
@@ -78,12 +78,13 @@ std::string SlotKey(const std::string& fqn, const Shape& offsets) {
   return fqn + "@" + ShapeToString(offsets);
 }
 
-void NotePageableFallback() {
+void NotePageableFallback(DiagnosticSink* diagnostics) {
   static std::once_flag once;
-  std::call_once(once, [] {
-    std::fprintf(stderr,
-                 "dcpkv: pinned staging memory needs CUDA and a GPU, and this process has "
-                 "neither; staging into pageable memory\n");
+  std::call_once(once, [diagnostics] {
+    ReportDiagnostic(diagnostics, DiagnosticSeverity::kInfo, "staging",
+                     FailedPreconditionError("pinned staging memory needs CUDA and a GPU, and "
+                                             "this process has neither; staging into pageable "
+                                             "memory"));
   });
 }
 
@@ -175,7 +176,8 @@ StatusOr<FlatStateDict> DefaultStager::Stage(const FlatStateDict& state) {
   bool any_cuda = false;
   DCPKV_RETURN_IF_ERROR(CheckDevices(state, &any_cuda));
   DCPKV_RETURN_IF_ERROR(WaitForCopies());  // of the last Stage, into the buffers reused now
-  if (options_.use_pinned_memory && !PinnedMemoryAvailable()) NotePageableFallback();
+  if (options_.use_pinned_memory && !PinnedMemoryAvailable())
+    NotePageableFallback(options_.diagnostics);
   if (any_cuda && streams_ != nullptr) streams_->Begin();
 
   // What this state needs: one buffer per dense tensor or local shard.

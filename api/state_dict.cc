@@ -1,6 +1,6 @@
 #include "dcpkv/state_dict.h"
 
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 
 namespace dcpkv {
 

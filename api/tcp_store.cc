@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "dcpkv/core/wire.h"
+
 namespace dcpkv {
 namespace {
 
@@ -35,15 +37,8 @@ std::string ErrnoString(int err) {
   return strerror_r(err, buf, sizeof(buf));  // the GNU variant: returns the message
 }
 
-void PutU32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<uint8_t>(p[i])} << (8 * i);
-  return v;
-}
+void PutU32(std::string* out, uint32_t v) { wire::AppendLittleEndian(out, v); }
+uint32_t GetU32(const char* p) { return wire::ReadLittleEndian<uint32_t>(p); }
 
 std::string Endpoint(const std::string& host, int port) {
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);

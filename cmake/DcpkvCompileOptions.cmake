@@ -34,3 +34,34 @@ function(dcpkv_set_compile_options target)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
 endfunction()
+
+# dcpkv_flatc(TARGET SCHEMA_DIR dir OUTPUT_DIR dir [INCLUDE_DIRS dirs] [INCLUDE_PREFIX prefix]
+#             SCHEMAS names...): flatc --cpp for each <SCHEMA_DIR>/<name>.fbs into OUTPUT_DIR,
+# with include statements of generated headers prefixed by INCLUDE_PREFIX; TARGET builds them.
+function(dcpkv_flatc target)
+  cmake_parse_arguments(ARG "" "SCHEMA_DIR;OUTPUT_DIR;INCLUDE_PREFIX" "INCLUDE_DIRS;SCHEMAS" ${ARGN})
+  set(include_flags -I ${ARG_SCHEMA_DIR})
+  set(deps)
+  foreach(dir ${ARG_INCLUDE_DIRS})
+    list(APPEND include_flags -I ${dir})
+    file(GLOB dir_schemas ${dir}/*.fbs)
+    list(APPEND deps ${dir_schemas})
+  endforeach()
+  set(prefix_flags)
+  if(ARG_INCLUDE_PREFIX)
+    set(prefix_flags --include-prefix ${ARG_INCLUDE_PREFIX})
+  endif()
+  set(outputs)
+  foreach(schema ${ARG_SCHEMAS})
+    set(out ${ARG_OUTPUT_DIR}/${schema}_generated.h)
+    add_custom_command(
+      OUTPUT ${out}
+      COMMAND flatbuffers::flatc --cpp ${prefix_flags} -o ${ARG_OUTPUT_DIR} ${include_flags}
+              ${ARG_SCHEMA_DIR}/${schema}.fbs
+      DEPENDS ${ARG_SCHEMA_DIR}/${schema}.fbs ${deps}
+      COMMENT "flatc ${schema}.fbs"
+      VERBATIM)
+    list(APPEND outputs ${out})
+  endforeach()
+  add_custom_target(${target} DEPENDS ${outputs})
+endfunction()

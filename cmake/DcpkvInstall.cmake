@@ -1,5 +1,11 @@
-# `cmake --install` puts the headers, the library and dcpkvConfig.cmake under the prefix, so that
-# another project can find_package(dcpkv) and link dcpkv::dcpkv.
+# `cmake --install` puts what a user of dcpkv needs under the prefix, and nothing else:
+#   lib/libdcpkv.so*                  the library (public API only; every other symbol hidden)
+#   include/dcpkv/*.h                 the public API of core and api
+#   include/dcpkv/replication/*.h     manifest replication (replica server and client, Replicator)
+#   lib/cmake/dcpkv/                  dcpkvConfig.cmake: find_package(dcpkv) -> dcpkv::dcpkv
+#   bin/dcpkv, dcpkv_demo, ...        the tools, which find libdcpkv (if they use it) from any prefix
+# Not installed: the layers' internal headers (include/dcpkv/core/, store/, api/,
+# replication/internal/) and the static layer libraries.
 include(CMakePackageConfigHelpers)
 
 install(TARGETS dcpkv EXPORT dcpkvTargets
@@ -7,8 +13,15 @@ install(TARGETS dcpkv EXPORT dcpkvTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY api/include/dcpkv store/include/dcpkv
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
+install(DIRECTORY core/include/dcpkv api/include/dcpkv
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.h"
+  PATTERN "core" EXCLUDE
+  PATTERN "api" EXCLUDE)
+install(DIRECTORY replication/include/dcpkv
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.h"
+  PATTERN "internal" EXCLUDE)
 
 set(DCPKV_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/dcpkv)
 install(EXPORT dcpkvTargets NAMESPACE dcpkv:: DESTINATION ${DCPKV_CMAKE_DIR})

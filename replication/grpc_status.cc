@@ -1,4 +1,4 @@
-#include "grpc_status.h"
+#include "dcpkv/replication/internal/grpc_status.h"
 
 #include <string>
 

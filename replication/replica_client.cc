@@ -5,11 +5,12 @@
 #include <utility>
 
 #include "auth.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/replication/internal/grpc_status.h"
+#include "dcpkv/replication/internal/record_hash.h"
 #include "dcpkv/replication/replica.h"
-#include "dcpkv/store/names.h"
-#include "grpc_status.h"
 #include "pem_files.h"
-#include "record_hash.h"
 #include "replication.grpc.pb.h"
 
 namespace dcpkv::replication {

@@ -18,11 +18,11 @@
 #include <utility>
 
 #include "auth.h"
+#include "dcpkv/replication/internal/grpc_status.h"
+#include "dcpkv/replication/internal/record_hash.h"
+#include "dcpkv/replication/internal/replica_store.h"
 #include "dcpkv/replication/replica.h"
-#include "grpc_status.h"
 #include "pem_files.h"
-#include "record_hash.h"
-#include "replica_store.h"
 #include "replication.grpc.pb.h"
 
 namespace dcpkv::replication {
@@ -193,7 +193,7 @@ StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(const ReplicaServe
                          MakeCredentials(options));
   auto impl = std::make_unique<Impl>();
   DCPKV_ASSIGN_OR_RETURN(impl->root_lock_fd, LockRoot(options.root));
-  impl->store = std::make_unique<ReplicaStore>(options.root);
+  impl->store = std::make_unique<ReplicaStore>(options.root, options.diagnostics);
   impl->service = std::make_unique<ReplicaService>(impl->store.get(), options.token);
 
   grpc::ServerBuilder builder;

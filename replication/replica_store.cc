@@ -1,16 +1,16 @@
-#include "replica_store.h"
+#include "dcpkv/replication/internal/replica_store.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
 #include <utility>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/replication/internal/record_hash.h"
 #include "dcpkv/replication/replica.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
-#include "dcpkv/store/names.h"
 #include "namespaces.h"
-#include "record_hash.h"
 
 namespace dcpkv::replication {
 namespace {
@@ -53,7 +53,8 @@ StatusOr<ManifestRecord> ValidateRecord(std::string_view checkpoint_id, std::str
 
 }  // namespace
 
-ReplicaStore::ReplicaStore(std::string root) : root_(std::move(root)) {}
+ReplicaStore::ReplicaStore(std::string root, DiagnosticSink* diagnostics)
+    : root_(std::move(root)), diagnostics_(diagnostics) {}
 
 ReplicaStore::~ReplicaStore() { Close(); }
 
@@ -130,11 +131,9 @@ void ReplicaStore::Close() {
     stores.swap(stores_);
   }
   for (auto& [ns, store] : stores) {
-    Status closed = store->Close();
-    if (!closed.ok()) {
-      std::fprintf(stderr, "dcpkv replica: closing the store of namespace \"%s\": %s\n", ns.c_str(),
-                   closed.ToString().c_str());
-    }
+    ReportDiagnostic(diagnostics_, DiagnosticSeverity::kWarning,
+                     "replica " + root_ + ": closing the store of namespace \"" + ns + "\"",
+                     store->Close());
   }
 }
 

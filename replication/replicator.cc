@@ -8,9 +8,9 @@
 #include <set>
 #include <thread>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/store/chunk_store.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/store_layout.h"
 
 namespace dcpkv::replication {

@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -18,7 +17,7 @@ std::string ListenHost(const std::string& listen) {
 
 }  // namespace
 
-int ServeUntilSignalled(const ReplicaServerOptions& options, std::ostream& out) {
+Status ServeUntilSignalled(const ReplicaServerOptions& options, std::ostream& out) {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -29,9 +28,8 @@ int ServeUntilSignalled(const ReplicaServerOptions& options, std::ostream& out) 
 
   StatusOr<std::unique_ptr<ReplicaServer>> server = ReplicaServer::Start(options);
   if (!server.ok()) {
-    std::fprintf(stderr, "dcpkv replica: %s\n", server.status().ToString().c_str());
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    return 1;
+    return server.status();
   }
   out << "listening on " << ListenHost(options.listen) << ":" << (*server)->port() << std::endl;
 
@@ -40,7 +38,7 @@ int ServeUntilSignalled(const ReplicaServerOptions& options, std::ostream& out) 
   (*server)->Shutdown();
   server->reset();
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  return 0;
+  return Status::Ok();
 }
 
 }  // namespace dcpkv::replication

@@ -3,8 +3,8 @@
 #include <rocksdb/write_batch.h>
 
 #include "chunk_store_internal.h"
-#include "crash_points.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/store/crash_points.h"
 #include "rocksdb_status.h"
 
 namespace dcpkv {

@@ -10,7 +10,7 @@
 #include <limits>
 
 #include "chunk_generated.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 
 namespace dcpkv {
 namespace {

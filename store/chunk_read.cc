@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "chunk_store_internal.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 #include "rocksdb_status.h"
 
 #include <rocksdb/convenience.h>

@@ -19,7 +19,8 @@
 #include <rocksdb/write_batch.h>
 
 #include "chunk_store_internal.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
+#include "lock_state.h"
 #include "rocksdb_status.h"
 
 namespace dcpkv {
@@ -41,7 +42,8 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
       impl->db->Get(rocksdb::ReadOptions(), impl->default_cf, kStoreFormatKey, &value);
   if (s.IsNotFound()) {
     if (impl->options.mode != OpenMode::kReadWrite) {
-      return FailedPreconditionError(impl->dir + " is not a dcpkv store (no format marker)");
+      return FailedPreconditionError(impl->dir + " is not a dcpkv store (no format marker)")
+          .WithReason(ErrorReason::kNotADcpkvStore);
     }
     rocksdb::WriteOptions wo;
     wo.sync = true;
@@ -157,7 +159,7 @@ Status ChunkStore::Impl::OpenReadOnlyStable() {
     last = OpenDB();
     if (last.ok()) {
       last = CheckStoreFormat(this);
-      if (!last.ok() && last.message().find("no format marker") == std::string::npos) {
+      if (!last.ok() && last.reason() != ErrorReason::kNotADcpkvStore) {
         CloseDB().IgnoreError();
         return last;  // a format this build cannot read: not transient
       }
@@ -196,7 +198,16 @@ Status ChunkStore::Impl::OpenDB() {
   }
   if (!s.ok()) {
     CloseDB().IgnoreError();
-    return FromRocksDB(s, "opening chunk store " + dir);
+    Status error = FromRocksDB(s, "opening chunk store " + dir);
+    // RocksDB takes the LOCK first: if it is held, that is why a read-write open failed.
+    if (options.mode == OpenMode::kReadWrite && error.code() == StatusCode::kIOError &&
+        FileIsLocked(dir + "/LOCK")) {
+      error = Status(error.code(), "opening chunk store " + dir +
+                                       ": its lock is held by another process or open handle (" +
+                                       s.ToString() + ")")
+                  .WithReason(ErrorReason::kLockHeld);
+    }
+    return error;
   }
   default_cf = handles[0];
   chunks_cf = handles[1];
@@ -261,8 +272,8 @@ Status ChunkStore::Open(const std::string& dir, const ChunkStoreOptions& options
 ChunkStore::ChunkStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 ChunkStore::~ChunkStore() {
-  Status s = impl_->CloseInternal();
-  if (!s.ok()) std::fprintf(stderr, "dcpkv: closing chunk store: %s\n", s.ToString().c_str());
+  ReportDiagnostic(impl_->options.diagnostics, DiagnosticSeverity::kWarning,
+                   "closing chunk store " + impl_->dir, impl_->CloseInternal());
 }
 
 const std::string& ChunkStore::directory() const { return impl_->dir; }

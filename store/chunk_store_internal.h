@@ -13,21 +13,10 @@
 #include <rocksdb/options.h>
 
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/rocksdb_config.h"
+#include "dcpkv/store/store_format.h"
 
 namespace dcpkv {
-
-inline constexpr char kChunksColumnFamily[] = "chunks";
-inline constexpr char kManifestsColumnFamily[] = "manifests";
-// Key in the default column family holding the store format version as decimal text.
-inline constexpr char kStoreFormatKey[] = "dcpkv.store_format";
-inline constexpr int kStoreFormatVersion = 1;
-
-// RocksDB options for every column family of a chunk store, derived from ChunkStoreOptions.
-struct RocksDBConfig {
-  rocksdb::DBOptions db;
-  std::vector<rocksdb::ColumnFamilyDescriptor> column_families;  // default, chunks, manifests
-};
-RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options);
 
 struct ChunkStore::Impl {
   std::string dir;

@@ -13,7 +13,7 @@
 #include <optional>
 
 #include "chunk_store_internal.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 #include "rocksdb_status.h"
 
 namespace dcpkv {

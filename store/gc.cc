@@ -11,11 +11,11 @@
 #include <tuple>
 #include <utility>
 
-#include "crash_points.h"
-#include "dcpkv/store/hash.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/metadata_codec.h"
-#include "dcpkv/store/names.h"
 #include "dcpkv/store/store_layout.h"
 
 namespace dcpkv {
@@ -70,14 +70,6 @@ struct Stores {
   }
 };
 
-// RocksDB's error when another process (or this one) holds the database's LOCK file.
-bool IsLockError(const Status& s) {
-  const std::string& m = s.message();
-  return s.code() == StatusCode::kIOError &&
-         (m.find("/LOCK: ") != std::string::npos || m.find("lock file") != std::string::npos ||
-          m.find("lock hold") != std::string::npos);
-}
-
 StatusOr<Stores> OpenAllReadWrite(const std::string& root) {
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(root));
   Stores stores;
@@ -89,7 +81,7 @@ StatusOr<Stores> OpenAllReadWrite(const std::string& root) {
     const std::string dir = RankDirectory(root, rank);
     Status s = ChunkStore::Open(dir, o, &store);
     if (s.code() == StatusCode::kNotFound) continue;  // a directory without a database
-    if (IsLockError(s)) {
+    if (s.reason() == ErrorReason::kLockHeld) {
       stores.CloseOwned().IgnoreError();
       return FailedPreconditionError("store is in use by a running job: cannot open " + dir +
                                      " read-write (" + s.message() + ")");

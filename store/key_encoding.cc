@@ -1,24 +1,10 @@
 #include "dcpkv/store/key_encoding.h"
 
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/core/wire.h"
 
 namespace dcpkv {
 namespace {
-
-void AppendU64BE(std::string* out, uint64_t v) {
-  char buf[8];
-  for (int i = 7; i >= 0; --i) {
-    buf[i] = static_cast<char>(v & 0xFF);
-    v >>= 8;
-  }
-  out->append(buf, 8);
-}
-
-uint64_t ReadU64BE(std::string_view in) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
-  return v;
-}
 
 // Splits a 0x00-terminated field off the front of *in.
 bool TakeTerminated(std::string_view* in, std::string_view* field) {
@@ -83,7 +69,7 @@ std::string ChunkKeyShardPrefix(std::string_view checkpoint_id, std::string_view
   out += fqn;
   out += '\0';
   out += static_cast<char>(shard_offsets.size());
-  for (uint64_t o : shard_offsets) AppendU64BE(&out, o);
+  for (uint64_t o : shard_offsets) wire::AppendBigEndian<uint64_t>(&out, o);
   return out;
 }
 
@@ -103,7 +89,7 @@ StatusOr<std::string> EncodeChunkKey(const ChunkKey& key) {
                                 " dimensions; the limit is " + std::to_string(kMaxTensorDims));
   }
   std::string out = ChunkKeyShardPrefix(key.checkpoint_id, key.fqn, key.shard_offsets);
-  AppendU64BE(&out, key.byte_offset);
+  wire::AppendBigEndian<uint64_t>(&out, key.byte_offset);
   return out;
 }
 
@@ -127,8 +113,9 @@ StatusOr<ChunkKey> DecodeChunkKey(std::string_view in) {
   key.checkpoint_id = std::string(id);
   key.fqn = std::string(fqn);
   key.shard_offsets.resize(ndim);
-  for (size_t i = 0; i < ndim; ++i) key.shard_offsets[i] = ReadU64BE(in.substr(8 * i));
-  key.byte_offset = ReadU64BE(in.substr(8 * ndim));
+  for (size_t i = 0; i < ndim; ++i)
+    key.shard_offsets[i] = wire::ReadBigEndian<uint64_t>(in.data() + 8 * i);
+  key.byte_offset = wire::ReadBigEndian<uint64_t>(in.data() + 8 * ndim);
   return key;
 }
 

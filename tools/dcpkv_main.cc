@@ -205,7 +205,8 @@ int RunServe(const Flags& f) {
   StatusOr<std::string> token = ReadToken(f.token_file);
   if (!token.ok()) return Fail(token.status());
   o.token = *token;
-  return replication::ServeUntilSignalled(o, std::cout) == 0 ? 0 : kExitFailed;
+  Status served = replication::ServeUntilSignalled(o, std::cout);
+  return served.ok() ? 0 : Fail(served);
 }
 
 int RunRecover(const Flags& f) {
@@ -361,7 +362,6 @@ int Main(int argc, char** argv) {
   add_client_tls(rm);
   add_json(rm);
 
-
   CLI::App* serve = app.add_subcommand(
       "serve",
       "Run a manifest replica: keeps the manifests jobs replicate to it in its own store; prints "
@@ -406,7 +406,8 @@ int Main(int argc, char** argv) {
         const std::string_view arg = argv[i];
         if (arg.empty() || arg[0] == '-') continue;
         std::cerr << "dcpkv: error: unknown command \"" << arg
-                  << "\" (commands: ls, show, stats, verify, diff, export, import, rm, gc, serve, recover)\n"
+                  << "\" (commands: ls, show, stats, verify, diff, export, import, rm, gc, serve, "
+                     "recover)\n"
                   << "Run `dcpkv --help` for more information.\n";
         return kExitUsage;
       }

@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpointer.h"
 #include "dcpkv/gloo_process_group.h"
-#include "dcpkv/store/catalog.h"
 
 extern char** environ;
 
@@ -143,8 +143,8 @@ int RunWorker(const Args& args) {
   if (!pg.ok()) return Fail("process group", pg.status());
   ProcessGroup& group = **pg;
   // Incremental saves (the default) and retention: the newest four checkpoints are kept.
-  auto ckpt = Checkpointer::Create(
-      {.store_root = args.root, .process_group = &group, .keep_last = 4});
+  auto ckpt =
+      Checkpointer::Create({.store_root = args.root, .process_group = &group, .keep_last = 4});
   if (!ckpt.ok()) return Fail("checkpointer", ckpt.status());
   Model model(group.rank(), group.size());
   if (args.worker == "train") {

@@ -11,9 +11,9 @@
 #include <fstream>
 #include <thread>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpointer.h"
-#include "dcpkv/store/kv_storage.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"

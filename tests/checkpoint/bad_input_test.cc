@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/catalog.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"

@@ -11,13 +11,13 @@
 #include <set>
 #include <thread>
 
-#include "api/plan_codec.h"
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/checkpointer.h"
+#include "dcpkv/core/plan_codec.h"
 #include "dcpkv/gloo_process_group.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
-#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
@@ -356,10 +356,9 @@ TEST(DistributedSaveTest, PlanCachingSendsFinalPlansTheWriterChanged) {
     StateDict target;
     target.Set("b", b);
     ASSERT_TRUE(Load(target, LoadOn(pg, tmp.path(), "s3")).ok());
-    EXPECT_TRUE(SameBytes(b.local_shards[0].tensor,
-                          ShardOf(MakeGlobal({8, 4}, float('b')), 0, 2, pg.rank())
-                              .local_shards[0]
-                              .tensor));
+    EXPECT_TRUE(
+        SameBytes(b.local_shards[0].tensor,
+                  ShardOf(MakeGlobal({8, 4}, float('b')), 0, 2, pg.rank()).local_shards[0].tensor));
   });
 }
 

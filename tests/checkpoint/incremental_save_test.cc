@@ -9,8 +9,8 @@
 #include <random>
 #include <set>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"

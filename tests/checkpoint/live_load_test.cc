@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"

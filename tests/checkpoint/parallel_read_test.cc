@@ -6,9 +6,9 @@
 
 #include <filesystem>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/sharding.h"
@@ -71,14 +71,16 @@ class ParallelReadTest : public ::testing::TestWithParam<int> {
 TEST_P(ParallelReadTest, SameShardingReadsStraightIntoTheDestinations) {
   StateDict sd;
   ShardedTensor st{DType::kFloat32, matrix_.shape(), {}};
-  for (int r = 0; r < 2; ++r) st.local_shards.push_back(EmptyShardOf(matrix_, 0, 2, r).local_shards[0]);
+  for (int r = 0; r < 2; ++r)
+    st.local_shards.push_back(EmptyShardOf(matrix_, 0, 2, r).local_shards[0]);
   Tensor v = Tensor::Allocate(DType::kFloat32, vector_.shape());
   sd.Set("m", st);
   sd.Set("v", v);
   sd.Set("blob", Bytes{});
   ASSERT_TRUE(LoadInto(sd).ok());
   for (int r = 0; r < 2; ++r) {
-    EXPECT_TRUE(SameBytes(st.local_shards[r].tensor, Slice(matrix_, SplitBox(matrix_.shape(), 0, 2, r))))
+    EXPECT_TRUE(
+        SameBytes(st.local_shards[r].tensor, Slice(matrix_, SplitBox(matrix_.shape(), 0, 2, r))))
         << "shard " << r;
   }
   EXPECT_TRUE(SameBytes(v, vector_));
@@ -122,7 +124,8 @@ TEST_P(ParallelReadTest, AMissingChunkInTheMiddleOfAShardFailsTheLoad) {
   }
   StateDict sd;
   ShardedTensor st{DType::kFloat32, matrix_.shape(), {}};
-  for (int r = 0; r < 2; ++r) st.local_shards.push_back(EmptyShardOf(matrix_, 0, 2, r).local_shards[0]);
+  for (int r = 0; r < 2; ++r)
+    st.local_shards.push_back(EmptyShardOf(matrix_, 0, 2, r).local_shards[0]);
   sd.Set("m", st);
   Status s = LoadInto(sd);
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();

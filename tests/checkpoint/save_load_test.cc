@@ -4,8 +4,8 @@
 
 #include <cstring>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"

@@ -1,4 +1,4 @@
-#include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -286,7 +286,7 @@ flatbuffers::Offset<flatbuffers::Vector<uint64_t>> MisalignedU64Vector(
 }
 
 // Builds CheckpointMetadata buffers with the raw FlatBuffers API (field slots as declared in
-// store/schema/metadata.fbs), to write what EncodeMetadata never does.
+// core/schema/metadata.fbs), to write what EncodeMetadata never does.
 struct RawEntry {
   std::string fqn = "w";
   uint8_t dtype = static_cast<uint8_t>(DType::kInt8);

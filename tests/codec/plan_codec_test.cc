@@ -1,4 +1,4 @@
-#include "api/plan_codec.h"
+#include "dcpkv/core/plan_codec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -32,10 +32,10 @@
 
 #include <rocksdb/env.h>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/gloo_process_group.h"
-#include "dcpkv/store/kv_storage.h"
-#include "store/crash_points.h"
+#include "dcpkv/store/crash_points.h"
 #include "tests/crash/crash_model.h"
 #include "tests/crash/fault_injection_fs.h"
 

@@ -40,9 +40,9 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/store_layout.h"
@@ -530,8 +530,8 @@ TEST(CrashHarnessTest, CommittedManifestsSurviveADamagedWriteAheadLog) {
   ASSERT_GT(wiped, 0);
   for (uint64_t step : {1, 2}) {
     SCOPED_TRACE("step " + std::to_string(step));
-    EXPECT_TRUE(testing::LoadAndCompareModel(root, testing::ModelCheckpointId(step), step, seed)
-                    .ok());
+    EXPECT_TRUE(
+        testing::LoadAndCompareModel(root, testing::ModelCheckpointId(step), step, seed).ok());
   }
 }
 

@@ -12,13 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/catalog.h"
+#include "dcpkv/diagnostics.h"
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/gc.h"
-#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
-#include "store/crash_points.h"
 #include "tests/crash/crash_model.h"
 #include "tests/crash/fault_injection_fs.h"
 #include "tests/util/gloo_threads.h"
@@ -254,6 +255,52 @@ TEST_P(DiskFaultTest, OneRankOfTwo) {
   }
   ranks.clear();
   ExpectRecovered(tmp.path(), 2);
+}
+
+// Retention runs after the commit: when it fails, the save still returns the committed Metadata,
+// and the failure reaches the caller through SaveOptions::diagnostics (never stderr alone).
+TEST(PostCommitDiagnosticsTest, AFailedRetentionReachesTheSink) {
+  testing::TempDir tmp;
+  FaultyRank r(tmp.path());
+  DiagnosticCollector diagnostics;
+  auto save = [&](uint64_t step) {
+    StateDict sd = testing::ModelState(step, kSeed, 1, 0);
+    SaveOptions o;
+    o.checkpoint_id = testing::ModelCheckpointId(step);
+    o.storage_writer = r.writer;
+    o.keep_last = 1;
+    o.diagnostics = &diagnostics;
+    return Save(sd, o);
+  };
+  ASSERT_TRUE(save(1).ok());
+  EXPECT_TRUE(diagnostics.entries().empty());
+  // The commit's WAL write is the last before retention moves step 1's manifest to the trash:
+  // fail the write after it.
+  auto at = std::make_unique<ArmAtPoint>("save.after_manifest", r.fs.get(),
+                                         Spec(FaultKind::kIOError, {".log"}, kNever, 1));
+  StatusOr<Metadata> committed = save(2);
+  at.reset();
+
+  r.fs->Disarm();
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_GT(r.fs->faults(), 0u);
+  const std::vector<DiagnosticCollector::Entry> got = diagnostics.entries();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].severity, DiagnosticSeverity::kWarning);
+  EXPECT_THAT(got[0].where, HasSubstr("ck-000002"));
+  EXPECT_THAT(got[0].where, HasSubstr("committed"));
+  EXPECT_EQ(got[0].status.code(), StatusCode::kIOError) << got[0].status;
+  EXPECT_THAT(got[0].status.message(), HasSubstr("retention"));
+  EXPECT_THAT(got[0].status.message(), HasSubstr(kInjectedIO));
+  // Both checkpoints are still committed and whole: the failed retention deleted nothing.
+  EXPECT_EQ(Committed(tmp.path()),
+            (std::set<std::string>{testing::ModelCheckpointId(1), testing::ModelCheckpointId(2)}));
+  EXPECT_TRUE(testing::LoadAndCompareModel(tmp.path(), "ck-000002", 2, kSeed).ok());
+  // The next save reopens the database and retention catches up.
+  ASSERT_TRUE(save(3).ok());
+  EXPECT_EQ(diagnostics.entries().size(), 1u);
+  r.writer.reset();
+  EXPECT_EQ(Committed(tmp.path()), (std::set<std::string>{testing::ModelCheckpointId(3)}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, DiskFaultTest, ::testing::ValuesIn(kCases),

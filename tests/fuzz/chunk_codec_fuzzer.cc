@@ -10,8 +10,8 @@
 #include <cstring>
 #include <string>
 
+#include "dcpkv/core/hash.h"
 #include "dcpkv/store/chunk_codec.h"
-#include "dcpkv/store/hash.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace dcpkv {

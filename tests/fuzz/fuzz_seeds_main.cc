@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "api/plan_codec.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/plan_codec.h"
+#include "dcpkv/replication/internal/record_hash.h"
 #include "dcpkv/store/chunk_codec.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "replication.pb.h"
-#include "replication/record_hash.h"
 
 namespace dcpkv {
 namespace {

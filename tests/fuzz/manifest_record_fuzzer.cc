@@ -1,4 +1,4 @@
-// Fuzzes DecodeManifestRecord (store/include/dcpkv/store/manifest_record.h): the envelope of
+// Fuzzes DecodeManifestRecord (core/include/dcpkv/core/manifest_record_codec.h): the envelope of
 // every manifest, read from a database or received by a replica.
 //
 // Invariants: a value that fails to decode is DATA_LOSS; one that decodes names a valid
@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/names.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace dcpkv {

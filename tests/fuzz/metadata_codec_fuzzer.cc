@@ -1,4 +1,4 @@
-// Fuzzes DecodeMetadata (store/include/dcpkv/store/metadata_codec.h): the manifest payloads a
+// Fuzzes DecodeMetadata (core/include/dcpkv/core/metadata_codec.h): the manifest payloads a
 // load, the tools and a replica decode.
 //
 // Invariants: an encoding that fails to decode is DATA_LOSS; alignment does not change the
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace dcpkv {

@@ -1,4 +1,4 @@
-// Fuzzes the plan wire decoders (api/plan_codec.h): SavePlans, LoadPlans, write results and
+// Fuzzes the plan wire decoders (core/include/dcpkv/core/plan_codec.h): SavePlans, LoadPlans, write results and
 // Statuses as another rank might send them.
 //
 // Invariants: bytes that fail to decode are DATA_LOSS (and DecodeStatus leaves its output
@@ -9,8 +9,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "api/plan_codec.h"
-#include "dcpkv/store/hash.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/plan_codec.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace dcpkv {

@@ -27,14 +27,14 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/replication/internal/grpc_status.h"
+#include "dcpkv/replication/internal/record_hash.h"
+#include "dcpkv/replication/internal/replica_store.h"
 #include "dcpkv/replication/replica.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
-#include "dcpkv/store/names.h"
 #include "replication.pb.h"
-#include "replication/grpc_status.h"
-#include "replication/record_hash.h"
-#include "replication/replica_store.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace dcpkv::replication {

@@ -5,10 +5,10 @@
 
 #include <random>
 
-#include "api/box.h"
-#include "api/cuda_staging.h"
+#include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/box.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"

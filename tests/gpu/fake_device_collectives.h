@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "api/nccl_transport.h"
+#include "dcpkv/api/nccl_transport.h"
 
 namespace dcpkv::testing {
 

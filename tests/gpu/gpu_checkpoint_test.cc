@@ -5,7 +5,7 @@
 #include <memory>
 #include <vector>
 
-#include "api/cuda_staging.h"
+#include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 #include "tests/gpu/gpu_test_util.h"

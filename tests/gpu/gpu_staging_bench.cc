@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "api/cuda_copy.h"
-#include "api/cuda_device.h"
-#include "api/cuda_staging.h"
+#include "dcpkv/api/cuda_copy.h"
+#include "dcpkv/api/cuda_device.h"
+#include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/async_save.h"
 
 namespace dcpkv {

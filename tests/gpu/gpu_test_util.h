@@ -10,8 +10,8 @@
 #include <string>
 #include <utility>
 
-#include "api/cuda_copy.h"
-#include "api/cuda_device.h"
+#include "dcpkv/api/cuda_copy.h"
+#include "dcpkv/api/cuda_device.h"
 #include "dcpkv/tensor.h"
 
 namespace dcpkv::testing {

@@ -1,4 +1,4 @@
-#include "api/box.h"
+#include "dcpkv/core/box.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

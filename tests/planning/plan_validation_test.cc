@@ -1,4 +1,4 @@
-#include "api/plan_validation.h"
+#include "dcpkv/core/plan_validation.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "api/box.h"
+#include "dcpkv/core/box.h"
 
 namespace dcpkv {
 namespace {

@@ -1,6 +1,6 @@
 // The replica's logic without a network: ReplicaStore validates and stores exactly what the gRPC
 // service would, so the service itself only translates messages and statuses.
-#include "replication/replica_store.h"
+#include "dcpkv/replication/internal/replica_store.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "replication/record_hash.h"
+#include "dcpkv/replication/internal/record_hash.h"
 #include "tests/replication/replica_test_util.h"
 #include "tests/util/temp_dir.h"
 

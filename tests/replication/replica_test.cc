@@ -312,10 +312,12 @@ TEST(ReplicaTest, ConcurrentClients) {
 TEST(ServeUntilSignalledTest, ServesUntilSigterm) {
   TempDir dir;
   const std::string out_path = dir.Sub("out.txt");
-  std::atomic<int> result{-1};
+  std::atomic<bool> returned{false};
+  Status result = InternalError("not returned");
   std::thread serving([&] {
     std::ofstream out(out_path);
     result = ServeUntilSignalled({.root = dir.Sub("root")}, out);
+    returned = true;
   });
   std::string written;  // what the server wrote, once it is a whole line
   for (int i = 0; i < 1000 && written.find('\n') == std::string::npos; ++i) {
@@ -329,10 +331,10 @@ TEST(ServeUntilSignalledTest, ServesUntilSigterm) {
   auto client = ConnectClient(line.substr(std::string("listening on ").size()));
   ASSERT_NE(client, nullptr);
   EXPECT_TRUE(client->Put("job", TestRecord("step-1")).ok());
-  EXPECT_EQ(result.load(), -1);
+  EXPECT_FALSE(returned.load());
   ASSERT_EQ(pthread_kill(serving.native_handle(), SIGTERM), 0);
   serving.join();
-  EXPECT_EQ(result.load(), 0);
+  EXPECT_TRUE(result.ok()) << result;
   // Shut down: its root is free again, with the data.
   auto server = StartServer({.root = dir.Sub("root")});
   ASSERT_NE(server, nullptr);
@@ -340,9 +342,10 @@ TEST(ServeUntilSignalledTest, ServesUntilSigterm) {
   EXPECT_TRUE(again->Get("job", "step-1").ok());
 }
 
-TEST(ServeUntilSignalledTest, FailedStartReturnsNonZero) {
+TEST(ServeUntilSignalledTest, FailedStartReturnsWhy) {
   std::ostringstream out;
-  EXPECT_NE(ServeUntilSignalled({.root = ""}, out), 0);
+  Status s = ServeUntilSignalled({.root = ""}, out);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
   EXPECT_EQ(out.str(), "");
 }
 

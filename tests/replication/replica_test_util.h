@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/replication/replica.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
 
 namespace dcpkv::testing {
 

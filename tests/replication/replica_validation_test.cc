@@ -10,8 +10,8 @@
 #include <mutex>
 #include <random>
 
+#include "dcpkv/core/hash.h"
 #include "dcpkv/replication/replica.h"
-#include "dcpkv/store/hash.h"
 #include "replication.grpc.pb.h"
 #include "tests/replication/replica_test_util.h"
 #include "tests/util/temp_dir.h"

@@ -9,14 +9,14 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/checkpointer.h"
 #include "dcpkv/replication/replica.h"
 #include "dcpkv/replication/replicator.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/kv_storage.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/raw_db.h"

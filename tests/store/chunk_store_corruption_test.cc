@@ -9,7 +9,7 @@
 #include <functional>
 
 #include "dcpkv/store/chunk_store.h"
-#include "store/chunk_store_internal.h"
+#include "dcpkv/store/store_format.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"

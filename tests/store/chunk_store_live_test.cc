@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/rocksdb_config.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -89,6 +90,8 @@ TEST(ChunkStoreLiveTest, ReadOnlyAndSecondaryWhileAWriterIsActive) {
   std::unique_ptr<ChunkStore> second;
   Status s = ChunkStore::Open(db, {}, &second);
   EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kIOError) << s;
+  EXPECT_EQ(s.reason(), ErrorReason::kLockHeld) << s;
   EXPECT_THAT(s.message(), ::testing::HasSubstr("lock"));
 
   // Read-only: a snapshot of what was durable at open.
@@ -121,6 +124,51 @@ TEST(ChunkStoreLiveTest, ReadOnlyAndSecondaryWhileAWriterIsActive) {
   std::unique_ptr<ChunkStore> rw;
   ASSERT_TRUE(ChunkStore::Open(db, {}, &rw).ok());
   for (int i = 0; i <= writer.Progress(); ++i) ExpectCheckpoint(rw.get(), i);
+}
+
+// Errors are classified where they are made, so that callers branch on ErrorReason and never on
+// RocksDB's wording.
+TEST(ChunkStoreOpenErrorTest, ASecondReadWriteHandleInThisProcessIsLockHeld) {
+  testing::TempDir tmp;
+  std::unique_ptr<ChunkStore> first, second;
+  ASSERT_TRUE(ChunkStore::Open(tmp.Sub("rank-00000"), {}, &first).ok());
+  Status s = ChunkStore::Open(tmp.Sub("rank-00000"), {}, &second);
+  EXPECT_EQ(s.code(), StatusCode::kIOError) << s;
+  EXPECT_EQ(s.reason(), ErrorReason::kLockHeld) << s;
+  EXPECT_EQ(s.WithContext("gc").reason(), ErrorReason::kLockHeld) << "context keeps the reason";
+  // The first handle still works: classifying the error did not disturb its lock.
+  EXPECT_TRUE(first->PutManifest({"c-1", 1, "m"}).ok());
+  ASSERT_TRUE(first->Close().ok());
+  EXPECT_TRUE(ChunkStore::Open(tmp.Sub("rank-00000"), {}, &second).ok()) << "free after close";
+}
+
+TEST(ChunkStoreOpenErrorTest, OtherOpenFailuresCarryNoReason) {
+  testing::TempDir tmp;
+  std::ofstream(tmp.Sub("file")) << "not a directory";
+  std::unique_ptr<ChunkStore> store;
+  Status s = ChunkStore::Open(tmp.Sub("file") + "/rank-00000", {}, &store);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.reason(), ErrorReason::kNone) << s;
+}
+
+TEST(ChunkStoreOpenErrorTest, ARocksDBDatabaseWithoutTheMarkerIsNotADcpkvStore) {
+  testing::TempDir tmp;
+  const std::string dir = tmp.Sub("rank-00000");
+  {
+    // A database with the store's column families but no format marker.
+    RocksDBConfig config = MakeRocksDBConfig(ChunkStoreOptions());
+    config.db.create_if_missing = true;
+    config.db.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(config.db, dir, config.column_families, &handles, &db).ok());
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    delete db;
+  }
+  std::unique_ptr<ChunkStore> store;
+  Status s = ChunkStore::Open(dir, {.mode = OpenMode::kReadOnly}, &store);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.reason(), ErrorReason::kNotADcpkvStore) << s;
 }
 
 }  // namespace

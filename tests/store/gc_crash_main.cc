@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/gc.h"
-#include "store/crash_points.h"
 
 namespace {
 

@@ -19,13 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/catalog.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/gc.h"
-#include "dcpkv/store/hash.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"

@@ -1,4 +1,4 @@
-#include "dcpkv/store/manifest_record.h"
+#include "dcpkv/core/manifest_record_codec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "dcpkv/store/names.h"
+#include "dcpkv/core/names.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/incremental_store.h"

@@ -28,10 +28,10 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
-#include "dcpkv/store/kv_storage.h"
 #include "tests/crash/crash_model.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/temp_dir.h"

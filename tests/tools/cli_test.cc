@@ -28,15 +28,15 @@
 #include <thread>
 #include <vector>
 
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/replication/replica.h"
 #include "dcpkv/replication/replicator.h"
-#include "dcpkv/store/catalog.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
-#include "store/chunk_store_internal.h"
 #include "tests/tools/inspect_fixture.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "api/box.h"
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/box.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
 

@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/inspect/diff.h"
 #include "dcpkv/inspect/safetensors_io.h"
 #include "dcpkv/inspect/stats.h"
@@ -28,8 +30,6 @@
 #include "dcpkv/store/chunk_codec.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/incremental_store.h"
 #include "tests/util/raw_db.h"

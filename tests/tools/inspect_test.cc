@@ -26,8 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "api/box.h"
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/box.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/inspect/diff.h"
 #include "dcpkv/inspect/report.h"
 #include "dcpkv/inspect/safetensors.h"
@@ -39,11 +42,8 @@
 #include "dcpkv/inspect/verify.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/kv_storage.h"
-#include "dcpkv/store/manifest_record.h"
-#include "dcpkv/store/metadata_codec.h"
+#include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
-#include "store/chunk_store_internal.h"
 #include "tests/tools/inspect_fixture.h"
 #include "tests/tools/safetensors_check.h"
 #include "tests/util/raw_db.h"

@@ -13,11 +13,11 @@
 #include <utility>
 #include <vector>
 
-#include "api/box.h"
+#include "dcpkv/core/box.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/metadata_codec.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/sharding.h"

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "store/chunk_store_internal.h"
+#include "dcpkv/store/rocksdb_config.h"
+#include "dcpkv/store/store_format.h"
 
 namespace dcpkv::testing {
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "api/box.h"
+#include "dcpkv/core/box.h"
 #include "dcpkv/tensor.h"
 
 namespace dcpkv::testing {

@@ -6,8 +6,8 @@
 
 #include "baselines.h"
 #include "benchmarks.h"
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/async_save.h"
-#include "dcpkv/store/kv_storage.h"
 #include "io_steps.h"
 #include "stats.h"
 

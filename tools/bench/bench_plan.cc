@@ -18,11 +18,11 @@
 //                         plan_miss.
 // Saver's StorageWriter::PrepareGlobalPlan (a manifest lookup) is left out: it is I/O.
 // `bytes` of every figure: the encoded local plans, what the coordinator receives on a miss.
-#include "api/plan_codec.h"
-#include "api/protocol.h"
 #include "benchmarks.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/plan_codec.h"
+#include "dcpkv/core/protocol_messages.h"
 #include "dcpkv/planner.h"
-#include "dcpkv/store/hash.h"
 #include "stats.h"
 
 namespace dcpkv::bench {
@@ -204,10 +204,14 @@ StatusOr<std::vector<Result>> RunPlan(BenchContext& ctx) {
       MakeResult("plan_cache_hit_floor", f.payload_bytes, floor, "plan_miss", miss)};
   out[0].note = "CreateGlobalPlan, " + shape;
   out[1].note = "coordinator step of a first save (decode, plan, encode replies), " + shape;
-  out[2].note = "coordinator step when all ranks sent cached hashes, with a writer that "
-                "changes only storage data (KvStorageWriter; as Saver), " + shape;
-  out[3].note = "the same with a writer that may change final plans: every final plan "
-                "rehashed, " + shape;
+  out[2].note =
+      "coordinator step when all ranks sent cached hashes, with a writer that "
+      "changes only storage data (KvStorageWriter; as Saver), " +
+      shape;
+  out[3].note =
+      "the same with a writer that may change final plans: every final plan "
+      "rehashed, " +
+      shape;
   out[4].note = "hash compare against stored hashes, " + shape;
   for (Result& r : out)
     r.extra = {{"sim_ranks", double(c.sim_ranks)}, {"plan_tensors", double(c.plan_tensors)}};

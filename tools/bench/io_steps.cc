@@ -1,8 +1,8 @@
 #include "io_steps.h"
 
 #include "baselines.h"
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
-#include "dcpkv/store/kv_storage.h"
 
 namespace dcpkv::bench {
 namespace {

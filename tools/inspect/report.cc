@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dcpkv/store/catalog.h"
+#include "dcpkv/catalog.h"
 
 namespace dcpkv::inspect {
 namespace {
@@ -115,8 +115,8 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
   }
   bool replicated = false;
   for (const CheckpointListing& l : view.checkpoints()) replicated |= !l.replication.empty();
-  std::vector<std::string> header = {"ID",     "COMMITTED", "WORLD", "TENSORS",
-                                     "LOGICAL", "STORED",   "STATE", "TAGS"};
+  std::vector<std::string> header = {"ID",      "COMMITTED", "WORLD", "TENSORS",
+                                     "LOGICAL", "STORED",    "STATE", "TAGS"};
   if (replicated) header.push_back("REPLICATION");
   Table table(header);
   for (const CheckpointListing& l : view.checkpoints()) {

@@ -4,8 +4,8 @@
 #include <map>
 
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/names.h"
 #include "dcpkv/inspect/safetensors.h"
-#include "dcpkv/store/names.h"
 
 namespace dcpkv::inspect {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <set>
 
-#include "dcpkv/store/catalog.h"
-#include "dcpkv/store/kv_storage.h"
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/catalog.h"
 #include "dcpkv/store/store_layout.h"
 
 namespace dcpkv::inspect {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <functional>
 
-#include "box.h"
+#include "dcpkv/core/box.h"
 #include "dcpkv/store/saved_shard_reader.h"
 
 namespace dcpkv::inspect {

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <functional>
 
-#include "dcpkv/store/hash.h"
+#include "dcpkv/core/hash.h"
+#include "dcpkv/core/plan_validation.h"
 #include "dcpkv/store/saved_shard_reader.h"
-#include "plan_validation.h"
 
 namespace dcpkv::inspect {
 namespace {

@@ -41,6 +41,7 @@
 #include <string>
 
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/export.h"
 
 namespace dcpkv {
 
@@ -52,10 +53,10 @@ class StreamSet;
 // not offer it yet.)
 enum class AsyncCheckpointerType { kThread };
 
-struct StagingOptions {
+struct DCPKV_EXPORT StagingOptions {
   // Stage into page-locked memory (cudaHostAlloc, or cudaHostRegister of shared memory) for fast
   // device-to-host copies. Needs a CUDA build and a GPU; where either is missing the option is
-  // accepted and pageable memory is used (noted once on stderr).
+  // accepted and pageable memory is used (noted once, as a kInfo diagnostic).
   // Default: true.
   bool use_pinned_memory = true;
   // Stage into shared memory (memfd mappings) that another process could map. Default: false.
@@ -68,11 +69,14 @@ struct StagingOptions {
   // for them. Host-to-host copies ignore it.
   // Default: true.
   bool use_non_blocking_copy = true;
+  // Where notes go (the pageable fallback). Not owned; must outlive the stager. Default: null,
+  // meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
 // Copies a flattened state dict into memory it owns.
 // Thread safety: one Stage at a time; Close must not race with Stage.
-class AsyncStager {
+class DCPKV_EXPORT AsyncStager {
  public:
   virtual ~AsyncStager() = default;
   // Copies every tensor and bytes entry of `state`; returns a flat state dict that refers to the
@@ -97,7 +101,7 @@ class AsyncStager {
 // device's legacy default stream. With use_non_blocking_copy those copies may still run when
 // Stage returns: call SynchronizeStaging before reading the result. A later Stage or Close
 // waits for them first.
-class DefaultStager : public AsyncStager {
+class DCPKV_EXPORT DefaultStager : public AsyncStager {
  public:
   // `max_bytes`: the largest total of staging memory the pool may hold; a Stage that needs more
   // fails with RESOURCE_EXHAUSTED before copying. 0 means no limit.
@@ -143,7 +147,7 @@ enum class OverlapPolicy {
   kRefuse,  // it fails at once with FAILED_PRECONDITION
 };
 
-struct AsyncSaveOptions {
+struct DCPKV_EXPORT AsyncSaveOptions {
   // The save itself: checkpoint id, storage, planner, process group, ... (see Save).
   SaveOptions save;
   // Default: kThread.
@@ -158,12 +162,13 @@ struct AsyncSaveOptions {
   OverlapPolicy overlap_policy = OverlapPolicy::kWait;
 };
 
-struct AsyncSaveResponse {
+struct DCPKV_EXPORT AsyncSaveResponse {
   std::shared_future<Status> staging_completion;
   std::shared_future<StatusOr<Metadata>> upload_completion;
 };
 
-StatusOr<AsyncSaveResponse> AsyncSave(StateDict& state_dict, const AsyncSaveOptions& options);
+DCPKV_EXPORT StatusOr<AsyncSaveResponse> AsyncSave(StateDict& state_dict,
+                                                   const AsyncSaveOptions& options);
 
 }  // namespace dcpkv
 

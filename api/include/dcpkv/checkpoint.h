@@ -17,6 +17,8 @@
 #include <memory>
 #include <string>
 
+#include "dcpkv/diagnostics.h"
+#include "dcpkv/export.h"
 #include "dcpkv/manifest_replication.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/planner.h"
@@ -27,7 +29,7 @@
 
 namespace dcpkv {
 
-struct SaveOptions {
+struct DCPKV_EXPORT SaveOptions {
   // Id of the checkpoint to create. Required; see names.h for the rules.
   std::string checkpoint_id;
   // Store root of the default storage writer (a KvStorageWriter over <root>/rank-NNNNN).
@@ -64,17 +66,22 @@ struct SaveOptions {
   // did not reach its quorum), Save returns that error on every rank although the checkpoint is
   // committed and loadable. Default: null, no replication.
   std::shared_ptr<ManifestReplication> replication;
+  // Where outcomes that do not fail the save go (dcpkv/diagnostics.h): the retention, garbage
+  // collection or replica deletions after a commit that failed, while the save returns the
+  // committed Metadata. Not owned; must outlive the save (and an AsyncSave's upload).
+  // Default: null, meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
 // Saves `state_dict` (Stateful values have state_dict() called first). Returns the committed
 // Metadata on every rank.
-StatusOr<Metadata> Save(StateDict& state_dict, const SaveOptions& options);
+DCPKV_EXPORT StatusOr<Metadata> Save(StateDict& state_dict, const SaveOptions& options);
 
 // The older name of Save.
-[[deprecated("use dcpkv::Save")]] StatusOr<Metadata> SaveStateDict(StateDict& state_dict,
-                                                                   const SaveOptions& options);
+[[deprecated("use dcpkv::Save")]] DCPKV_EXPORT StatusOr<Metadata> SaveStateDict(
+    StateDict& state_dict, const SaveOptions& options);
 
-struct LoadOptions {
+struct DCPKV_EXPORT LoadOptions {
   // Id of the committed checkpoint to load. Required.
   std::string checkpoint_id;
   // Store root of the default storage reader. Used when storage_reader is null.
@@ -95,7 +102,7 @@ struct LoadOptions {
 // as needed (each rank asks for what it holds now), then calls load_state_dict() on Stateful
 // values. Missing fqns, dtype or global-shape mismatches are errors (unless the planner allows
 // partial loads).
-Status Load(StateDict& state_dict, const LoadOptions& options);
+DCPKV_EXPORT Status Load(StateDict& state_dict, const LoadOptions& options);
 
 }  // namespace dcpkv
 

@@ -18,13 +18,14 @@
 
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/export.h"
 
 namespace dcpkv {
 
 class KvStorageWriter;
 class KvStorageReader;
 
-struct CheckpointerOptions {
+struct DCPKV_EXPORT CheckpointerOptions {
   // Store root shared by all ranks. Required.
   std::string store_root;
   // Ranks that save together; not owned, must outlive the Checkpointer. Default: null (single
@@ -46,9 +47,12 @@ struct CheckpointerOptions {
   // Checkpointer's open store records each checkpoint's replication state as it changes.
   // Default: null.
   std::shared_ptr<ManifestReplication> replication;
+  // Where what does not fail a save or load goes (SaveOptions::diagnostics); not owned, must
+  // outlive the Checkpointer. Default: null, meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
-class Checkpointer {
+class DCPKV_EXPORT Checkpointer {
  public:
   static StatusOr<std::unique_ptr<Checkpointer>> Create(CheckpointerOptions options);
   ~Checkpointer();

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/export.h"
 #include "dcpkv/process_group.h"
 #include "dcpkv/status.h"
 
@@ -41,7 +42,7 @@ namespace dcpkv {
 
 // The rendezvous server: an in-memory key-value store served on a background thread.
 // Destroying the last reference stops the thread and closes every connection.
-class TcpStoreServer {
+class DCPKV_EXPORT TcpStoreServer {
  public:
   // Listens on host:port; port 0 picks a free port (see port()). `host` is an address or a
   // name to bind, e.g. "127.0.0.1" (loopback only) or "0.0.0.0" (every interface).
@@ -55,7 +56,7 @@ class TcpStoreServer {
   virtual int port() const = 0;
 };
 
-struct GlooProcessGroupOptions {
+struct DCPKV_EXPORT GlooProcessGroupOptions {
   // This process's rank in [0, world_size). Default: 0.
   int rank = 0;
   // Number of ranks. A world of 1 binds and connects nothing. Default: 1.
@@ -88,7 +89,7 @@ struct GlooProcessGroupOptions {
 // options.timeout has passed.
 // Errors: INVALID_ARGUMENT for bad options; UNAVAILABLE if the server cannot be reached or
 // started, or a peer cannot be connected; DEADLINE_EXCEEDED if some rank did not join in time.
-StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
     const GlooProcessGroupOptions& options);
 
 // Options from the torchrun environment: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are
@@ -96,11 +97,11 @@ StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
 // start_server. hostname is DCPKV_GLOO_HOSTNAME if set, else "127.0.0.1" when MASTER_ADDR is a
 // loopback address or "localhost", else this machine's host name. INVALID_ARGUMENT naming the
 // variable that is missing or malformed.
-StatusOr<GlooProcessGroupOptions> GlooProcessGroupOptionsFromEnv(
+DCPKV_EXPORT StatusOr<GlooProcessGroupOptions> GlooProcessGroupOptionsFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
 // CreateGlooProcessGroup(GlooProcessGroupOptionsFromEnv(timeout)).
-StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroupFromEnv(
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroupFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
 // A group of the parent's ranks `ranks` (parent ranks, no duplicates), in that order: parent
@@ -113,8 +114,8 @@ StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroupFromEnv(
 // list of one rank needs no peers and returns at once. INVALID_ARGUMENT (at once, without
 // communication) if the parent is not a gloo group, the list is empty, has duplicates or ranks
 // out of range, or the caller is not in it.
-StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooSubgroup(ProcessGroup& parent,
-                                                           const std::vector<int>& ranks);
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooSubgroup(
+    ProcessGroup& parent, const std::vector<int>& ranks);
 
 }  // namespace dcpkv
 

@@ -8,11 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/export.h"
 #include "dcpkv/status.h"
 
 namespace dcpkv {
 
-class ManifestReplication {
+class DCPKV_EXPORT ManifestReplication {
  public:
   virtual ~ManifestReplication() = default;
 

@@ -41,13 +41,14 @@
 #include <memory>
 #include <string>
 
+#include "dcpkv/export.h"
 #include "dcpkv/gloo_process_group.h"
 #include "dcpkv/process_group.h"
 #include "dcpkv/status.h"
 
 namespace dcpkv {
 
-struct NcclProcessGroupOptions {
+struct DCPKV_EXPORT NcclProcessGroupOptions {
   // This process's rank in [0, world_size). Default: 0.
   int rank = 0;
   // Number of ranks (and of devices: one per rank). Default: 1.
@@ -75,23 +76,23 @@ struct NcclProcessGroupOptions {
 };
 
 // True if this build of dcpkv has the NCCL backend (DCPKV_WITH_NCCL).
-bool NcclBackendBuilt();
+DCPKV_EXPORT bool NcclBackendBuilt();
 
 // Joins an NCCL group and returns once the communicator of every rank is ready.
 // Errors: INVALID_ARGUMENT for bad options (or ranks that disagree on max_transfer_bytes);
 // FAILED_PRECONDITION if this build has no NCCL or the process has no usable CUDA device (the
 // message says which); UNAVAILABLE if the rendezvous server cannot be reached or NCCL fails;
 // DEADLINE_EXCEEDED if some rank did not join in time.
-StatusOr<std::unique_ptr<ProcessGroup>> CreateNcclProcessGroup(
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateNcclProcessGroup(
     const NcclProcessGroupOptions& options);
 
 // Options from the torchrun environment, as GlooProcessGroupOptionsFromEnv reads them, with
 // device = LOCAL_RANK when set (else -1).
-StatusOr<NcclProcessGroupOptions> NcclProcessGroupOptionsFromEnv(
+DCPKV_EXPORT StatusOr<NcclProcessGroupOptions> NcclProcessGroupOptionsFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
 // CreateNcclProcessGroup(NcclProcessGroupOptionsFromEnv(timeout)).
-StatusOr<std::unique_ptr<ProcessGroup>> CreateNcclProcessGroupFromEnv(
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateNcclProcessGroupFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
 }  // namespace dcpkv

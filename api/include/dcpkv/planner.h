@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "dcpkv/export.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/plan.h"
 #include "dcpkv/state_dict.h"
@@ -39,19 +40,19 @@ class SaveStaging;
 // Read-only bytes of one write item: valid until the save that asked for them returns, except
 // where a planner says otherwise (the default planner's bytes of an item of a CUDA tensor are a
 // host copy valid until its next ResolveData).
-struct ConstBytes {
+struct DCPKV_EXPORT ConstBytes {
   const void* data = nullptr;
   size_t size = 0;
 };
 
 // The coordinator's result: one final plan per rank and the checkpoint's Metadata.
-struct GlobalSavePlan {
+struct DCPKV_EXPORT GlobalSavePlan {
   std::vector<SavePlan> plans;
   Metadata metadata;
 };
 
 // What save remembers between saves when plan caching is on. Managed by the save protocol.
-struct SavePlanCache {
+struct DCPKV_EXPORT SavePlanCache {
   bool valid = false;
   int world_size = 0;
   int coordinator_rank = 0;
@@ -66,7 +67,7 @@ struct SavePlanCache {
   GlobalSavePlan global;
 };
 
-class SavePlanner {
+class DCPKV_EXPORT SavePlanner {
  public:
   virtual ~SavePlanner() = default;
   // `state` must outlive the save.
@@ -82,7 +83,7 @@ class SavePlanner {
   virtual SavePlanCache* plan_cache() { return nullptr; }
 };
 
-struct DefaultSavePlannerOptions {
+struct DCPKV_EXPORT DefaultSavePlannerOptions {
   // Write each item replicated on several ranks (same fqn and offsets) exactly once, on the
   // candidate rank with the fewest bytes to write. Default: true.
   bool dedup_replicated_tensors = true;
@@ -97,7 +98,7 @@ struct DefaultSavePlannerOptions {
 // k. The returned bytes stay valid until the next ResolveData (the writer must be done with
 // them by then, as KvStorageWriter is). Host memory: two buffers of the largest device item,
 // kept until the next FinishPlan or the planner's destruction.
-class DefaultSavePlanner : public SavePlanner {
+class DCPKV_EXPORT DefaultSavePlanner : public SavePlanner {
  public:
   explicit DefaultSavePlanner(DefaultSavePlannerOptions options = {});
   ~DefaultSavePlanner() override;
@@ -119,7 +120,7 @@ class DefaultSavePlanner : public SavePlanner {
   std::map<std::pair<std::string, Shape>, size_t> device_order_;
 };
 
-class LoadPlanner {
+class DCPKV_EXPORT LoadPlanner {
  public:
   virtual ~LoadPlanner() = default;
   // `state` must outlive the load; its tensors and bytes entries are filled in place.
@@ -140,7 +141,7 @@ class LoadPlanner {
   virtual Status FinishLoad() { return Status::Ok(); }
 };
 
-struct DefaultLoadPlannerOptions {
+struct DCPKV_EXPORT DefaultLoadPlannerOptions {
   // Skip fqns of the state dict that the checkpoint lacks instead of failing. Default: false.
   bool allow_partial_load = false;
   // Most host memory (page-locked where possible) that host stand-ins of CUDA tensors hold at
@@ -152,7 +153,7 @@ struct DefaultLoadPlannerOptions {
 // process cannot use. ResolveTensor returns a host stand-in of the device tensor (the reader
 // fills it); CommitTensor copies the committed region to the device at once, on a stream of
 // the planner's, so that copies overlap the reads that follow; FinishLoad waits for them.
-class DefaultLoadPlanner : public LoadPlanner {
+class DCPKV_EXPORT DefaultLoadPlanner : public LoadPlanner {
  public:
   explicit DefaultLoadPlanner(DefaultLoadPlannerOptions options = {});
   ~DefaultLoadPlanner() override;

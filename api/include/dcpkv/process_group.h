@@ -20,11 +20,12 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/export.h"
 #include "dcpkv/status.h"
 
 namespace dcpkv {
 
-class ProcessGroup {
+class DCPKV_EXPORT ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
 
@@ -60,7 +61,7 @@ class ProcessGroup {
 };
 
 // A group of one rank: collectives return their input at once and send nothing.
-std::unique_ptr<ProcessGroup> NewSingleProcessGroup();
+DCPKV_EXPORT std::unique_ptr<ProcessGroup> NewSingleProcessGroup();
 
 }  // namespace dcpkv
 

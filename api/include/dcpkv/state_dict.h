@@ -15,6 +15,7 @@
 #include <string>
 #include <variant>
 
+#include "dcpkv/export.h"
 #include "dcpkv/status.h"
 #include "dcpkv/tensor.h"
 
@@ -24,7 +25,7 @@ class StateDict;
 
 // An object that can describe its state as a StateDict and restore it from one, like
 // torch.distributed.checkpoint.stateful.Stateful.
-class Stateful {
+class DCPKV_EXPORT Stateful {
  public:
   virtual ~Stateful() = default;
   // Returns the state to save. Tensors should be views of the object's own memory (Tensor::Wrap)
@@ -37,7 +38,7 @@ class Stateful {
 using StateValue = std::variant<Tensor, ShardedTensor, Bytes, std::shared_ptr<StateDict>,
                                 std::shared_ptr<Stateful>>;
 
-class StateDict {
+class DCPKV_EXPORT StateDict {
  public:
   StateDict() = default;
 
@@ -68,7 +69,7 @@ using FlatValue = std::variant<Tensor, ShardedTensor, Bytes*>;
 using FlatStateDict = std::map<std::string, FlatValue>;
 
 // Records which Stateful objects a flattening called, so load can hand them their filled dicts.
-struct StatefulBinding {
+struct DCPKV_EXPORT StatefulBinding {
   std::shared_ptr<Stateful> object;
   std::shared_ptr<StateDict> state;  // what object->state_dict() returned
 };
@@ -76,8 +77,8 @@ struct StatefulBinding {
 // Flattens `dict` into dotted fqns. Calls state_dict() on Stateful values (their results are
 // kept in `bindings`, which must outlive `out` because Bytes pointers point into them).
 // Errors: duplicate fqns after flattening, invalid fqns, invalid tensors, a failing Stateful.
-Status FlattenStateDict(StateDict& dict, FlatStateDict* out,
-                        std::vector<StatefulBinding>* bindings);
+DCPKV_EXPORT Status FlattenStateDict(StateDict& dict, FlatStateDict* out,
+                                     std::vector<StatefulBinding>* bindings);
 
 }  // namespace dcpkv
 

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/diagnostics.h"
+#include "dcpkv/export.h"
 #include "dcpkv/manifest_replication.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/plan.h"
@@ -29,7 +31,7 @@
 namespace dcpkv {
 
 // What a save asks of its storage writer beyond the plan; given before each save.
-struct StorageSaveOptions {
+struct DCPKV_EXPORT StorageSaveOptions {
   // Store a chunk only if it differs from the chunk at the same place (fqn, shard offsets, byte
   // offset, same shard geometry) of the base checkpoint; otherwise refer to that one's storage.
   bool incremental = true;
@@ -42,9 +44,12 @@ struct StorageSaveOptions {
   int keep_last = 0;
   // Where committed manifests and deletions are copied. Default: null.
   std::shared_ptr<ManifestReplication> replication;
+  // Where the writer reports what does not fail the save (dcpkv/diagnostics.h). Default: null,
+  // meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
-class StorageWriter {
+class DCPKV_EXPORT StorageWriter {
  public:
   virtual ~StorageWriter() = default;
   // Options of the next save (before Reset). Writers without these features ignore them.
@@ -78,7 +83,7 @@ class StorageWriter {
   virtual Status AfterCommit(const Metadata& metadata) { return Status::Ok(); }
 };
 
-class StorageReader {
+class DCPKV_EXPORT StorageReader {
  public:
   virtual ~StorageReader() = default;
   virtual Status Reset(std::string_view checkpoint_id) = 0;

@@ -2,7 +2,7 @@
 // embedded store, and the client that talks to it.
 //
 // A replica keeps, per namespace (a job's or store's name), the manifest records
-// (store/include/dcpkv/store/manifest_record.h: checkpoint id, commit time, the encoded Metadata
+// (dcpkv/manifest_record.h: checkpoint id, commit time, the encoded Metadata
 // and its XXH3-128) of committed checkpoints. Every request is validated before it touches the
 // store: namespace and id syntax, sizes, the record's checksum and that its Metadata decodes;
 // bad requests are INVALID_ARGUMENT, missing or wrong credentials UNAUTHENTICATED. Namespaces
@@ -21,20 +21,22 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/diagnostics.h"
+#include "dcpkv/export.h"
+#include "dcpkv/manifest_record.h"
 #include "dcpkv/status.h"
-#include "dcpkv/store/manifest_record.h"
 
 namespace dcpkv::replication {
 
 // Namespaces: 1..128 bytes of [A-Za-z0-9._:@/-], no '/'-separated segment "." or ".." (a
 // namespace never names a path, but one that looks like a traversal is refused all the same);
 // INVALID_ARGUMENT otherwise.
-Status ValidateNamespace(std::string_view ns);
+DCPKV_EXPORT Status ValidateNamespace(std::string_view ns);
 
 // Largest request or response a replica or client accepts. Default: 64 MiB.
 inline constexpr size_t kDefaultMaxMessageBytes = size_t{64} << 20;
 
-struct ReplicaServerOptions {
+struct DCPKV_EXPORT ReplicaServerOptions {
   // Directory holding the replica's data (created if missing). Required.
   std::string root;
   // Address to bind, "<host>:<port>". Default: loopback on a port the system picks.
@@ -48,9 +50,12 @@ struct ReplicaServerOptions {
   // Bearer token every call must carry. Empty: no token check.
   std::string token;
   size_t max_message_bytes = kDefaultMaxMessageBytes;
+  // Where failures that no call returns go (closing a namespace's store). Not owned; must outlive
+  // the server. Default: null, meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
-class ReplicaServer {
+class DCPKV_EXPORT ReplicaServer {
  public:
   // Creates options.root if missing, locks it (<root>/LOCK) and starts serving; each namespace's
   // store is opened on first use. INVALID_ARGUMENT for bad options (naming a TLS file that cannot
@@ -72,7 +77,7 @@ class ReplicaServer {
   std::unique_ptr<Impl> impl_;
 };
 
-struct ReplicaClientOptions {
+struct DCPKV_EXPORT ReplicaClientOptions {
   // TLS: CA certificate (PEM file) to verify the server with. Empty: plaintext.
   std::string tls_ca_file;
   // mTLS: this client's certificate chain and key (PEM files).
@@ -90,7 +95,7 @@ struct ReplicaClientOptions {
 // A connection to one replica ("host:port"). Thread-safe. Errors carry the gRPC status mapped to
 // a dcpkv StatusCode (UNAVAILABLE for an unreachable replica, DEADLINE_EXCEEDED, ...), naming
 // the target.
-class ReplicaClient {
+class DCPKV_EXPORT ReplicaClient {
  public:
   // Checks the options and reads the TLS files (INVALID_ARGUMENT naming one that cannot be
   // read). The connection is made by the first call and remade as needed, so an unreachable

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "dcpkv/export.h"
 #include "dcpkv/manifest_replication.h"
 #include "dcpkv/replication/replica.h"
 #include "dcpkv/status.h"
@@ -28,7 +29,7 @@ namespace dcpkv::replication {
 
 enum class ReplicationMode { kSync, kAsync };
 
-struct ReplicatorOptions {
+struct DCPKV_EXPORT ReplicatorOptions {
   // The job's or store's namespace on the replicas (ValidateNamespace). Required.
   std::string ns;
   // Replicas, "host:port". At least one.
@@ -44,7 +45,7 @@ struct ReplicatorOptions {
   std::chrono::milliseconds max_backoff{5000};
 };
 
-class GrpcManifestReplication : public ManifestReplication {
+class DCPKV_EXPORT GrpcManifestReplication : public ManifestReplication {
  public:
   static StatusOr<std::shared_ptr<GrpcManifestReplication>> Create(ReplicatorOptions options);
   ~GrpcManifestReplication() override;  // stops the background thread; queued work is dropped
@@ -69,7 +70,7 @@ class GrpcManifestReplication : public ManifestReplication {
 };
 
 // What RecoverManifests did.
-struct RecoverReport {
+struct DCPKV_EXPORT RecoverReport {
   std::vector<std::string> restored;  // manifests written into the store
   std::vector<std::string> present;   // already in the store, left alone
 };
@@ -77,9 +78,10 @@ struct RecoverReport {
 // Restores into the store at `root` the manifests of namespace `ns` that replica `target` holds
 // and the store lacks (each into the database of its coordinator rank, created if missing).
 // Records are verified (checksum, Metadata) before they are written.
-StatusOr<RecoverReport> RecoverManifests(const std::string& root, const std::string& target,
-                                         const std::string& ns,
-                                         const ReplicaClientOptions& client = {});
+DCPKV_EXPORT StatusOr<RecoverReport> RecoverManifests(const std::string& root,
+                                                      const std::string& target,
+                                                      const std::string& ns,
+                                                      const ReplicaClientOptions& client = {});
 
 }  // namespace dcpkv::replication
 

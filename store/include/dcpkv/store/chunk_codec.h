@@ -14,9 +14,9 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/core/hash.h"
 #include "dcpkv/dtype.h"
 #include "dcpkv/status.h"
-#include "dcpkv/store/hash.h"
 
 namespace dcpkv {
 

@@ -26,11 +26,12 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/diagnostics.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/status.h"
 #include "dcpkv/store/chunk_codec.h"
 #include "dcpkv/store/key_encoding.h"
-#include "dcpkv/store/manifest_record.h"
 
 namespace rocksdb {
 class Env;
@@ -72,6 +73,10 @@ struct ChunkStoreOptions {
 
   // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
   rocksdb::Env* env = nullptr;
+
+  // Where failures that no call returns go (a close in the destructor). Not owned; must outlive
+  // the store. Default: nullptr, meaning StderrDiagnostics().
+  DiagnosticSink* diagnostics = nullptr;
 };
 
 // A verified chunk read from the store. Owns the bytes that payload() points into.

@@ -1,0 +1,273 @@
+// KvStorageWriter: every rank writes its items into its own database and flushes; the
+// coordinator commits by writing the Metadata as its database's manifest (one synchronous
+// RocksDB write), after every rank's chunks are durable.
+#include <chrono>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "dcpkv/api/kv_storage.h"
+#include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/metadata_codec.h"
+#include "dcpkv/core/names.h"
+#include "dcpkv/store/crash_points.h"
+#include "dcpkv/store/gc.h"
+#include "dcpkv/store/store_layout.h"
+
+namespace dcpkv {
+namespace {
+
+template <typename T>
+std::future<T> Ready(T value) {
+  std::promise<T> p;
+  p.set_value(std::move(value));
+  return p.get_future();
+}
+
+}  // namespace
+
+KvStorageWriter::KvStorageWriter(KvStorageOptions options) : options_(std::move(options)) {}
+
+Status KvStorageWriter::Reset(std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  checkpoint_id_ = std::string(checkpoint_id);
+  return Status::Ok();
+}
+
+Status KvStorageWriter::SetUpStorageWriter(bool is_coordinator, int rank, int world_size,
+                                           bool use_collectives) {
+  if (options_.root.empty()) return InvalidArgumentError("KvStorageWriter needs a store root");
+  if (rank < 0 || rank >= world_size) {
+    return InvalidArgumentError("rank " + std::to_string(rank) + " outside world of size " +
+                                std::to_string(world_size));
+  }
+  if (store_ != nullptr && rank_ == rank) {  // kept open between saves
+    // RocksDB refuses every write after one failed until the database is reopened.
+    if (!write_failed_) return Status::Ok();
+    Status recovered = store_->Recover();
+    write_failed_ = !recovered.ok();
+    return recovered;
+  }
+  write_failed_ = false;
+  store_.reset();
+  ChunkStoreOptions store_options = options_.store_options;
+  store_options.mode = OpenMode::kReadWrite;
+  DCPKV_RETURN_IF_ERROR(
+      ChunkStore::Open(RankDirectory(options_.root, rank), store_options, &store_));
+  rank_ = rank;
+  return Status::Ok();
+}
+
+StatusOr<SavePlan> KvStorageWriter::PrepareLocalPlan(SavePlan plan) { return plan; }
+
+StatusOr<std::vector<SavePlan>> KvStorageWriter::PrepareGlobalPlan(std::vector<SavePlan> plans) {
+  if (store_ == nullptr) return FailedPreconditionError("PrepareGlobalPlan before set-up");
+  StatusOr<ManifestRecord> existing = store_->GetManifest(checkpoint_id_);
+  if (existing.ok()) {
+    return AlreadyExistsError("checkpoint \"" + checkpoint_id_ + "\" is already committed in " +
+                              options_.root + "; save under a new id or delete it first");
+  }
+  if (existing.status().code() != StatusCode::kNotFound) return existing.status();
+  // An id being deleted may still hold chunks that committed checkpoints refer to; the write
+  // step clears a save's old chunks under its id, so reusing the id must wait for gc.
+  StatusOr<ManifestRecord> trashed = store_->GetTrashRecord(checkpoint_id_);
+  if (trashed.ok()) {
+    return AlreadyExistsError("checkpoint \"" + checkpoint_id_ + "\" in " + options_.root +
+                              " was deleted but still holds data other checkpoints use; save "
+                              "under a new id");
+  }
+  if (trashed.status().code() != StatusCode::kNotFound) return trashed.status();
+  base_id_.clear();
+  DCPKV_ASSIGN_OR_RETURN(std::optional<Metadata> base, FindBase());
+  if (!base.has_value()) return plans;
+  base_id_ = base->checkpoint_id;
+  base_ = std::move(base);
+  // Every rank learns the base's id through its final plan and reads the base's chunk lists
+  // itself (usually it has them: the base is the checkpoint it committed last).
+  for (SavePlan& plan : plans) plan.storage_data = base_id_;
+  return plans;
+}
+
+StatusOr<const Metadata*> KvStorageWriter::BaseMetadata(const std::string& id) {
+  if (base_.has_value() && base_->checkpoint_id == id) return &*base_;
+  if (last_committed_.has_value() && last_committed_->checkpoint_id == id) {
+    return &*last_committed_;
+  }
+  KvStorageReader reader(KvStorageOptions{options_.root, options_.store_options});
+  reader.ShareStore(rank_, store_.get());
+  DCPKV_RETURN_IF_ERROR(reader.Reset(id));
+  StatusOr<Metadata> md = reader.ReadMetadata();
+  if (!md.ok()) return md.status().WithContext("incremental base \"" + id + "\"");
+  base_ = std::move(md).value();
+  return &*base_;
+}
+
+StatusOr<std::optional<Metadata>> KvStorageWriter::FindBase() {
+  if (!save_options_.incremental) return std::optional<Metadata>();
+  std::string id = save_options_.incremental_base;
+  if (id.empty()) {  // the newest manifest of this database
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store_->ListManifestIds());
+    int64_t newest = 0;
+    for (const std::string& candidate : ids) {
+      DCPKV_ASSIGN_OR_RETURN(ManifestRecord record, store_->GetManifest(candidate));
+      if (id.empty() || record.committed_unix_micros >= newest) {
+        id = candidate;
+        newest = record.committed_unix_micros;
+      }
+    }
+    if (id.empty()) return std::optional<Metadata>();  // the first checkpoint: a full save
+  }
+  StatusOr<ManifestRecord> record = store_->GetManifest(id);
+  if (record.status().code() == StatusCode::kNotFound) {
+    return NotFoundError("incremental base \"" + id + "\" is not committed in " +
+                         RankDirectory(options_.root, rank_));
+  }
+  DCPKV_RETURN_IF_ERROR(record.status());
+  StatusOr<Metadata> md = DecodeMetadata(record->payload);
+  if (!md.ok()) return md.status().WithContext("incremental base \"" + id + "\"");
+  return std::optional<Metadata>(std::move(md).value());
+}
+
+void KvStorageWriter::ConfigureSave(const StorageSaveOptions& options) { save_options_ = options; }
+
+void KvStorageWriter::AmendMetadata(Metadata* metadata) { metadata->base_checkpoint_id = base_id_; }
+
+std::future<StatusOr<std::vector<WriteResult>>> KvStorageWriter::WriteData(const SavePlan& plan,
+                                                                           SavePlanner& planner) {
+  StatusOr<std::vector<WriteResult>> written = Write(plan, planner);
+  if (!written.ok()) write_failed_ = true;
+  return Ready(std::move(written));
+}
+
+StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
+                                                          SavePlanner& planner) {
+  if (store_ == nullptr) return FailedPreconditionError("WriteData before set-up");
+  // Chunks left by an earlier attempt at this id that never committed are garbage: the
+  // coordinator checked that no manifest exists, so clear them before writing afresh.
+  DCPKV_RETURN_IF_ERROR(store_->DeleteCheckpointChunks(checkpoint_id_));
+  // Incremental: the base's chunks of every shard this rank writes that the base holds with the
+  // same dtype and geometry, each source resolved to where the chunk is stored.
+  std::map<std::pair<std::string, Shape>, std::vector<SavedChunk>> base;
+  if (!plan.storage_data.empty()) {
+    DCPKV_ASSIGN_OR_RETURN(const Metadata* md, BaseMetadata(plan.storage_data));
+    for (const WriteItem& item : plan.items) {
+      auto entry = md->entries.find(item.fqn);
+      if (entry == md->entries.end() || entry->second.dtype != item.dtype) continue;
+      for (const SavedShard& shard : entry->second.shards) {
+        if (shard.offsets != item.offsets || shard.sizes != item.sizes ||
+            shard.chunk_list.empty()) {
+          continue;
+        }
+        std::vector<SavedChunk>& chunks = base[{item.fqn, item.offsets}];
+        chunks = shard.chunk_list;
+        for (SavedChunk& c : chunks) {
+          if (c.source.empty()) c.source = md->checkpoint_id;
+        }
+        break;
+      }
+    }
+  }
+  ChunkBatchWriter writer(store_.get());
+  std::vector<WriteResult> results;
+  results.reserve(plan.items.size());
+  for (const WriteItem& item : plan.items) {
+    DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, planner.ResolveData(item));
+    const size_t chunks_before = writer.written().size();
+    auto b = base.find({item.fqn, item.offsets});
+    DCPKV_RETURN_IF_ERROR(writer.AddShard(
+        checkpoint_id_, item.fqn, ShardGeometry{item.dtype, item.offsets, item.sizes}, bytes.data,
+        bytes.size, b == base.end() ? nullptr : &b->second));
+    WriteResult result{item.fqn, item.offsets, rank_, bytes.size,
+                       static_cast<uint32_t>(writer.written().size() - chunks_before)};
+    for (size_t k = chunks_before; k < writer.written().size(); ++k) {
+      const WrittenChunk& w = writer.written()[k];
+      result.chunk_list.push_back(SavedChunk{w.payload_len, w.payload_hash.lo, w.payload_hash.hi,
+                                             w.stored ? std::string() : w.source,
+                                             w.stored ? rank_ : w.source_rank});
+    }
+    results.push_back(std::move(result));
+  }
+  DCPKV_RETURN_IF_ERROR(writer.Finish());
+  DCPKV_RETURN_IF_ERROR(store_->Flush());
+  MaybeCrashAt("save.after_flush");
+  return results;
+}
+
+Status KvStorageWriter::Finish(const Metadata& metadata,
+                               const std::vector<std::vector<WriteResult>>& results) {
+  if (store_ == nullptr) return FailedPreconditionError("Finish before set-up");
+  if (metadata.checkpoint_id != checkpoint_id_) {
+    return InvalidArgumentError("Finish: metadata is for checkpoint \"" + metadata.checkpoint_id +
+                                "\" but the writer is saving \"" + checkpoint_id_ + "\"");
+  }
+  ManifestRecord record{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)};
+  MaybeCrashAt("save.before_manifest");
+  if (Status s = store_->PutManifest(record); !s.ok()) {
+    write_failed_ = true;
+    return s;
+  }
+  MaybeCrashAt("save.after_manifest");
+  committed_record_ = EncodeManifestRecord(record);
+  retired_.clear();
+  // Retention right after the commit, before any rank hears of it: every rank's AfterCommit
+  // then sees the trashed checkpoints and reclaims its own share of their data.
+  if (save_options_.keep_last > 0 && !metadata.per_rank_commit) {
+    StatusOr<std::vector<std::string>> trashed =
+        ApplyRetention(store_.get(), options_.root, save_options_.keep_last);
+    if (!trashed.ok()) {
+      retention_status_ = trashed.status().WithContext("retention");
+      write_failed_ = true;
+    }
+    if (trashed.ok()) retired_ = std::move(trashed).value();
+    if (!retired_.empty()) MaybeCrashAt("save.after_retention");
+  }
+  return Status::Ok();
+}
+
+std::string ReplicationStateKey(std::string_view checkpoint_id) {
+  return "dcpkv.replication." + std::string(checkpoint_id);
+}
+
+KvStorageWriter::~KvStorageWriter() {
+  if (listening_to_ != nullptr) listening_to_->SetStateListener(nullptr);
+}
+
+Status KvStorageWriter::AfterFinish(const Metadata& metadata) {
+  ManifestReplication* replication = save_options_.replication.get();
+  // A save without collectives commits one part per rank under the same id: not replicated.
+  if (replication == nullptr || store_ == nullptr || metadata.per_rank_commit) {
+    return Status::Ok();
+  }
+  if (listening_to_ != replication) {
+    if (listening_to_ != nullptr) listening_to_->SetStateListener(nullptr);
+    // The replication state of each checkpoint, as the replicator reports it, is recorded in
+    // this database for `dcpkv ls` (best effort: a failed write only loses the display).
+    ChunkStore* store = store_.get();
+    replication->SetStateListener([store](const std::string& id, const std::string& state) {
+      store->PutStoreValue(ReplicationStateKey(id), state).IgnoreError();
+    });
+    listening_to_ = replication;
+  }
+  Status committed = replication->OnCommit(checkpoint_id_, committed_record_);
+  if (!retired_.empty()) {
+    Status deleted = replication->OnDelete(retired_);
+    ReportDiagnostic(save_options_.diagnostics, DiagnosticSeverity::kWarning,
+                     "save of checkpoint \"" + checkpoint_id_ +
+                         "\" (committed): deleting retired checkpoints' manifests on replicas",
+                     deleted);
+  }
+  return committed;
+}
+
+Status KvStorageWriter::AfterCommit(const Metadata& metadata) {
+  last_committed_ = metadata;  // the likely base of the next save
+  base_.reset();
+  Status retention = std::exchange(retention_status_, Status::Ok());
+  if (save_options_.keep_last <= 0 || metadata.per_rank_commit) return retention;
+  DCPKV_RETURN_IF_ERROR(retention);
+  Status collected = CollectRankGarbage(store_.get(), rank_, options_.root);
+  if (!collected.ok()) write_failed_ = true;
+  return collected;
+}
+
+}  // namespace dcpkv
