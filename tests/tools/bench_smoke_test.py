@@ -70,6 +70,31 @@ def main():
     for name in names:
         if not any(b == name or b.startswith(name + "_") for b in seen):
             fail(f"benchmark {name!r} reported nothing; got {sorted(seen)}")
+    # Ranks as processes: the same benchmarks, one process per rank (and one more for
+    # load_reshard), the working directory removed by the launcher, figures from rank 0 only.
+    with tempfile.TemporaryDirectory(prefix="dcpkv-bench-smoke-") as parent:
+        run = subprocess.run([bench, f"--dir={parent}", "--processes",
+                              "--benchmarks=save,load,load_reshard,incremental,async_block"] + ARGS,
+                             capture_output=True, text=True, timeout=240)
+        if run.returncode != 0:
+            fail(f"dcpkv_bench --processes exited {run.returncode}:\n{run.stderr}")
+        if os.listdir(parent):
+            fail(f"--processes left its working directory behind: {os.listdir(parent)}")
+    records = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    for line in run.stdout.splitlines():
+        if line.strip():
+            check_record(line)
+    got = [r["benchmark"] for r in records]
+    if got != ["save", "load", "load_reshard", "incremental", "async_block"]:
+        fail(f"--processes: expected one record per benchmark from rank 0, got {got}")
+    for r in records:
+        if r["processes"] is not True or not r["p25"] <= r["seconds"] <= r["p75"]:
+            fail(f"--processes: bad processes/p25/p75 fields: {r}")
+    save = records[0]
+    if save["baseline"] not in ("raw_write", "raw_write_parallel") or \
+            min(save["raw_write_seconds"], save["raw_write_parallel_seconds"]) != \
+            save["baseline_seconds"]:
+        fail(f"save's baseline must be the faster raw write: {save}")
     bad = subprocess.run([bench, "--benchmarks=no_such_benchmark"], capture_output=True)
     if bad.returncode != 2:
         fail(f"an unknown benchmark should exit 2, got {bad.returncode}")

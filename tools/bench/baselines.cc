@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace dcpkv::bench {
 namespace {
@@ -53,6 +55,32 @@ Status RawWrite(const std::string& path, const RankState& state) {
   if (s.ok() && fdatasync(fd) != 0) s = Errno("fdatasync", path);
   if (close(fd) != 0 && s.ok()) s = Errno("close", path);
   return s;
+}
+
+Status RawWriteParallel(const std::string& path_prefix, const RankState& state, int writers) {
+  std::vector<Status> status(writers);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      const std::string path = path_prefix + "." + std::to_string(w);
+      const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) {
+        status[w] = Errno("open", path);
+        return;
+      }
+      Status s;
+      for (size_t i = w; i < state.shards.size() && s.ok(); i += writers) {
+        const Tensor& t = state.shards[i].tensor;
+        s = WriteAll(fd, path, static_cast<const char*>(t.data()), t.nbytes());
+      }
+      if (s.ok() && fdatasync(fd) != 0) s = Errno("fdatasync", path);
+      if (close(fd) != 0 && s.ok()) s = Errno("close", path);
+      status[w] = s;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const Status& s : status) DCPKV_RETURN_IF_ERROR(s);
+  return Status::Ok();
 }
 
 Status RawRead(const std::string& path, RankState& state) {

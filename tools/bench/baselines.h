@@ -14,6 +14,12 @@ namespace dcpkv::bench {
 // (created or truncated), then fdatasync and close.
 Status RawWrite(const std::string& path, const RankState& state);
 
+// raw_write_parallel: the same bytes written by `writers` threads, each its share of the shards
+// (round robin) into a file of its own, `path_prefix`.<i>, then fdatasync and close; done when the
+// last is. What a writer with that many threads (torch DCP's FileSystemWriter with thread_count)
+// can get from the disk.
+Status RawWriteParallel(const std::string& path_prefix, const RankState& state, int writers);
+
 // raw_read: `path` read back with plain read() into the state's shards, one after another.
 // Drop the file's page cache first (DropPageCache) for a cold read.
 Status RawRead(const std::string& path, RankState& state);

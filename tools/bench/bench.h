@@ -31,6 +31,15 @@ struct Config {
   int tensors = 16;
   // Ranks, as threads over gloo on 127.0.0.1 (a world of 1 uses no process group).
   int world = 1;
+  // Ranks as processes instead of threads: world + 1 processes of this binary, launched the
+  // torchrun way (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), each holding only its own state.
+  bool processes = false;
+  // Writer threads per rank of the raw_write_parallel baseline (each writes its part of the
+  // rank's bytes into a file of its own).
+  int raw_writers = 2;
+  // Set by the launcher for the ranks it starts: the run's working directory, made by the
+  // launcher, which removes it.
+  std::string workspace_dir;
   // Payload bytes per stored chunk.
   uint64_t chunk_size = uint64_t{4} << 20;
   // Where the run's working directory (a fresh dcpkv-bench-XXXXXX) is made. Empty: the temp
@@ -86,6 +95,9 @@ struct BenchmarkSpec {
   std::string name;
   std::string description;
   BenchmarkFn run;
+  // Runs on ranks (ranks.h). A benchmark that does not (plan) runs on process rank 0 only in a
+  // process world.
+  bool on_ranks = true;
 };
 
 // Every benchmark, in the default order (registry.cc).

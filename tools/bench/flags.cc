@@ -77,6 +77,12 @@ const std::map<std::string, Setter>& ValueFlags() {
          return Status::Ok();
        }},
       {"repetitions", Int(&Config::repetitions)},
+      {"raw-writers", Int(&Config::raw_writers)},
+      {"workspace-dir",
+       [](std::string_view v, Config* c) {
+         c->workspace_dir = std::string(v);
+         return Status::Ok();
+       }},
       {"sim-ranks", Int(&Config::sim_ranks)},
       {"plan-tensors", Int(&Config::plan_tensors)},
   };
@@ -85,8 +91,11 @@ const std::map<std::string, Setter>& ValueFlags() {
 
 // Flags without a value.
 const std::map<std::string, bool Config::*>& BoolFlags() {
-  static const auto* const kFlags = new std::map<std::string, bool Config::*>{
-      {"json", &Config::json}, {"keep", &Config::keep}, {"help", &Config::help}};
+  static const auto* const kFlags =
+      new std::map<std::string, bool Config::*>{{"json", &Config::json},
+                                                {"keep", &Config::keep},
+                                                {"help", &Config::help},
+                                                {"processes", &Config::processes}};
   return *kFlags;
 }
 
@@ -134,9 +143,14 @@ StatusOr<Config> ParseFlags(int argc, const char* const* argv) {
 std::string Usage(std::string_view argv0) {
   std::string text = "usage: " + std::string(argv0) +
                      " [--benchmarks=a,b] [--size=256MiB] [--tensors=16] [--world=1]\n"
+                     "         [--processes] [--raw-writers=2]\n"
                      "         [--chunk-size=4MiB] [--dir=DIR] [--keep] [--repetitions=3]\n"
                      "         [--sim-ranks=4096] [--plan-tensors=1000] [--json]\n\n"
-                     "Figures are medians; baselines run interleaved with the measured runs;\n"
+                     "--world ranks are threads of this process over gloo; with --processes,\n"
+                     "world + 1 processes launched the torchrun way (load_reshard needs the\n"
+                     "extra one; other steps leave it waiting).\n\n"
+                     "Figures are medians (p25 and p75 in --json); baselines run interleaved\n"
+                     "with the measured runs;\n"
                      "ratio = baseline_seconds / seconds (>= 1: as fast as the baseline);\n"
                      "gbps = 1e9 bytes per second.\n\nbenchmarks (default: all, in this order):\n";
   for (const BenchmarkSpec& spec : Registry()) {

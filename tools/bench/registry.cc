@@ -6,12 +6,14 @@ namespace dcpkv::bench {
 
 const std::vector<BenchmarkSpec>& Registry() {
   static const auto* const kRegistry = new std::vector<BenchmarkSpec>{
-      {"save", "sync Save on --world ranks vs raw_write (write + fdatasync)", RunSave},
+      {"save", "sync Save vs the faster of raw_write and raw_write_parallel (+ fdatasync)",
+       RunSave},
       {"load", "cold Load vs raw_read (cold read of the raw files)", RunLoad},
       {"load_reshard", "cold Load on world+1 ranks vs cold Load on world", RunLoadReshard},
       {"incremental", "incremental Save with 10% of chunks changed vs a full Save of the state",
        RunIncremental},
-      {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan},
+      {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan,
+       /*on_ranks=*/false},
       {"memcpy", "memcpy of the state (the async baselines' reference)", RunMemcpy},
       {"async_block", "time AsyncSave blocks the caller vs memcpy",
        [](BenchContext& ctx) { return RunAsyncBlock(ctx, /*lazy=*/false); }},

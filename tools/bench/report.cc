@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "stats.h"
+
 namespace dcpkv::bench {
 namespace {
 
@@ -83,6 +85,11 @@ std::string Reporter::Json(const Result& r, uint64_t peak, PeakScope scope) cons
       .AddInt("tensors", config_.tensors)
       .AddInt("chunk_size", static_cast<int64_t>(config_.chunk_size))
       .AddInt("repetitions", config_.repetitions)
+      .AddNumber("p25", Quantile(r.runs, 0.25))
+      .AddNumber("p75", Quantile(r.runs, 0.75))
+      .AddNumber("baseline_p25", Quantile(r.baseline_runs, 0.25))
+      .AddNumber("baseline_p75", Quantile(r.baseline_runs, 0.75))
+      .AddBool("processes", config_.processes)
       .AddNumbers("runs", r.runs)
       .AddNumbers("baseline_runs", r.baseline_runs)
       .AddString("note", r.note);

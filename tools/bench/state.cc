@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ranks.h"
+
 namespace dcpkv::bench {
 namespace {
 
@@ -50,7 +52,10 @@ RankState MakeRankState(const StateShape& shape, int rank, int world) {
 
 std::vector<RankState> MakeWorldStates(const StateShape& shape, int world) {
   std::vector<RankState> states;
-  for (int r = 0; r < world; ++r) states.push_back(MakeRankState(shape, r, world));
+  // Ranks another process runs (--processes) get an empty state.
+  for (int r = 0; r < world; ++r) {
+    states.push_back(IsLocalRank(r) ? MakeRankState(shape, r, world) : RankState());
+  }
   return states;
 }
 

@@ -34,7 +34,8 @@ struct RankState {
 };
 
 RankState MakeRankState(const StateShape& shape, int rank, int world);
-// Every rank's part, indexed by rank.
+// Every rank's part, indexed by rank; in a process world (ranks.h) only this process's rank
+// has one, the others are empty.
 std::vector<RankState> MakeWorldStates(const StateShape& shape, int world);
 
 // Writes the pattern of `seed` into every shard.

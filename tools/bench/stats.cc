@@ -27,6 +27,25 @@ StatusOr<PairedRuns> Interleave(int reps, const TimedRun& baseline, const TimedR
   return runs;
 }
 
+StatusOr<std::vector<std::vector<double>>> InterleaveAll(int reps,
+                                                         const std::vector<TimedRun>& runs) {
+  std::vector<std::vector<double>> out(runs.size());
+  for (int rep = 0; rep < reps; ++rep) {
+    for (size_t k = 0; k < runs.size(); ++k) {
+      DCPKV_ASSIGN_OR_RETURN(double seconds, runs[k](rep));
+      out[k].push_back(seconds);
+    }
+  }
+  return out;
+}
+
+double Quantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t index = static_cast<size_t>(q * double(values.size() - 1) + 0.5);
+  return values[std::min(index, values.size() - 1)];
+}
+
 uint64_t PeakRssBytes() {
   std::ifstream status("/proc/self/status");
   for (std::string line; std::getline(status, line);) {

@@ -34,6 +34,14 @@ struct PairedRuns {
 using TimedRun = std::function<StatusOr<double>(int rep)>;
 StatusOr<PairedRuns> Interleave(int reps, const TimedRun& baseline, const TimedRun& measured);
 
+// Seconds of several kinds of runs taken in turn, `reps` rounds of one run of each, in order:
+// runs[k][rep] is run k of round rep.
+StatusOr<std::vector<std::vector<double>>> InterleaveAll(int reps,
+                                                         const std::vector<TimedRun>& runs);
+
+// The q-quantile (0..1) of `values`, nearest rank; 0 for none.
+double Quantile(std::vector<double> values, double q);
+
 // Peak resident set size of this process in bytes: VmHWM from /proc/self/status, else
 // getrusage's ru_maxrss.
 uint64_t PeakRssBytes();

@@ -26,6 +26,14 @@ StatusOr<std::unique_ptr<Workspace>> Workspace::Create(const Config& config) {
   return ws;
 }
 
+StatusOr<std::unique_ptr<Workspace>> Workspace::Attach(const Config& config) {
+  std::error_code ec;
+  if (!fs::is_directory(config.workspace_dir, ec)) {
+    return NotFoundError("workspace " + config.workspace_dir + " is not a directory");
+  }
+  return std::unique_ptr<Workspace>(new Workspace(config.workspace_dir, /*keep=*/true));
+}
+
 Workspace::~Workspace() {
   std::error_code ec;
   if (!keep_) fs::remove_all(path_, ec);

@@ -16,6 +16,9 @@ class Workspace {
  public:
   // Creates a fresh directory under config.dir (made if missing) or the temp directory.
   static StatusOr<std::unique_ptr<Workspace>> Create(const Config& config);
+  // The directory config.workspace_dir, made by a launcher (a rank of --processes), which
+  // removes it: this object never does.
+  static StatusOr<std::unique_ptr<Workspace>> Attach(const Config& config);
   // Removes the directory and everything in it, unless config.keep.
   ~Workspace();
   Workspace(const Workspace&) = delete;
