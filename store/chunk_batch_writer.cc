@@ -1,6 +1,19 @@
-// ChunkBatchWriter: splits shards into chunks and writes them in large WriteBatches with the WAL
-// off. Durability comes from ChunkStore::Flush(), which the commit protocol waits on.
+// ChunkBatchWriter: splits shards into chunks and writes them, by one of two paths
+// (ChunkStoreOptions::write_path):
+// - kWriteBatch: large WriteBatches with the WAL off, made durable by ChunkStore::Flush(), which
+//   the commit protocol waits on;
+// - kIngestTableFiles: table files built with SstFileWriter under <dir>/ingest/ (the database's
+//   file system, so that ingestion links instead of copying), each ingested with
+//   IngestExternalFile(move_files) once it holds table_file_bytes, when the next key does not
+//   sort after the file's last one (a file's keys must ascend), and at Finish. The ingestion is
+//   the durability point: SstFileWriter::Finish syncs the file, the ingestion links it into the
+//   database, syncs the directory and the MANIFEST edit. A file that was never ingested (a failed
+//   write, a crash) is removed by the writer, or by the next read-write open.
+#include <rocksdb/sst_file_writer.h>
 #include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <filesystem>
 
 #include "chunk_store_internal.h"
 #include "dcpkv/core/names.h"
@@ -8,15 +21,61 @@
 #include "rocksdb_status.h"
 
 namespace dcpkv {
+namespace {
+
+// Table files being built, process-wide unique names: "<pid>-<n>.sst" under <dir>/ingest/.
+std::string NewIngestFileName(const std::string& dir) {
+  static std::atomic<uint64_t> next{0};
+  return IngestDirectory(dir) + "/" + std::to_string(::getpid()) + "-" +
+         std::to_string(next.fetch_add(1)) + ".sst";
+}
+
+}  // namespace
 
 struct ChunkBatchWriter::Impl {
   ChunkStore::Impl* store = nullptr;
   ChunkEncoder encoder;
-  rocksdb::WriteBatch batch;
-  uint64_t batch_payload = 0;
   uint64_t total_payload = 0;
   std::vector<WrittenChunk> written;
-  std::string key_buffer;
+
+  // kWriteBatch
+  rocksdb::WriteBatch batch;
+  uint64_t batch_payload = 0;
+
+  // kIngestTableFiles: the file being built, its payload bytes and last key.
+  std::unique_ptr<rocksdb::SstFileWriter> table;
+  std::string table_path;
+  uint64_t table_payload = 0;
+  std::string last_key;
+
+  ~Impl() { AbandonTable(); }
+
+  bool ingesting() const { return store->options.write_path == ChunkWritePath::kIngestTableFiles; }
+
+  Status Add(const std::string& key, std::string_view value, uint64_t payload) {
+    if (!ingesting()) {
+      DCPKV_RETURN_IF_ERROR(
+          FromRocksDB(batch.Put(store->chunks_cf, key, rocksdb::Slice(value.data(), value.size())),
+                      "adding a chunk to a batch for " + store->dir));
+      batch_payload += payload;
+      if (batch_payload >= store->options.write_batch_bytes) return WriteBatch();
+      return Status::Ok();
+    }
+    if (table != nullptr && key <= last_key) DCPKV_RETURN_IF_ERROR(IngestTable());
+    if (table == nullptr) DCPKV_RETURN_IF_ERROR(OpenTable());
+    Status added = FromRocksDB(table->Put(key, rocksdb::Slice(value.data(), value.size())),
+                               "writing table file " + table_path);
+    if (!added.ok()) {
+      AbandonTable();
+      return added;
+    }
+    last_key = key;
+    table_payload += payload;
+    if (table_payload >= store->options.table_file_bytes) return IngestTable();
+    return Status::Ok();
+  }
+
+  Status Flush() { return ingesting() ? IngestTable() : WriteBatch(); }
 
   Status WriteBatch() {
     if (batch.Count() == 0) return Status::Ok();
@@ -27,6 +86,53 @@ struct ChunkBatchWriter::Impl {
     batch_payload = 0;
     if (s.ok()) MaybeCrashAt("save.after_chunk_batch");
     return s;
+  }
+
+  Status OpenTable() {
+    std::error_code ec;
+    std::filesystem::create_directories(IngestDirectory(store->dir), ec);
+    if (ec) {
+      return IOError("cannot create " + IngestDirectory(store->dir) + ": " + ec.message());
+    }
+    const rocksdb::Options options(store->db->GetDBOptions(),
+                                   store->db->GetOptions(store->chunks_cf));
+    table = std::make_unique<rocksdb::SstFileWriter>(rocksdb::EnvOptions(options), options,
+                                                     store->chunks_cf);
+    table_path = NewIngestFileName(store->dir);
+    table_payload = 0;
+    Status opened = FromRocksDB(table->Open(table_path), "creating table file " + table_path);
+    if (!opened.ok()) AbandonTable();
+    return opened;
+  }
+
+  Status IngestTable() {
+    if (table == nullptr) return Status::Ok();
+    Status s = FromRocksDB(table->Finish(), "finishing table file " + table_path);
+    if (s.ok()) MaybeCrashAt("save.after_table_file");
+    if (s.ok()) {
+      rocksdb::IngestExternalFileOptions o;
+      o.move_files = true;           // a hard link into the database: no copy
+      o.write_global_seqno = false;  // the sequence number goes to the MANIFEST, the file
+                                     // stays as synced
+      o.verify_checksums_before_ingest = false;  // just written; every read checks blocks
+      s = FromRocksDB(store->db->IngestExternalFile(store->chunks_cf, {table_path}, o),
+                      "ingesting table file " + table_path + " into " + store->dir);
+    }
+    if (s.ok()) MaybeCrashAt("save.after_ingest");
+    AbandonTable();  // the ingested file was moved; what is left is removed
+    return s;
+  }
+
+  // Drops the file being built, if any (after an ingestion: the link left behind).
+  void AbandonTable() {
+    table.reset();
+    if (!table_path.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(table_path, ec);
+      table_path.clear();
+    }
+    table_payload = 0;
+    last_key.clear();
   }
 };
 
@@ -92,23 +198,17 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
     if (!encoded_key.ok()) return encoded_key.status();
     Hash128 hash;
     std::string_view value = impl_->encoder.Encode(geometry, offset, bytes + offset, n, &hash);
-    DCPKV_RETURN_IF_ERROR(FromRocksDB(impl_->batch.Put(impl_->store->chunks_cf, *encoded_key,
-                                                       rocksdb::Slice(value.data(), value.size())),
-                                      "adding chunk " + DescribeChunkKey(key)));
+    DCPKV_RETURN_IF_ERROR(impl_->Add(*encoded_key, value, n));
     impl_->written.push_back(WrittenChunk{key, n, hash});
-    impl_->batch_payload += n;
     impl_->total_payload += n;
     offset += n;
-    if (impl_->batch_payload >= options.write_batch_bytes) {
-      DCPKV_RETURN_IF_ERROR(impl_->WriteBatch());
-    }
   } while (offset < size);
   return Status::Ok();
 }
 
 Status ChunkBatchWriter::Finish() {
   DCPKV_RETURN_IF_ERROR(impl_->store->CheckWritable("writing chunks"));
-  return impl_->WriteBatch();
+  return impl_->Flush();
 }
 
 }  // namespace dcpkv

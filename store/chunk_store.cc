@@ -32,6 +32,7 @@ Status CheckStoreOptions(const ChunkStoreOptions& o) {
                                 " is outside the allowed range [1 KiB, 1 GiB]");
   }
   if (o.write_batch_bytes == 0) return InvalidArgumentError("write_batch_bytes must be positive");
+  if (o.table_file_bytes == 0) return InvalidArgumentError("table_file_bytes must be positive");
   return Status::Ok();
 }
 
@@ -212,6 +213,12 @@ Status ChunkStore::Impl::OpenDB() {
   default_cf = handles[0];
   chunks_cf = handles[1];
   manifests_cf = handles[2];
+  if (options.mode == OpenMode::kReadWrite) {
+    // Table files a batch writer built and never ingested (a failed save, a crash): this open
+    // holds the database's lock, so no writer is building one now.
+    std::error_code ec;
+    std::filesystem::remove_all(IngestDirectory(dir), ec);
+  }
   return Status::Ok();
 }
 

@@ -49,8 +49,15 @@ struct ChunkStore::Impl {
   // iterator over [lower, upper) may read (all of level 0), once per file: bulk reads can then skip
   // RocksDB's checksums (whose CRC32c would cover the blob values, which every chunk's XXH3 covers
   // already) without ever parsing an unchecked table block.
-  Status VerifyChunkTables(std::string_view lower, std::string_view upper);
+  // Returns whether it did: false, having verified nothing, if one of those files holds chunk
+  // values inline (no blob references: an ingested table file), whose reads must then check
+  // RocksDB's block checksums (XXH3) as they go.
+  StatusOr<bool> VerifyChunkTables(std::string_view lower, std::string_view upper);
 };
+
+// Where batch writers build table files before ingesting them (kIngestTableFiles): <dir>/ingest.
+// Anything left there belongs to no ingested file; a read-write open removes it.
+inline std::string IngestDirectory(const std::string& dir) { return dir + "/ingest"; }
 
 // Holds a value so that DecodeChunk can read it in place: `bytes` points at the original value
 // when it is 8-byte aligned, else at an aligned copy held in `scratch`.

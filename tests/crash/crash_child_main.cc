@@ -5,6 +5,7 @@
 //   dcpkv_crash_child --root DIR --log FILE --first STEP --count N --seed S
 //                     [--keep-last K] [--full-every F] [--timeout-ms T]
 //                     [--crash-at POINT[:N] --crash-rank R] [--tear-commit N]
+//                     [--write-path batch|ingest]
 //
 // With WORLD_SIZE > 1 in the environment the ranks meet over gloo the torchrun way (RANK,
 // WORLD_SIZE, MASTER_ADDR, MASTER_PORT), collectives waiting at most T ms (default 3000).
@@ -47,7 +48,7 @@ int Usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s --root DIR --log FILE --first STEP --count N --seed S [--keep-last K] "
                "[--full-every F] [--timeout-ms T] [--crash-at POINT[:N] --crash-rank R] "
-               "[--tear-commit N]\n",
+               "[--tear-commit N] [--write-path batch|ingest]\n",
                argv0);
   return 2;
 }
@@ -82,7 +83,8 @@ int main(int argc, char** argv) {
   using namespace dcpkv;  // NOLINT
   std::map<std::string, std::string> flags = {{"--keep-last", "0"},     {"--full-every", "3"},
                                               {"--timeout-ms", "3000"}, {"--crash-rank", "0"},
-                                              {"--tear-commit", "0"},   {"--crash-at", ""}};
+                                              {"--tear-commit", "0"},   {"--crash-at", ""},
+                                              {"--write-path", "batch"}};
   for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc || std::string(argv[i]).rfind("--", 0) != 0) return Usage(argv[0]);
     flags[argv[i]] = argv[i + 1];
@@ -123,6 +125,11 @@ int main(int argc, char** argv) {
   storage.root = root;
   storage.store_options.chunk_size = 64 << 10;
   storage.store_options.write_batch_bytes = 96 << 10;  // a few batches per save
+  // Ingested table files: a few files per save.
+  storage.store_options.write_path = flags["--write-path"] == "ingest"
+                                         ? ChunkWritePath::kIngestTableFiles
+                                         : ChunkWritePath::kWriteBatch;
+  storage.store_options.table_file_bytes = 160 << 10;
   if (rank == 0 && tear_at > 0) {
     storage.store_options.env = env.get();
     tear_fs = fs.get();

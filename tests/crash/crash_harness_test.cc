@@ -87,8 +87,9 @@ struct KillPlan {
 };
 
 // In CI order; an offline gc comes after a random kill, whose garbage it then has to collect.
-std::vector<KillPlan> KillPlans() {
-  return {
+// With ingested table files, their two points too.
+std::vector<KillPlan> KillPlans(bool ingest) {
+  std::vector<KillPlan> plans = {
       {"random", "", 1, true},
       {"save.after_chunk_batch", "save.after_chunk_batch", 20, true},
       {"random", "", 1, true},
@@ -108,6 +109,11 @@ std::vector<KillPlan> KillPlans() {
       {"after_compact_first", "after_compact_first", 2, true},
       {"random", "", 1, true},
   };
+  if (ingest) {
+    plans.insert(plans.begin() + 2, {"save.after_table_file", "save.after_table_file", 6, true});
+    plans.insert(plans.begin() + 6, {"save.after_ingest", "save.after_ingest", 6, true});
+  }
+  return plans;
 }
 
 struct HarnessOptions {
@@ -116,6 +122,7 @@ struct HarnessOptions {
   uint64_t seed = 1;
   int rounds = 20;
   std::chrono::milliseconds timeout{3000};  // the job's collectives
+  bool ingest = false;                      // chunks written as ingested table files
 };
 
 class CrashHarness {
@@ -124,7 +131,7 @@ class CrashHarness {
       : options_(options), rng_(options.seed), root_(tmp_.Sub("store")), log_(tmp_.Sub("log")) {}
 
   void Run() {
-    const std::vector<KillPlan> plans = KillPlans();
+    const std::vector<KillPlan> plans = KillPlans(options_.ingest);
     std::vector<const KillPlan*> sequence;
     for (int round = 0; round < options_.rounds; ++round) {
       sequence.push_back(LongMode() ? &plans[rng_() % plans.size()] : &plans[round % plans.size()]);
@@ -188,7 +195,8 @@ class CrashHarness {
                                      "--count",      std::to_string(random ? 60 : 8),
                                      "--seed",       std::to_string(options_.seed),
                                      "--keep-last",  std::to_string(options_.keep_last),
-                                     "--timeout-ms", std::to_string(options_.timeout.count())};
+                                     "--timeout-ms", std::to_string(options_.timeout.count()),
+                                     "--write-path", options_.ingest ? "ingest" : "batch"};
     if (!plan.point.empty()) {
       const int hit = 1 + static_cast<int>(rng_() % plan.max_hit);
       args.insert(args.end(), {"--crash-at", plan.point + ":" + std::to_string(hit), "--crash-rank",
@@ -333,6 +341,14 @@ class CrashHarness {
     ASSERT_TRUE(report.ok()) << report.status();
     EXPECT_EQ(ListCommitted(), committed) << "gc changed what is committed";
     ExpectOnlyCommittedData(committed);
+    // gc opened every rank database read-write: table files a killed writer never ingested
+    // are gone.
+    for (int rank = 0; rank < options_.world; ++rank) {
+      std::error_code ec;
+      const std::string ingest = RankDirectory(root_, rank) + "/ingest";
+      EXPECT_TRUE(!std::filesystem::exists(ingest, ec) || std::filesystem::is_empty(ingest, ec))
+          << ingest << " still holds files after gc";
+    }
     if (!committed.empty()) ExpectLoads(*committed.rbegin());
   }
 
@@ -422,9 +438,10 @@ void RunHarness(HarnessOptions options, int min_kills) {
   harness.Run();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("world %d, seed %llu: %d kills in %d rounds, %.1f s\nkills by point:\n%s",
-              options.world, static_cast<unsigned long long>(options.seed), harness.total_kills(),
-              options.rounds, seconds, Describe(harness.kills()).c_str());
+  std::printf("world %d%s, seed %llu: %d kills in %d rounds, %.1f s\nkills by point:\n%s",
+              options.world, options.ingest ? " (ingested table files)" : "",
+              static_cast<unsigned long long>(options.seed), harness.total_kills(), options.rounds,
+              seconds, Describe(harness.kills()).c_str());
   if (!harness.missed().empty()) {
     std::printf("armed but not reached (the job finished first):\n%s",
                 Describe(harness.missed()).c_str());
@@ -459,6 +476,19 @@ TEST(CrashHarnessTest, WorldOfTwoProcessesKilledAtRandomAndAtEveryCrashPoint) {
   o.seed = 22;
   o.rounds = LongMode() ? 350 : 36;
   RunHarness(o, LongMode() ? 300 : 27);
+}
+
+TEST(CrashHarnessTest, IngestedTableFilesKilledAtRandomAndAtEveryCrashPoint) {
+  for (const int world : {1, 2}) {
+    HarnessOptions o;
+    o.world = world;
+    o.keep_last = 3;
+    o.seed = 33 + world;
+    o.ingest = true;
+    o.rounds = LongMode() ? 300 : 20;
+    RunHarness(o, LongMode() ? 250 : 15);
+    if (::testing::Test::HasFailure()) return;
+  }
 }
 
 // A rank process killed in the middle of a save of two processes: the survivor's save fails

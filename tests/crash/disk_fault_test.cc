@@ -7,6 +7,7 @@
 
 #include <rocksdb/env.h>
 
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -38,11 +39,14 @@ constexpr uint64_t kSeed = 5;
 // One rank's storage writer on a fault-injecting file system. The writer is kept across saves,
 // as a training job keeps it.
 struct FaultyRank {
-  explicit FaultyRank(const std::string& root) {
+  explicit FaultyRank(const std::string& root,
+                      ChunkWritePath write_path = ChunkWritePath::kWriteBatch) {
     KvStorageOptions o;
     o.root = root;
     o.store_options.chunk_size = 64 << 10;
     o.store_options.write_batch_bytes = 128 << 10;
+    o.store_options.write_path = write_path;
+    o.store_options.table_file_bytes = 256 << 10;
     o.store_options.env = env.get();
     writer = std::make_shared<KvStorageWriter>(o);
   }
@@ -301,6 +305,36 @@ TEST(PostCommitDiagnosticsTest, AFailedRetentionReachesTheSink) {
   EXPECT_EQ(diagnostics.entries().size(), 1u);
   r.writer.reset();
   EXPECT_EQ(Committed(tmp.path()), (std::set<std::string>{testing::ModelCheckpointId(3)}));
+}
+
+// The ingest write path: a table file that cannot be written fails the save, leaves no
+// temporary behind, and the same writer saves again once the disk works.
+TEST(IngestWritePathFaultTest, AFailedTableFileFailsTheSaveAndTheWriterRecovers) {
+  for (const FaultKind kind : {FaultKind::kIOError, FaultKind::kNoSpace}) {
+    SCOPED_TRACE(kind == FaultKind::kIOError ? "EIO" : "ENOSPC");
+    testing::TempDir tmp;
+    FaultyRank r(tmp.path(), ChunkWritePath::kIngestTableFiles);
+    ASSERT_TRUE(SaveStep(r, tmp.path(), 1).ok());
+    r.fs->Arm(Spec(kind, {".sst"}, kNever, 2));
+    StatusOr<Metadata> failed = SaveStep(r, tmp.path(), 2);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_GT(r.fs->faults(), 0u);
+    EXPECT_EQ(failed.status().code(),
+              kind == FaultKind::kIOError ? StatusCode::kIOError : StatusCode::kResourceExhausted)
+        << failed.status();
+    EXPECT_THAT(failed.status().message(), HasSubstr(RankDirectory(tmp.path(), 0)));
+    EXPECT_THAT(failed.status().message(), HasSubstr("ck-000002"));
+    std::error_code ec;
+    const std::string ingest = RankDirectory(tmp.path(), 0) + "/ingest";
+    EXPECT_TRUE(!std::filesystem::exists(ingest, ec) || std::filesystem::is_empty(ingest, ec))
+        << "a table file that was never ingested is removed";
+    EXPECT_TRUE(testing::LoadAndCompareModel(tmp.path(), "ck-000001", 1, kSeed).ok());
+    r.fs->Disarm();
+    StatusOr<Metadata> again = SaveStep(r, tmp.path(), 3);
+    ASSERT_TRUE(again.ok()) << again.status();
+    r.writer.reset();
+    ExpectRecovered(tmp.path(), 1);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, DiskFaultTest, ::testing::ValuesIn(kCases),

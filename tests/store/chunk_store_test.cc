@@ -3,7 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/temp_dir.h"
@@ -15,7 +18,11 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
+// The write path of the test being run (ChunkStoreTest runs every test on both).
+ChunkWritePath current_write_path = ChunkWritePath::kWriteBatch;
+
 std::unique_ptr<ChunkStore> OpenStore(const std::string& dir, ChunkStoreOptions options = {}) {
+  if (options.mode == OpenMode::kReadWrite) options.write_path = current_write_path;
   std::unique_ptr<ChunkStore> store;
   Status s = ChunkStore::Open(dir, options, &store);
   EXPECT_TRUE(s.ok()) << s;
@@ -30,13 +37,16 @@ std::vector<uint8_t> ReadAll(ChunkStore* store, const std::string& ckpt, const s
   return out;
 }
 
-class ChunkStoreTest : public ::testing::Test {
+class ChunkStoreTest : public ::testing::TestWithParam<ChunkWritePath> {
  protected:
+  void SetUp() override { current_write_path = GetParam(); }
+  void TearDown() override { current_write_path = ChunkWritePath::kWriteBatch; }
+
   testing::TempDir tmp_;
   std::string dir_ = RankDirectory(tmp_.path(), 0);
 };
 
-TEST_F(ChunkStoreTest, RoundTripEveryDType) {
+TEST_P(ChunkStoreTest, RoundTripEveryDType) {
   ChunkStoreOptions options;
   options.chunk_size = 1024;  // several chunks per tensor
   auto store = OpenStore(dir_, options);
@@ -63,7 +73,7 @@ TEST_F(ChunkStoreTest, RoundTripEveryDType) {
   }
 }
 
-TEST_F(ChunkStoreTest, LargeShardIsSplitAndReassembledBitExactly) {
+TEST_P(ChunkStoreTest, LargeShardIsSplitAndReassembledBitExactly) {
   // 256 MiB float32 shard [16384, 4096] at global offset [16384, 0], 4 MiB chunks.
   ShardGeometry g{DType::kFloat32, {16384, 0}, {16384, 4096}};
   const size_t bytes = *g.ByteSize();
@@ -98,7 +108,7 @@ TEST_F(ChunkStoreTest, LargeShardIsSplitAndReassembledBitExactly) {
   EXPECT_EQ(n, 64u);
 }
 
-TEST_F(ChunkStoreTest, ReopenAfterCloseKeepsEverything) {
+TEST_P(ChunkStoreTest, ReopenAfterCloseKeepsEverything) {
   std::vector<uint8_t> a = testing::RandomBytes(100000, 1);
   ShardGeometry g{DType::kUInt8, {0}, {a.size()}};
   {
@@ -121,7 +131,7 @@ TEST_F(ChunkStoreTest, ReopenAfterCloseKeepsEverything) {
   }
 }
 
-TEST_F(ChunkStoreTest, ListsAndDeletesCheckpointsWithoutTouchingNeighbours) {
+TEST_P(ChunkStoreTest, ListsAndDeletesCheckpointsWithoutTouchingNeighbours) {
   auto store = OpenStore(dir_);
   std::vector<uint8_t> d = testing::RandomBytes(5000, 2);
   ShardGeometry g{DType::kInt8, {0}, {d.size()}};
@@ -147,7 +157,7 @@ TEST_F(ChunkStoreTest, ListsAndDeletesCheckpointsWithoutTouchingNeighbours) {
   EXPECT_THAT(*store->ListManifestIds(), ElementsAre("b"));
 }
 
-TEST_F(ChunkStoreTest, IteratesShardsInKeyOrder) {
+TEST_P(ChunkStoreTest, IteratesShardsInKeyOrder) {
   auto store = OpenStore(dir_, {.chunk_size = 1024});
   std::vector<uint8_t> d = testing::RandomBytes(4096, 3);
   // Two shards of one tensor (column split), plus tensors whose names share prefixes.
@@ -168,14 +178,14 @@ TEST_F(ChunkStoreTest, IteratesShardsInKeyOrder) {
                                 "w@512+1024", "w@512+2048", "w@512+3072", "w2@0+0"));
 }
 
-TEST_F(ChunkStoreTest, EmptyShardIsStoredAndRead) {
+TEST_P(ChunkStoreTest, EmptyShardIsStoredAndRead) {
   auto store = OpenStore(dir_);
   ShardGeometry g{DType::kFloat16, {0, 0}, {0, 16}};
   ASSERT_TRUE(store->PutShard("c", "empty", g, nullptr, 0).ok());
   EXPECT_TRUE(store->ReadShard("c", "empty", g, nullptr, 0).ok());
 }
 
-TEST_F(ChunkStoreTest, RejectsBadInputWithoutWriting) {
+TEST_P(ChunkStoreTest, RejectsBadInputWithoutWriting) {
   auto store = OpenStore(dir_);
   std::vector<uint8_t> d(64);
   ShardGeometry g{DType::kFloat32, {0}, {16}};
@@ -196,7 +206,7 @@ TEST_F(ChunkStoreTest, RejectsBadInputWithoutWriting) {
   EXPECT_TRUE(store->ListChunkCheckpointIds()->empty());
 }
 
-TEST_F(ChunkStoreTest, OptionsAreChecked) {
+TEST_P(ChunkStoreTest, OptionsAreChecked) {
   std::unique_ptr<ChunkStore> store;
   EXPECT_EQ(ChunkStore::Open(dir_, {.chunk_size = 10}, &store).code(),
             StatusCode::kInvalidArgument);
@@ -208,7 +218,7 @@ TEST_F(ChunkStoreTest, OptionsAreChecked) {
             StatusCode::kNotFound);
 }
 
-TEST_F(ChunkStoreTest, ReadOnlyStoreRefusesWrites) {
+TEST_P(ChunkStoreTest, ReadOnlyStoreRefusesWrites) {
   { OpenStore(dir_)->PutShard("c", "w", {DType::kUInt8, {0}, {1}}, "x", 1).IgnoreError(); }
   auto store = OpenStore(dir_, {.mode = OpenMode::kReadOnly});
   Status s = store->PutShard("c", "w", {DType::kUInt8, {0}, {1}}, "y", 1);
@@ -220,7 +230,7 @@ TEST_F(ChunkStoreTest, ReadOnlyStoreRefusesWrites) {
   EXPECT_EQ(store->TryCatchUpWithPrimary().code(), StatusCode::kFailedPrecondition);
 }
 
-TEST_F(ChunkStoreTest, StoreLayoutListsRanks) {
+TEST_P(ChunkStoreTest, StoreLayoutListsRanks) {
   EXPECT_EQ(RankDirectory("/r", 3), "/r/rank-00003");
   EXPECT_EQ(RankDirectory("/r", 123456), "/r/rank-123456");
   for (int r : {2, 0, 11}) OpenStore(RankDirectory(tmp_.path(), r));
@@ -228,6 +238,142 @@ TEST_F(ChunkStoreTest, StoreLayoutListsRanks) {
   std::filesystem::create_directories(tmp_.Sub("other"));
   EXPECT_THAT(*ListRankDirectories(tmp_.path()), ElementsAre(0, 2, 11));
   EXPECT_EQ(ListRankDirectories(tmp_.Sub("missing")).status().code(), StatusCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(WritePaths, ChunkStoreTest,
+                         ::testing::Values(ChunkWritePath::kWriteBatch,
+                                           ChunkWritePath::kIngestTableFiles),
+                         [](const ::testing::TestParamInfo<ChunkWritePath>& info) {
+                           return info.param == ChunkWritePath::kWriteBatch ? "WriteBatch"
+                                                                            : "IngestTableFiles";
+                         });
+
+// The table files of the chunks directory, by name.
+std::vector<std::string> TableFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".sst") out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool IngestDirectoryIsEmpty(const std::string& dir) {
+  std::error_code ec;
+  return !std::filesystem::exists(dir + "/ingest", ec) ||
+         std::filesystem::is_empty(dir + "/ingest", ec);
+}
+
+class IngestTableFilesTest : public ::testing::Test {
+ protected:
+  ChunkStoreOptions Options() const {
+    ChunkStoreOptions o;
+    o.write_path = ChunkWritePath::kIngestTableFiles;
+    o.chunk_size = 16 << 10;
+    o.table_file_bytes = 64 << 10;  // four chunks a file
+    return o;
+  }
+  testing::TempDir tmp_;
+  std::string dir_ = RankDirectory(tmp_.path(), 0);
+};
+
+TEST_F(IngestTableFilesTest, ShardsInAnyOrderBecomeBoundedTablesWithNothingLeftBehind) {
+  std::unique_ptr<ChunkStore> store;
+  ASSERT_TRUE(ChunkStore::Open(dir_, Options(), &store).ok());
+  const size_t before = TableFiles(dir_).size();
+  // Keys must ascend within a table file: "w.b" then "w.a" needs a second file, and each shard
+  // of 10 chunks fills files of four.
+  ShardGeometry g{DType::kFloat32, {0}, {40 * 1024}};  // 160 KiB: 10 chunks
+  std::vector<uint8_t> b = testing::RandomBytes(*g.ByteSize(), 1);
+  std::vector<uint8_t> a = testing::RandomBytes(*g.ByteSize(), 2);
+  ChunkBatchWriter writer(store.get());
+  ASSERT_TRUE(writer.AddShard("ck", "w.b", g, b.data(), b.size()).ok());
+  ASSERT_TRUE(writer.AddShard("ck", "w.a", g, a.data(), a.size()).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  // Durable without Flush(): the files were ingested, none is left in <dir>/ingest.
+  EXPECT_TRUE(IngestDirectoryIsEmpty(dir_));
+  EXPECT_EQ(TableFiles(dir_).size() - before, 6u) << "3 + 3 files of at most 4 chunks";
+  EXPECT_EQ(ReadAll(store.get(), "ck", "w.a", g), a);
+  EXPECT_EQ(ReadAll(store.get(), "ck", "w.b", g), b);
+  ASSERT_TRUE(store->Close().ok());
+  // A read-only open sees them as a reader of a live store would.
+  ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
+  EXPECT_EQ(ReadAll(store.get(), "ck", "w.b", g), b);
+  StatusOr<ShardVerification> v = store->VerifyShard("ck", "w.a", g);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->chunks, 10u);
+  EXPECT_TRUE(v->problems.empty());
+}
+
+TEST_F(IngestTableFilesTest, BothLayoutsInOneStore) {
+  ShardGeometry g{DType::kBFloat16, {0, 0}, {64, 512}};
+  std::vector<uint8_t> old_data = testing::RandomBytes(*g.ByteSize(), 3);
+  std::vector<uint8_t> new_data = testing::RandomBytes(*g.ByteSize(), 4);
+  std::unique_ptr<ChunkStore> store;
+  ChunkStoreOptions batch = Options();
+  batch.write_path = ChunkWritePath::kWriteBatch;
+  ASSERT_TRUE(ChunkStore::Open(dir_, batch, &store).ok());
+  ASSERT_TRUE(store->PutShard("old", "w", g, old_data.data(), old_data.size()).ok());
+  ASSERT_TRUE(store->Close().ok());
+  ASSERT_TRUE(ChunkStore::Open(dir_, Options(), &store).ok());
+  ASSERT_TRUE(store->PutShard("new", "w", g, new_data.data(), new_data.size()).ok());
+  EXPECT_EQ(ReadAll(store.get(), "old", "w", g), old_data);
+  EXPECT_EQ(ReadAll(store.get(), "new", "w", g), new_data);
+  StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre("new", "old"));
+}
+
+TEST_F(IngestTableFilesTest, ATableFileNeverIngestedIsRemovedByTheNextReadWriteOpen) {
+  std::unique_ptr<ChunkStore> store;
+  ASSERT_TRUE(ChunkStore::Open(dir_, Options(), &store).ok());
+  ASSERT_TRUE(store->Close().ok());
+  // What a crash between building a table file and ingesting it leaves behind.
+  std::filesystem::create_directories(dir_ + "/ingest");
+  std::ofstream(dir_ + "/ingest/4242-0.sst") << "half a table file";
+  ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
+  ASSERT_TRUE(store->Close().ok());
+  EXPECT_FALSE(IngestDirectoryIsEmpty(dir_)) << "a reader must not touch a writer's files";
+  ASSERT_TRUE(ChunkStore::Open(dir_, Options(), &store).ok());
+  EXPECT_TRUE(IngestDirectoryIsEmpty(dir_));
+}
+
+TEST_F(IngestTableFilesTest, DamageInsideAnIngestedTableIsDataLoss) {
+  ChunkStoreOptions o = Options();
+  o.table_file_bytes = 1 << 30;  // one file
+  std::unique_ptr<ChunkStore> store;
+  ASSERT_TRUE(ChunkStore::Open(dir_, o, &store).ok());
+  const std::vector<std::string> before = TableFiles(dir_);
+  ShardGeometry g{DType::kFloat32, {0}, {64 * 1024}};  // 256 KiB: 16 chunks
+  std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 5);
+  ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
+  ASSERT_TRUE(store->Close().ok());
+  std::vector<std::string> added;
+  for (const std::string& f : TableFiles(dir_)) {
+    if (!std::binary_search(before.begin(), before.end(), f)) added.push_back(f);
+  }
+  ASSERT_EQ(added.size(), 1u);
+  // Flip one byte in the middle of the file: inside some chunk's payload.
+  const std::string path = dir_ + "/" + added[0];
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekg(0, std::ios::end);
+  const std::streamoff middle = file.tellg() / 2;
+  file.seekg(middle);
+  char byte = 0;
+  file.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x40);
+  file.seekp(middle);
+  file.write(&byte, 1);
+  file.close();
+
+  ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
+  std::vector<uint8_t> out(data.size());
+  Status s = store->ReadShard("ck", "w", g, out.data(), out.size());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s;
+  StatusOr<ShardVerification> v = store->VerifyShard("ck", "w", g);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_FALSE(v->problems.empty());
+  EXPECT_LT(v->chunks, 16u);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "dcpkv/status.h"
+#include "dcpkv/store/chunk_store.h"
 
 namespace dcpkv::bench {
 
@@ -42,6 +43,9 @@ struct Config {
   std::string workspace_dir;
   // Payload bytes per stored chunk.
   uint64_t chunk_size = uint64_t{4} << 20;
+  // How chunks reach the rank databases: "batch" (WriteBatches, flushed) or "ingest" (table files
+  // built and ingested).
+  ChunkWritePath write_path = ChunkWritePath::kWriteBatch;
   // Where the run's working directory (a fresh dcpkv-bench-XXXXXX) is made. Empty: the temp
   // directory ($TMPDIR or /tmp).
   std::string dir;

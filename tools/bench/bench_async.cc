@@ -42,9 +42,9 @@ StatusOr<double> TimedCopy(const Config& c, const std::vector<RankState>& from,
 }
 
 AsyncSaveOptions AsyncOptions(const Rank& r, const std::string& root, const std::string& id,
-                              uint64_t chunk_size, std::shared_ptr<AsyncStager> stager) {
-  KvStorageOptions storage{root, {}};
-  storage.store_options.chunk_size = chunk_size;
+                              const ChunkStoreOptions& store_options,
+                              std::shared_ptr<AsyncStager> stager) {
+  KvStorageOptions storage{root, store_options};
   AsyncSaveOptions o;
   o.save.checkpoint_id = id;
   o.save.storage_writer = std::make_shared<KvStorageWriter>(storage);
@@ -102,7 +102,7 @@ StatusOr<std::vector<Result>> RunAsyncBlock(BenchContext& ctx, bool lazy) {
     const std::string id = ctx.workspace.NewId("async");
     StatusOr<double> blocked = MaxOnRanks(c.world, [&](const Rank& r) {
       return AsyncSaveStep(r, states[r.rank],
-                           AsyncOptions(r, root, id, c.chunk_size, stagers[r.rank]), staged);
+                           AsyncOptions(r, root, id, StoreOptions(c), stagers[r.rank]), staged);
     });
     const double staged_seconds = staged.TakeMax();
     if (rep >= 0) staged_runs.push_back(staged_seconds);

@@ -49,8 +49,8 @@ StatusOr<std::vector<Result>> RunIncremental(BenchContext& ctx) {
     Metadata md;
     const uint64_t before = FileBytes(ws.StoreRoot());
     StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      return SaveStep(r, states[r.rank], ws.StoreRoot(), id, c.chunk_size, incremental ? base : "",
-                      r.rank == 0 ? &md : nullptr);
+      return SaveStep(r, states[r.rank], ws.StoreRoot(), id, StoreOptions(c),
+                      incremental ? base : "", r.rank == 0 ? &md : nullptr);
     });
     DCPKV_RETURN_IF_ERROR(seconds.status());
     const uint64_t disk = FileBytes(ws.StoreRoot()) - before;

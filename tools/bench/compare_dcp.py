@@ -204,8 +204,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def dcpkv_round(args, directory):
-    cmd = [args.bench, "--benchmarks=save,load", f"--size={args.size}",
+def dcpkv_round(args, directory, write_path):
+    cmd = [args.bench, "--benchmarks=save,load", f"--size={args.size}", f"--write-path={write_path}",
            f"--tensors={args.tensors}", f"--world={args.world}", "--repetitions=1", "--json",
            f"--dir={directory}", f"--raw-writers={args.raw_writers}"]
     if args.world > 1:
@@ -229,6 +229,8 @@ def main():
     parser.add_argument("--repetitions", type=int, default=9)
     parser.add_argument("--raw-writers", type=int, default=2)
     parser.add_argument("--dir", default=None, help="where to work (default: the temp dir)")
+    parser.add_argument("--write-paths", default="batch,ingest",
+                        help="dcpkv_bench --write-path values to run each round")
     args = parser.parse_args()
     args.size = parse_size(args.size)
     torch.set_num_threads(1)
@@ -242,18 +244,21 @@ def main():
     ranks = DcpRanks(args)
     try:
         for rep in range(args.repetitions):
-            d = dcpkv_round(args, work)
-            add("dcpkv save", d["save"]["seconds"])
-            add("raw_write (1 file/rank)", d["save"]["raw_write_seconds"])
-            add(f"raw_write_parallel ({args.raw_writers} files/rank)",
-                d["save"]["raw_write_parallel_seconds"])
-            add("dcpkv load (cold)", d["load"]["seconds"])
-            add("raw_read (cold)", d["load"]["baseline_seconds"])
-            print(json.dumps({"round": rep, "tool": "dcpkv", "world": args.world,
-                              "save_s": d["save"]["seconds"], "load_s": d["load"]["seconds"],
-                              "raw_write_s": d["save"]["raw_write_seconds"],
-                              "raw_write_parallel_s": d["save"]["raw_write_parallel_seconds"],
-                              "raw_read_s": d["load"]["baseline_seconds"]}), flush=True)
+            for write_path in args.write_paths.split(","):
+                d = dcpkv_round(args, work, write_path)
+                add(f"dcpkv save ({write_path})", d["save"]["seconds"])
+                add("raw_write (1 file/rank)", d["save"]["raw_write_seconds"])
+                add(f"raw_write_parallel ({args.raw_writers} files/rank)",
+                    d["save"]["raw_write_parallel_seconds"])
+                add(f"dcpkv load (cold, {write_path})", d["load"]["seconds"])
+                add("raw_read (cold)", d["load"]["baseline_seconds"])
+                print(json.dumps({"round": rep, "tool": "dcpkv", "write_path": write_path,
+                                  "world": args.world, "save_s": d["save"]["seconds"],
+                                  "load_s": d["load"]["seconds"],
+                                  "raw_write_s": d["save"]["raw_write_seconds"],
+                                  "raw_write_parallel_s": d["save"]["raw_write_parallel_seconds"],
+                                  "raw_read_s": d["load"]["baseline_seconds"],
+                                  "peak_rss_bytes": d["save"]["peak_rss_bytes"]}), flush=True)
             for threads in (1, 2):
                 directory = os.path.join(work, f"dcp-{rep}-{threads}")
                 save_s, load_s = ranks.run(directory, threads)
@@ -278,10 +283,11 @@ def main():
     best_dcp_save = max(v for k, v in rate.items() if k.startswith("DCP save"))
     best_dcp_load = max(v for k, v in rate.items() if k.startswith("DCP load"))
     best_raw_write = max(v for k, v in rate.items() if k.startswith("raw_write"))
-    print(f"  dcpkv save / best DCP save:   {rate['dcpkv save'] / best_dcp_save:.2f}x")
-    print(f"  dcpkv save / faster raw write: {rate['dcpkv save'] / best_raw_write:.2f}x")
-    print(f"  dcpkv load / best DCP load:   {rate['dcpkv load (cold)'] / best_dcp_load:.2f}x")
-    print(f"  dcpkv load / raw read:        {rate['dcpkv load (cold)'] / rate['raw_read (cold)']:.2f}x")
+    for write_path in args.write_paths.split(","):
+        save, load = rate[f"dcpkv save ({write_path})"], rate[f"dcpkv load (cold, {write_path})"]
+        print(f"  {write_path}: dcpkv save / best DCP save {save / best_dcp_save:.2f}x, "
+              f"/ faster raw write {save / best_raw_write:.2f}x; dcpkv load / best DCP load "
+              f"{load / best_dcp_load:.2f}x, / raw read {load / rate['raw_read (cold)']:.2f}x")
     return 0
 
 

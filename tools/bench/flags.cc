@@ -78,6 +78,17 @@ const std::map<std::string, Setter>& ValueFlags() {
        }},
       {"repetitions", Int(&Config::repetitions)},
       {"raw-writers", Int(&Config::raw_writers)},
+      {"write-path",
+       [](std::string_view v, Config* c) {
+         if (v == "batch") {
+           c->write_path = ChunkWritePath::kWriteBatch;
+         } else if (v == "ingest") {
+           c->write_path = ChunkWritePath::kIngestTableFiles;
+         } else {
+           return InvalidArgumentError("\"" + std::string(v) + "\" is not batch or ingest");
+         }
+         return Status::Ok();
+       }},
       {"workspace-dir",
        [](std::string_view v, Config* c) {
          c->workspace_dir = std::string(v);
@@ -143,7 +154,7 @@ StatusOr<Config> ParseFlags(int argc, const char* const* argv) {
 std::string Usage(std::string_view argv0) {
   std::string text = "usage: " + std::string(argv0) +
                      " [--benchmarks=a,b] [--size=256MiB] [--tensors=16] [--world=1]\n"
-                     "         [--processes] [--raw-writers=2]\n"
+                     "         [--processes] [--raw-writers=2] [--write-path=batch|ingest]\n"
                      "         [--chunk-size=4MiB] [--dir=DIR] [--keep] [--repetitions=3]\n"
                      "         [--sim-ranks=4096] [--plan-tensors=1000] [--json]\n\n"
                      "--world ranks are threads of this process over gloo; with --processes,\n"

@@ -22,10 +22,17 @@ std::vector<RankState> PatternStates(const Config& config, uint32_t seed) {
   return states;
 }
 
+ChunkStoreOptions StoreOptions(const Config& config) {
+  ChunkStoreOptions o;
+  o.chunk_size = config.chunk_size;
+  o.write_path = config.write_path;
+  return o;
+}
+
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                uint64_t chunk_size, const std::string& incremental_base, Metadata* committed) {
-  KvStorageOptions storage{root, {}};
-  storage.store_options.chunk_size = chunk_size;
+                const ChunkStoreOptions& store_options, const std::string& incremental_base,
+                Metadata* committed) {
+  KvStorageOptions storage{root, store_options};
   SaveOptions o;
   o.checkpoint_id = id;
   o.storage_writer = std::make_shared<KvStorageWriter>(storage);
@@ -61,7 +68,7 @@ StatusOr<std::string> SavedCheckpoint(BenchContext& ctx) {
   std::vector<RankState> states = PatternStates(ctx.config, 0);
   const std::string id = ctx.workspace.NewId("fixture");
   DCPKV_RETURN_IF_ERROR(RunRanks(ctx.config.world, [&](const Rank& r) {
-    return SaveStep(r, states[r.rank], ctx.workspace.StoreRoot(), id, ctx.config.chunk_size);
+    return SaveStep(r, states[r.rank], ctx.workspace.StoreRoot(), id, StoreOptions(ctx.config));
   }));
   RegisterSavedCheckpoint(ctx, id);
   return id;

@@ -10,6 +10,7 @@
 
 #include "bench.h"
 #include "dcpkv/metadata.h"
+#include "dcpkv/store/chunk_store.h"
 #include "ranks.h"
 #include "state.h"
 #include "workspace.h"
@@ -23,12 +24,15 @@ StateShape RunShape(const Config& config);
 // Every rank of the run's world holding its part of the state, filled with pattern `seed`.
 std::vector<RankState> PatternStates(const Config& config, uint32_t seed);
 
+// The rank databases' options of this run: --chunk-size and --write-path.
+ChunkStoreOptions StoreOptions(const Config& config);
+
 // One rank's dcpkv::Save of `state` as checkpoint `id` under `root`, through a fresh
-// KvStorageWriter with chunks of `chunk_size` (what Save with store_root does). A full save
-// unless `incremental_base` names the base of an incremental one. `committed`, if not null,
+// KvStorageWriter whose databases use `store_options` (what Save with store_root does). A full
+// save unless `incremental_base` names the base of an incremental one. `committed`, if not null,
 // receives the committed Metadata.
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                uint64_t chunk_size, const std::string& incremental_base = "",
+                const ChunkStoreOptions& store_options, const std::string& incremental_base = "",
                 Metadata* committed = nullptr);
 
 // One rank's dcpkv::Load of checkpoint `id` under `root` into `state`.

@@ -90,6 +90,8 @@ std::string Reporter::Json(const Result& r, uint64_t peak, PeakScope scope) cons
       .AddNumber("baseline_p25", Quantile(r.baseline_runs, 0.25))
       .AddNumber("baseline_p75", Quantile(r.baseline_runs, 0.75))
       .AddBool("processes", config_.processes)
+      .AddString("write_path",
+                 config_.write_path == ChunkWritePath::kWriteBatch ? "batch" : "ingest")
       .AddNumbers("runs", r.runs)
       .AddNumbers("baseline_runs", r.baseline_runs)
       .AddString("note", r.note);

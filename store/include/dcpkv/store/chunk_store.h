@@ -50,6 +50,18 @@ enum class OpenMode {
   kSecondary,
 };
 
+// How a ChunkBatchWriter makes its chunks part of the database.
+enum class ChunkWritePath : uint8_t {
+  // WriteBatches (WAL off) into the memtable, flushed into table and blob files; durable after
+  // ChunkStore::Flush(). The store's first layout.
+  kWriteBatch = 0,
+  // Table files built directly (rocksdb::SstFileWriter, chunk values inline, XXH3 block
+  // checksums) in <dir>/ingest/ and ingested with IngestExternalFile (moved, not copied): no
+  // memtable, no second copy; each file is durable (synced, linked, directory and MANIFEST
+  // synced) when its ingestion returns.
+  kIngestTableFiles = 1,
+};
+
 struct ChunkStoreOptions {
   // How to open. Default: kReadWrite.
   OpenMode mode = OpenMode::kReadWrite;
@@ -70,6 +82,13 @@ struct ChunkStoreOptions {
 
   // RocksDB memtable size of the chunks column family. Default: 64 MiB.
   uint64_t write_buffer_size = uint64_t{64} << 20;
+
+  // How batch writers write chunks. Default: kWriteBatch.
+  ChunkWritePath write_path = ChunkWritePath::kWriteBatch;
+
+  // kIngestTableFiles: a table file is finished and ingested once it holds this many payload
+  // bytes (damage to one file then costs at most this much). Default: 256 MiB.
+  uint64_t table_file_bytes = uint64_t{256} << 20;
 
   // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
   rocksdb::Env* env = nullptr;
@@ -304,8 +323,9 @@ class ChunkStore {
   std::unique_ptr<Impl> impl_;
 };
 
-// Accumulates chunks of many shards into large WriteBatches (WAL off).
-// Not thread-safe; one per writing thread. Must not outlive its store.
+// Writes chunks of many shards: into large WriteBatches (WAL off), or into table files that it
+// ingests (ChunkStoreOptions::write_path). Not thread-safe; one per writing thread. Must not
+// outlive its store.
 class ChunkBatchWriter {
  public:
   explicit ChunkBatchWriter(ChunkStore* store);
@@ -326,7 +346,8 @@ class ChunkBatchWriter {
                   const ShardGeometry& geometry, const void* data, size_t size,
                   const std::vector<SavedChunk>* base);
 
-  // Writes what is still buffered. The chunks are durable after ChunkStore::Flush().
+  // Writes what is still buffered. kWriteBatch: the chunks are durable after ChunkStore::Flush();
+  // kIngestTableFiles: they are durable when Finish returns.
   Status Finish();
 
   // Every chunk added so far, in the order added.

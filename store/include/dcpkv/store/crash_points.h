@@ -12,6 +12,9 @@
 //
 // Points (kept stable: tests name them):
 //   save.after_chunk_batch      a batch of chunks written to the memtable (not yet durable)
+//   save.after_table_file       kIngestTableFiles: a table file of chunks written and synced in
+//                               <dir>/ingest/, not yet ingested (removed by the next open)
+//   save.after_ingest           kIngestTableFiles: a table file ingested (durable, not committed)
 //   save.after_flush            this rank's chunks of the save flushed (durable), not committed
 //   save.before_manifest        the coordinator is about to write the manifest (commit)
 //   save.after_manifest         the manifest is written (committed); retention not yet run
