@@ -81,7 +81,11 @@ struct ChunkBatchWriter::Impl {
     if (batch.Count() == 0) return Status::Ok();
     rocksdb::WriteOptions wo;
     wo.disableWAL = true;
-    Status s = FromRocksDB(store->db->Write(wo, &batch), "writing chunks to " + store->dir);
+    Status s;
+    {
+      std::lock_guard<std::mutex> write_lock(store->write_mu);
+      s = FromRocksDB(store->db->Write(wo, &batch), "writing chunks to " + store->dir);
+    }
     batch.Clear();
     batch_payload = 0;
     if (s.ok()) MaybeCrashAt("save.after_chunk_batch");
@@ -89,6 +93,8 @@ struct ChunkBatchWriter::Impl {
   }
 
   Status OpenTable() {
+    // A store of the first layout says it has ingested tables before it gets one.
+    DCPKV_RETURN_IF_ERROR(store->RequireFormatVersion(kIngestStoreFormatVersion));
     std::error_code ec;
     std::filesystem::create_directories(IngestDirectory(store->dir), ec);
     if (ec) {

@@ -36,7 +36,8 @@ Status CheckStoreOptions(const ChunkStoreOptions& o) {
   return Status::Ok();
 }
 
-// Records the store format on first open; refuses formats newer than this build.
+// Records the store format on first open (version 1 for a store whose writers write batches, the
+// first layout; version 2 otherwise); refuses formats newer than this build.
 Status CheckStoreFormat(ChunkStore::Impl* impl) {
   std::string value;
   rocksdb::Status s =
@@ -46,20 +47,45 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
       return FailedPreconditionError(impl->dir + " is not a dcpkv store (no format marker)")
           .WithReason(ErrorReason::kNotADcpkvStore);
     }
+    const int version = impl->options.write_path == ChunkWritePath::kWriteBatch
+                            ? kFirstStoreFormatVersion
+                            : kStoreFormatVersion;
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    return FromRocksDB(
-        impl->db->Put(wo, impl->default_cf, kStoreFormatKey, std::to_string(kStoreFormatVersion)),
-        "writing store format marker in " + impl->dir);
+    DCPKV_RETURN_IF_ERROR(
+        FromRocksDB(impl->db->Put(wo, impl->default_cf, kStoreFormatKey, std::to_string(version)),
+                    "writing store format marker in " + impl->dir));
+    impl->format_version = version;
+    return Status::Ok();
   }
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading store format marker in " + impl->dir));
-  if (value != std::to_string(kStoreFormatVersion)) {
-    return FailedPreconditionError("store " + impl->dir + " has format version \"" + value +
-                                   "\"; this build reads version " +
-                                   std::to_string(kStoreFormatVersion));
+  for (int version = kFirstStoreFormatVersion; version <= kStoreFormatVersion; ++version) {
+    if (value == std::to_string(version)) {
+      impl->format_version = version;
+      return Status::Ok();
+    }
   }
+  return FailedPreconditionError(
+      "store " + impl->dir + " has format version \"" + value + "\"; this build reads versions " +
+      std::to_string(kFirstStoreFormatVersion) + " to " + std::to_string(kStoreFormatVersion));
+}
+
+}  // namespace
+
+Status ChunkStore::Impl::RequireFormatVersion(int version) {
+  std::lock_guard<std::mutex> lock(format_mu);
+  if (format_version >= version) return Status::Ok();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(write_mu);
+  DCPKV_RETURN_IF_ERROR(
+      FromRocksDB(db->Put(wo, default_cf, kStoreFormatKey, std::to_string(version)),
+                  "marking " + dir + " with store format version " + std::to_string(version)));
+  format_version = version;
   return Status::Ok();
 }
+
+namespace {
 
 // What a read-only open depends on that a live writer may change under it: the CURRENT pointer
 // and the write-ahead logs.
@@ -327,6 +353,7 @@ Status ChunkStore::DeleteCheckpointChunks(std::string_view checkpoint_id) {
   std::string end = PrefixUpperBound(begin);
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->DeleteRange(wo, impl_->chunks_cf, begin, end),
                      "deleting chunks of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
@@ -357,6 +384,7 @@ Status ChunkStore::PutManifest(const ManifestRecord& record) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutManifest"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   DCPKV_RETURN_IF_ERROR(
       FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
                   "writing manifest of checkpoint \"" + record.checkpoint_id + "\""));
@@ -419,6 +447,7 @@ Status ChunkStore::DeleteManifest(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteManifest"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Delete(wo, impl_->manifests_cf, key),
                      "deleting manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
@@ -464,6 +493,7 @@ Status ChunkStore::MoveManifestToTrash(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Put(impl_->default_cf, trash_key, value), what));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Write(wo, &batch), "moving " + what + " to trash in " + impl_->dir);
 }
 
@@ -485,6 +515,7 @@ Status ChunkStore::PutStoreValue(std::string_view key, std::string_view value) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Put(wo, impl_->default_cf, key, value),
                      "writing \"" + std::string(key) + "\" in " + impl_->dir);
 }
@@ -503,6 +534,7 @@ Status ChunkStore::DeleteTrashRecord(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteTrashRecord"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Delete(wo, impl_->default_cf, key),
                      "deleting trash record of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
@@ -523,6 +555,7 @@ Status ChunkStore::PutReclaimMarker(std::string_view checkpoint_id, std::string_
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutReclaimMarker"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Put(wo, impl_->default_cf, key, value),
                      "writing reclaim marker of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
@@ -532,6 +565,7 @@ Status ChunkStore::DeleteReclaimMarker(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteReclaimMarker"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(
       impl_->db->Delete(wo, impl_->default_cf, key),
       "deleting reclaim marker of checkpoint \"" + std::string(checkpoint_id) + "\"");
@@ -554,6 +588,7 @@ Status ChunkStore::DeleteChunkRanges(const std::vector<ChunkKeyRange>& ranges) {
   if (batch.Count() == 0) return Status::Ok();
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
   return FromRocksDB(impl_->db->Write(wo, &batch), "deleting chunk ranges in " + impl_->dir);
 }
 

@@ -31,6 +31,19 @@ struct ChunkStore::Impl {
   std::mutex verified_tables_mu;
   std::set<uint64_t> verified_tables;
 
+  // Held around every write to `db`: dcpkv's writes to one database never share a RocksDB write
+  // group, whose leader writes its followers' batches with synchronization ThreadSanitizer
+  // cannot see in the uninstrumented library (and whose stacks lose the library's frames, so
+  // tests/tsan.supp cannot match them). Writes to one store are few (manifests, trash and
+  // reclaim records, batches of one writer), so nothing waits long.
+  std::mutex write_mu;
+
+  // The store format version its marker holds (store_format.h), once opened.
+  std::mutex format_mu;
+  int format_version = 0;  // guarded by format_mu after open
+  // Read-write: raises the marker to `version` (synced) unless it is there already.
+  Status RequireFormatVersion(int version);
+
   // FAILED_PRECONDITION unless opened read-write and not closed.
   Status CheckWritable(std::string_view operation) const;
   // FAILED_PRECONDITION if closed.

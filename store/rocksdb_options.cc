@@ -23,7 +23,11 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   if (options.env != nullptr) db.env = options.env;
 
   rocksdb::BlockBasedTableOptions table;
-  table.block_size = 16 << 10;
+  // A data block closes once it holds this much: every chunk value (1 KiB at the least) of an
+  // ingested table file gets a block of its own, with its own XXH3 checksum, so that damage is
+  // found, and costs, one chunk at a time.
+  table.block_size = 1 << 10;
+  table.checksum = rocksdb::kXXH3;
   table.cache_index_and_filter_blocks = true;
 
   rocksdb::ColumnFamilyOptions chunks;
@@ -33,7 +37,9 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   chunks.max_write_buffer_number = 2;
   chunks.min_write_buffer_number_to_merge = 1;
   chunks.compression = rocksdb::kNoCompression;
-  chunks.enable_blob_files = true;
+  // The first layout's writers (kWriteBatch) put large values in blob files; ingested table
+  // files hold them inline (and compactions of them keep them so).
+  chunks.enable_blob_files = options.write_path == ChunkWritePath::kWriteBatch;
   chunks.min_blob_size = options.min_blob_size;
   chunks.blob_file_size = uint64_t{256} << 20;
   chunks.blob_compression_type = rocksdb::kNoCompression;

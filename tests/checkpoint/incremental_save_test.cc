@@ -9,12 +9,15 @@
 #include <random>
 #include <set>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/gc.h"
+#include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/multiprocess.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
@@ -68,6 +71,39 @@ void ExpectLoads(const Model& m, const std::string& root, const std::string& id)
   for (size_t i = 0; i < m.tensors.size(); ++i) {
     EXPECT_TRUE(out.tensors[i] == m.tensors[i]) << id << " tensor " << i;
   }
+}
+
+// A store of the first layout (format version 1: chunks in WriteBatches and blob files, as
+// older builds wrote it) is read as it is; the first save of this build stores ingested table
+// files incrementally on a base stored that way, marking the store with version 2 first.
+TEST(IncrementalSaveTest, OnABaseOfTheFirstLayout) {
+  testing::TempDir tmp;
+  Model m(8);
+  auto save_with = [&](ChunkWritePath path, const std::string& id) {
+    KvStorageOptions storage{tmp.path(), {}};
+    storage.store_options.write_path = path;
+    StateDict sd = m.StateOf();
+    SaveOptions o;
+    o.checkpoint_id = id;
+    o.storage_writer = std::make_shared<KvStorageWriter>(storage);
+    return Save(sd, o);
+  };
+  auto marker = [&] {
+    return testing::RawDB(RankDirectory(tmp.path(), 0))
+        .Get(testing::kRawDefaultCf, kStoreFormatKey);
+  };
+  ASSERT_TRUE(save_with(ChunkWritePath::kWriteBatch, "v1").ok());
+  EXPECT_EQ(marker(), "1");
+  const std::vector<std::vector<uint8_t>> first = m.tensors;
+  m.Change(0.25, 7);  // two of eight tensors
+  StatusOr<Metadata> v2 = save_with(ChunkWritePath::kIngestTableFiles, "v2");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->stored_bytes, 2u << 20) << "only the changed tensors are stored again";
+  EXPECT_EQ(marker(), "2");
+  ExpectLoads(m, tmp.path(), "v2");
+  Model old(0);
+  old.tensors = first;
+  ExpectLoads(old, tmp.path(), "v1");
 }
 
 TEST(IncrementalSaveTest, StoresOnlyChangedChunksAndLoadsEveryVersionBitExactly) {

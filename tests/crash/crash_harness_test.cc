@@ -122,7 +122,7 @@ struct HarnessOptions {
   uint64_t seed = 1;
   int rounds = 20;
   std::chrono::milliseconds timeout{3000};  // the job's collectives
-  bool ingest = false;                      // chunks written as ingested table files
+  bool ingest = true;  // chunks written as ingested table files (else the first layout)
 };
 
 class CrashHarness {
@@ -439,7 +439,7 @@ void RunHarness(HarnessOptions options, int min_kills) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("world %d%s, seed %llu: %d kills in %d rounds, %.1f s\nkills by point:\n%s",
-              options.world, options.ingest ? " (ingested table files)" : "",
+              options.world, options.ingest ? "" : " (first layout)",
               static_cast<unsigned long long>(options.seed), harness.total_kills(), options.rounds,
               seconds, Describe(harness.kills()).c_str());
   if (!harness.missed().empty()) {
@@ -478,13 +478,15 @@ TEST(CrashHarnessTest, WorldOfTwoProcessesKilledAtRandomAndAtEveryCrashPoint) {
   RunHarness(o, LongMode() ? 300 : 27);
 }
 
-TEST(CrashHarnessTest, IngestedTableFilesKilledAtRandomAndAtEveryCrashPoint) {
+// The store's first layout (WriteBatches and blob files), which this build still writes when
+// asked to (ChunkWritePath::kWriteBatch).
+TEST(CrashHarnessTest, FirstLayoutKilledAtRandomAndAtEveryCrashPoint) {
   for (const int world : {1, 2}) {
     HarnessOptions o;
     o.world = world;
     o.keep_last = 3;
     o.seed = 33 + world;
-    o.ingest = true;
+    o.ingest = false;
     o.rounds = LongMode() ? 300 : 20;
     RunHarness(o, LongMode() ? 250 : 15);
     if (::testing::Test::HasFailure()) return;
@@ -498,13 +500,16 @@ TEST(CrashHarnessTest, ARankKilledMidSaveFailsItsPeerWithinTheTimeoutAndCommitsN
   const std::string root = tmp.Sub("store"), log = tmp.Sub("log");
   const auto timeout = std::chrono::milliseconds(3000);
   uint64_t first = 1;
-  for (const char* point : {"save.after_chunk_batch:3", "save.after_flush:2"}) {
+  const std::pair<const char*, const char*> kills[] = {{"save.after_ingest:3", "ingest"},
+                                                       {"save.after_chunk_batch:3", "batch"},
+                                                       {"save.after_flush:2", "ingest"}};
+  for (const auto& [point, write_path] : kills) {
     SCOPED_TRACE(point);
     testing::ChildWorld job;
     ASSERT_EQ(job.Start(ChildPath(),
                         {"--root", root, "--log", log, "--first", std::to_string(first), "--count",
                          "4", "--seed", "1", "--timeout-ms", std::to_string(timeout.count()),
-                         "--crash-at", point, "--crash-rank", "1"},
+                         "--crash-at", point, "--crash-rank", "1", "--write-path", write_path},
                         2, {}, tmp.Sub("out")),
               "");
     while (job.running(1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));

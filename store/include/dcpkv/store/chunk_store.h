@@ -83,8 +83,10 @@ struct ChunkStoreOptions {
   // RocksDB memtable size of the chunks column family. Default: 64 MiB.
   uint64_t write_buffer_size = uint64_t{64} << 20;
 
-  // How batch writers write chunks. Default: kWriteBatch.
-  ChunkWritePath write_path = ChunkWritePath::kWriteBatch;
+  // How batch writers write chunks. Default: kIngestTableFiles. kWriteBatch writes the store's
+  // first layout (format version 1; store_format.h), kept for stores that older builds must
+  // still read and for tests of that layout.
+  ChunkWritePath write_path = ChunkWritePath::kIngestTableFiles;
 
   // kIngestTableFiles: a table file is finished and ingested once it holds this many payload
   // bytes (damage to one file then costs at most this much). Default: 256 MiB.
