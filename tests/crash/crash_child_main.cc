@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"--keep-last", "0"},      {"--full-every", "3"},
                                               {"--timeout-ms", "3000"},  {"--crash-rank", "0"},
                                               {"--tear-commit", "0"},    {"--crash-at", ""},
-                                              {"--write-path", "ingest"}};
+                                              {"--write-path", "batch"}};
   for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc || std::string(argv[i]).rfind("--", 0) != 0) return Usage(argv[0]);
     flags[argv[i]] = argv[i + 1];
