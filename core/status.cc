@@ -46,7 +46,9 @@ Status Status::WithContext(std::string_view context) const {
   std::string msg(context);
   msg += ": ";
   msg += message();
-  return Status(code(), msg).WithReason(reason());
+  Status out;
+  out.rep_ = std::make_shared<Rep>(Rep{code(), std::move(msg), reason()});
+  return out;
 }
 
 Status Status::WithReason(ErrorReason reason) const {

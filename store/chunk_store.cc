@@ -47,16 +47,10 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
       return FailedPreconditionError(impl->dir + " is not a dcpkv store (no format marker)")
           .WithReason(ErrorReason::kNotADcpkvStore);
     }
-    const int version = impl->options.write_path == ChunkWritePath::kWriteBatch
-                            ? kFirstStoreFormatVersion
-                            : kStoreFormatVersion;
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    DCPKV_RETURN_IF_ERROR(
-        FromRocksDB(impl->db->Put(wo, impl->default_cf, kStoreFormatKey, std::to_string(version)),
-                    "writing store format marker in " + impl->dir));
-    impl->format_version = version;
-    return Status::Ok();
+    impl->format_version = 0;  // none yet
+    return impl->RequireFormatVersion(impl->options.write_path == ChunkWritePath::kWriteBatch
+                                          ? kFirstStoreFormatVersion
+                                          : kStoreFormatVersion);
   }
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading store format marker in " + impl->dir));
   for (int version = kFirstStoreFormatVersion; version <= kStoreFormatVersion; ++version) {
@@ -78,9 +72,9 @@ Status ChunkStore::Impl::RequireFormatVersion(int version) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   std::lock_guard<std::mutex> write_lock(write_mu);
-  DCPKV_RETURN_IF_ERROR(
-      FromRocksDB(db->Put(wo, default_cf, kStoreFormatKey, std::to_string(version)),
-                  "marking " + dir + " with store format version " + std::to_string(version)));
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(
+      db->Put(wo, default_cf, kStoreFormatKey, std::to_string(version)),
+      "writing store format marker (version " + std::to_string(version) + ") in " + dir));
   format_version = version;
   return Status::Ok();
 }
@@ -384,10 +378,12 @@ Status ChunkStore::PutManifest(const ManifestRecord& record) {
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("PutManifest"));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
-  DCPKV_RETURN_IF_ERROR(
-      FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
-                  "writing manifest of checkpoint \"" + record.checkpoint_id + "\""));
+  {
+    std::lock_guard<std::mutex> write_lock(impl_->write_mu);  // not held for the flush below
+    DCPKV_RETURN_IF_ERROR(
+        FromRocksDB(impl_->db->Put(wo, impl_->manifests_cf, key, EncodeManifestRecord(record)),
+                    "writing manifest of checkpoint \"" + record.checkpoint_id + "\""));
+  }
   // The synced write commits the checkpoint. Flushing the manifests into a table file as well
   // keeps it committed if the write-ahead log is damaged later (RocksDB's recovery drops a
   // damaged log's records from the damage on, silently). Best effort: the commit stands either

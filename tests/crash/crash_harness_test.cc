@@ -48,6 +48,7 @@
 #include "dcpkv/store/store_layout.h"
 #include "tests/crash/child_world.h"
 #include "tests/crash/crash_model.h"
+#include "tests/util/store_files.h"
 #include "tests/util/temp_dir.h"
 
 namespace dcpkv {
@@ -344,10 +345,8 @@ class CrashHarness {
     // gc opened every rank database read-write: table files a killed writer never ingested
     // are gone.
     for (int rank = 0; rank < options_.world; ++rank) {
-      std::error_code ec;
-      const std::string ingest = RankDirectory(root_, rank) + "/ingest";
-      EXPECT_TRUE(!std::filesystem::exists(ingest, ec) || std::filesystem::is_empty(ingest, ec))
-          << ingest << " still holds files after gc";
+      EXPECT_TRUE(testing::IngestDirectoryIsEmpty(RankDirectory(root_, rank)))
+          << "rank " << rank << "'s ingest directory still holds files after gc";
     }
     if (!committed.empty()) ExpectLoads(*committed.rbegin());
   }

@@ -24,6 +24,7 @@
 #include "tests/crash/crash_model.h"
 #include "tests/crash/fault_injection_fs.h"
 #include "tests/util/gloo_threads.h"
+#include "tests/util/store_files.h"
 #include "tests/util/temp_dir.h"
 
 namespace dcpkv {
@@ -324,9 +325,7 @@ TEST(IngestWritePathFaultTest, AFailedTableFileFailsTheSaveAndTheWriterRecovers)
         << failed.status();
     EXPECT_THAT(failed.status().message(), HasSubstr(RankDirectory(tmp.path(), 0)));
     EXPECT_THAT(failed.status().message(), HasSubstr("ck-000002"));
-    std::error_code ec;
-    const std::string ingest = RankDirectory(tmp.path(), 0) + "/ingest";
-    EXPECT_TRUE(!std::filesystem::exists(ingest, ec) || std::filesystem::is_empty(ingest, ec))
+    EXPECT_TRUE(testing::IngestDirectoryIsEmpty(RankDirectory(tmp.path(), 0)))
         << "a table file that was never ingested is removed";
     EXPECT_TRUE(testing::LoadAndCompareModel(tmp.path(), "ck-000001", 1, kSeed).ok());
     r.fs->Disarm();

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "dcpkv/store/store_layout.h"
+#include "tests/util/store_files.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -258,12 +259,6 @@ std::vector<std::string> TableFiles(const std::string& dir) {
   return out;
 }
 
-bool IngestDirectoryIsEmpty(const std::string& dir) {
-  std::error_code ec;
-  return !std::filesystem::exists(dir + "/ingest", ec) ||
-         std::filesystem::is_empty(dir + "/ingest", ec);
-}
-
 class IngestTableFilesTest : public ::testing::Test {
  protected:
   ChunkStoreOptions Options() const {
@@ -291,7 +286,7 @@ TEST_F(IngestTableFilesTest, ShardsInAnyOrderBecomeBoundedTablesWithNothingLeftB
   ASSERT_TRUE(writer.AddShard("ck", "w.a", g, a.data(), a.size()).ok());
   ASSERT_TRUE(writer.Finish().ok());
   // Durable without Flush(): the files were ingested, none is left in <dir>/ingest.
-  EXPECT_TRUE(IngestDirectoryIsEmpty(dir_));
+  EXPECT_TRUE(testing::IngestDirectoryIsEmpty(dir_));
   EXPECT_EQ(TableFiles(dir_).size() - before, 6u) << "3 + 3 files of at most 4 chunks";
   EXPECT_EQ(ReadAll(store.get(), "ck", "w.a", g), a);
   EXPECT_EQ(ReadAll(store.get(), "ck", "w.b", g), b);
@@ -333,9 +328,9 @@ TEST_F(IngestTableFilesTest, ATableFileNeverIngestedIsRemovedByTheNextReadWriteO
   std::ofstream(dir_ + "/ingest/4242-0.sst") << "half a table file";
   ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
   ASSERT_TRUE(store->Close().ok());
-  EXPECT_FALSE(IngestDirectoryIsEmpty(dir_)) << "a reader must not touch a writer's files";
+  EXPECT_FALSE(testing::IngestDirectoryIsEmpty(dir_)) << "a reader must not touch a writer's files";
   ASSERT_TRUE(ChunkStore::Open(dir_, Options(), &store).ok());
-  EXPECT_TRUE(IngestDirectoryIsEmpty(dir_));
+  EXPECT_TRUE(testing::IngestDirectoryIsEmpty(dir_));
 }
 
 TEST_F(IngestTableFilesTest, DamageInsideAnIngestedTableIsDataLoss) {

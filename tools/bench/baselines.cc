@@ -42,19 +42,25 @@ Status ReadAll(int fd, const std::string& path, char* data, size_t size) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Status RawWrite(const std::string& path, const RankState& state) {
+// Shards first, first + step, ... of `state` written one after another into `path` (created or
+// truncated), then fdatasync and close.
+Status WriteShards(const std::string& path, const RankState& state, size_t first, size_t step) {
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("open", path);
   Status s;
-  for (const Shard& shard : state.shards) {
-    s = WriteAll(fd, path, static_cast<const char*>(shard.tensor.data()), shard.tensor.nbytes());
-    if (!s.ok()) break;
+  for (size_t i = first; i < state.shards.size() && s.ok(); i += step) {
+    const Tensor& t = state.shards[i].tensor;
+    s = WriteAll(fd, path, static_cast<const char*>(t.data()), t.nbytes());
   }
   if (s.ok() && fdatasync(fd) != 0) s = Errno("fdatasync", path);
   if (close(fd) != 0 && s.ok()) s = Errno("close", path);
   return s;
+}
+
+}  // namespace
+
+Status RawWrite(const std::string& path, const RankState& state) {
+  return WriteShards(path, state, 0, 1);
 }
 
 Status RawWriteParallel(const std::string& path_prefix, const RankState& state, int writers) {
@@ -62,20 +68,7 @@ Status RawWriteParallel(const std::string& path_prefix, const RankState& state, 
   std::vector<std::thread> threads;
   for (int w = 0; w < writers; ++w) {
     threads.emplace_back([&, w] {
-      const std::string path = path_prefix + "." + std::to_string(w);
-      const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) {
-        status[w] = Errno("open", path);
-        return;
-      }
-      Status s;
-      for (size_t i = w; i < state.shards.size() && s.ok(); i += writers) {
-        const Tensor& t = state.shards[i].tensor;
-        s = WriteAll(fd, path, static_cast<const char*>(t.data()), t.nbytes());
-      }
-      if (s.ok() && fdatasync(fd) != 0) s = Errno("fdatasync", path);
-      if (close(fd) != 0 && s.ok()) s = Errno("close", path);
-      status[w] = s;
+      status[w] = WriteShards(path_prefix + "." + std::to_string(w), state, w, writers);
     });
   }
   for (std::thread& t : threads) t.join();
