@@ -37,6 +37,7 @@ struct ChunkBatchWriter::Impl {
   ChunkEncoder encoder;
   uint64_t total_payload = 0;
   std::vector<WrittenChunk> written;
+  std::string marked_id;  // the checkpoint whose data marker this writer saw written last
 
   // kWriteBatch
   rocksdb::WriteBatch batch;
@@ -202,6 +203,10 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
     }
     StatusOr<std::string> encoded_key = EncodeChunkKey(key);
     if (!encoded_key.ok()) return encoded_key.status();
+    if (impl_->marked_id != checkpoint_id) {  // the marker is durable before the first chunk
+      DCPKV_RETURN_IF_ERROR(impl_->store->MarkChunkData(checkpoint_id));
+      impl_->marked_id = std::string(checkpoint_id);
+    }
     Hash128 hash;
     std::string_view value = impl_->encoder.Encode(geometry, offset, bytes + offset, n, &hash);
     DCPKV_RETURN_IF_ERROR(impl_->Add(*encoded_key, value, n));

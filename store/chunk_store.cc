@@ -36,8 +36,74 @@ Status CheckStoreOptions(const ChunkStoreOptions& o) {
   return Status::Ok();
 }
 
-// Records the store format on first open (version 1 for a store whose writers write batches, the
-// first layout; version 2 otherwise); refuses formats newer than this build.
+// Ids of the keys `tag` checkpoint_id in the default column family, in byte order.
+StatusOr<std::vector<std::string>> ListIdKeys(ChunkStore::Impl* impl, char tag,
+                                              StatusOr<std::string> (*decode)(std::string_view),
+                                              std::string_view what) {
+  DCPKV_RETURN_IF_ERROR(impl->CheckOpen());
+  std::vector<std::string> ids;
+  const std::string begin(1, tag);
+  const std::string end = PrefixUpperBound(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(ro, impl->default_cf));
+  for (it->Seek(begin); it->Valid(); it->Next()) {
+    DCPKV_ASSIGN_OR_RETURN(std::string id,
+                           decode(std::string_view(it->key().data(), it->key().size())));
+    ids.push_back(std::move(id));
+  }
+  DCPKV_RETURN_IF_ERROR(
+      FromRocksDB(it->status(), "listing " + std::string(what) + " in " + impl->dir));
+  return ids;
+}
+
+
+// The ids of checkpoints with chunks in the database, found by seeking from one checkpoint's
+// chunks to the next: reads the first chunk of each. For stores older than version 3, which have
+// no data markers.
+StatusOr<std::vector<std::string>> ScanChunkCheckpointIds(ChunkStore::Impl* impl) {
+  std::vector<std::string> ids;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl->db->NewIterator(rocksdb::ReadOptions(), impl->chunks_cf));
+  const std::string tag(1, kChunkKeyTag);
+  for (it->Seek(tag); it->Valid();) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (key.empty() || key[0] != kChunkKeyTag) break;
+    size_t end = key.find('\0');
+    if (end == std::string_view::npos) {
+      return DataLossError("malformed chunk key in " + impl->dir + ": unterminated checkpoint id");
+    }
+    std::string id(key.substr(1, end - 1));
+    ids.push_back(id);
+    it->Seek(PrefixUpperBound(ChunkKeyCheckpointPrefix(id)));
+  }
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "listing checkpoints in " + impl->dir));
+  return ids;
+}
+
+// Raises a store older than version 3, opened read-write, to version 3: the data markers of every
+// checkpoint found with chunks first (synced, in one write), the version after them.
+Status AddDataMarkers(ChunkStore::Impl* impl) {
+  DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, ScanChunkCheckpointIds(impl));
+  rocksdb::WriteBatch batch;
+  for (const std::string& id : ids) {
+    DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeDataMarkerKey(id));
+    DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Put(impl->default_cf, key, ""), "data marker"));
+  }
+  if (batch.Count() > 0) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    std::lock_guard<std::mutex> write_lock(impl->write_mu);
+    DCPKV_RETURN_IF_ERROR(
+        FromRocksDB(impl->db->Write(wo, &batch), "writing data markers in " + impl->dir));
+  }
+  return impl->RequireFormatVersion(kDataMarkerStoreFormatVersion);
+}
+
+// Records the store format on first open (the newest version: an empty store has every data
+// marker it needs); refuses formats newer than this build; raises older ones opened read-write
+// to version 3.
 Status CheckStoreFormat(ChunkStore::Impl* impl) {
   std::string value;
   rocksdb::Status s =
@@ -48,14 +114,15 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
           .WithReason(ErrorReason::kNotADcpkvStore);
     }
     impl->format_version = 0;  // none yet
-    return impl->RequireFormatVersion(impl->options.write_path == ChunkWritePath::kWriteBatch
-                                          ? kFirstStoreFormatVersion
-                                          : kStoreFormatVersion);
+    return impl->RequireFormatVersion(kStoreFormatVersion);
   }
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading store format marker in " + impl->dir));
   for (int version = kFirstStoreFormatVersion; version <= kStoreFormatVersion; ++version) {
     if (value == std::to_string(version)) {
       impl->format_version = version;
+      if (version < kDataMarkerStoreFormatVersion && impl->options.mode == OpenMode::kReadWrite) {
+        return AddDataMarkers(impl);
+      }
       return Status::Ok();
     }
   }
@@ -65,6 +132,22 @@ Status CheckStoreFormat(ChunkStore::Impl* impl) {
 }
 
 }  // namespace
+
+Status ChunkStore::Impl::MarkChunkData(std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string key, EncodeDataMarkerKey(checkpoint_id));
+  std::lock_guard<std::mutex> lock(marked_mu);
+  if (marked_ids.count(key) != 0) return Status::Ok();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu);
+    DCPKV_RETURN_IF_ERROR(FromRocksDB(db->Put(wo, default_cf, key, ""),
+                                      "writing data marker of checkpoint \"" +
+                                          std::string(checkpoint_id) + "\" in " + dir));
+  }
+  marked_ids.insert(std::move(key));
+  return Status::Ok();
+}
 
 Status ChunkStore::Impl::RequireFormatVersion(int version) {
   std::lock_guard<std::mutex> lock(format_mu);
@@ -343,34 +426,49 @@ Status ChunkStore::Flush() {
 Status ChunkStore::DeleteCheckpointChunks(std::string_view checkpoint_id) {
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
   DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteCheckpointChunks"));
+  DCPKV_ASSIGN_OR_RETURN(std::string marker, EncodeDataMarkerKey(checkpoint_id));
   std::string begin = ChunkKeyCheckpointPrefix(checkpoint_id);
   std::string end = PrefixUpperBound(begin);
+  const std::string what = "deleting chunks of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  rocksdb::WriteBatch batch;  // chunks and marker go together
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.DeleteRange(impl_->chunks_cf, begin, end), what));
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Delete(impl_->default_cf, marker), what));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  std::lock_guard<std::mutex> lock(impl_->marked_mu);
   std::lock_guard<std::mutex> write_lock(impl_->write_mu);
-  return FromRocksDB(impl_->db->DeleteRange(wo, impl_->chunks_cf, begin, end),
-                     "deleting chunks of checkpoint \"" + std::string(checkpoint_id) + "\"");
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(impl_->db->Write(wo, &batch), what));
+  impl_->marked_ids.erase(marker);
+  return Status::Ok();
 }
 
 StatusOr<std::vector<std::string>> ChunkStore::ListChunkCheckpointIds() {
   DCPKV_RETURN_IF_ERROR(impl_->CheckOpen());
-  std::vector<std::string> ids;
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->chunks_cf));
-  const std::string tag(1, kChunkKeyTag);
-  for (it->Seek(tag); it->Valid();) {
-    std::string_view key(it->key().data(), it->key().size());
-    if (key.empty() || key[0] != kChunkKeyTag) break;
-    size_t end = key.find('\0');
-    if (end == std::string_view::npos) {
-      return DataLossError("malformed chunk key in " + impl_->dir + ": unterminated checkpoint id");
-    }
-    std::string id(key.substr(1, end - 1));
-    ids.push_back(id);
-    it->Seek(PrefixUpperBound(ChunkKeyCheckpointPrefix(id)));
+  int version;
+  {
+    std::lock_guard<std::mutex> lock(impl_->format_mu);
+    version = impl_->format_version;
   }
-  DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "listing checkpoints in " + impl_->dir));
-  return ids;
+  if (version < kDataMarkerStoreFormatVersion) return ScanChunkCheckpointIds(impl_.get());
+  return ListIdKeys(impl_.get(), kDataMarkerKeyTag, &DecodeDataMarkerKey, "data markers");
+}
+
+StatusOr<bool> ChunkStore::DeleteDataMarkerIfNoChunks(std::string_view checkpoint_id) {
+  DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("DeleteDataMarkerIfNoChunks"));
+  DCPKV_ASSIGN_OR_RETURN(std::string marker, EncodeDataMarkerKey(checkpoint_id));
+  const std::string begin = ChunkKeyCheckpointPrefix(checkpoint_id);
+  DCPKV_ASSIGN_OR_RETURN(bool any, HasChunksInRange(ChunkKeyRange{begin, PrefixUpperBound(begin)}));
+  if (any) return false;
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::lock_guard<std::mutex> lock(impl_->marked_mu);
+  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
+  DCPKV_RETURN_IF_ERROR(
+      FromRocksDB(impl_->db->Delete(wo, impl_->default_cf, marker),
+                  "deleting data marker of checkpoint \"" + std::string(checkpoint_id) + "\""));
+  impl_->marked_ids.erase(marker);
+  return true;
 }
 
 Status ChunkStore::PutManifest(const ManifestRecord& record) {
@@ -448,31 +546,6 @@ Status ChunkStore::DeleteManifest(std::string_view checkpoint_id) {
                      "deleting manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
 
-namespace {
-
-// Ids of the keys `tag` checkpoint_id in the default column family, in byte order.
-StatusOr<std::vector<std::string>> ListIdKeys(ChunkStore::Impl* impl, char tag,
-                                              StatusOr<std::string> (*decode)(std::string_view),
-                                              std::string_view what) {
-  DCPKV_RETURN_IF_ERROR(impl->CheckOpen());
-  std::vector<std::string> ids;
-  const std::string begin(1, tag);
-  const std::string end = PrefixUpperBound(begin);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(ro, impl->default_cf));
-  for (it->Seek(begin); it->Valid(); it->Next()) {
-    DCPKV_ASSIGN_OR_RETURN(std::string id,
-                           decode(std::string_view(it->key().data(), it->key().size())));
-    ids.push_back(std::move(id));
-  }
-  DCPKV_RETURN_IF_ERROR(
-      FromRocksDB(it->status(), "listing " + std::string(what) + " in " + impl->dir));
-  return ids;
-}
-
-}  // namespace
 
 Status ChunkStore::MoveManifestToTrash(std::string_view checkpoint_id) {
   DCPKV_ASSIGN_OR_RETURN(std::string manifest_key, EncodeManifestKey(checkpoint_id));

@@ -44,6 +44,13 @@ struct ChunkStore::Impl {
   // Read-write: raises the marker to `version` (synced) unless it is there already.
   Status RequireFormatVersion(int version);
 
+  // Data markers (key_encoding.h) this open has written or found written, by key.
+  std::mutex marked_mu;  // taken before write_mu
+  std::set<std::string> marked_ids;
+  // Read-write: writes the checkpoint's data marker (synced) unless this open has done so.
+  // Batch writers call it before they write the checkpoint's first chunk.
+  Status MarkChunkData(std::string_view checkpoint_id);
+
   // FAILED_PRECONDITION unless opened read-write and not closed.
   Status CheckWritable(std::string_view operation) const;
   // FAILED_PRECONDITION if closed.

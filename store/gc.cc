@@ -482,6 +482,15 @@ Status CollectOpened(const Stores& stores, Steps& steps, const GcOptions& option
       DCPKV_RETURN_IF_ERROR(stores.by_rank.at(rank)->DeleteReclaimMarker(id));
     }
   }
+  // Data markers of checkpoints without a manifest whose chunks are all gone now (reclaimed, or
+  // never durable: a save that crashed right after writing its marker).
+  for (const auto& [rank, store] : stores.by_rank) {
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
+    for (const std::string& id : ids) {
+      if (index.manifests.count(id) != 0) continue;
+      DCPKV_RETURN_IF_ERROR(store->DeleteDataMarkerIfNoChunks(id).status());
+    }
+  }
   return Status::Ok();
 }
 
@@ -599,6 +608,7 @@ Status CollectRankGarbage(ChunkStore* own_db, int rank, const std::string& root,
       own = o == t.own.end() ? &kNothing : &o->second;
     }
     DCPKV_RETURN_IF_ERROR(collector.Reclaim(own_db, id, in_use, own, /*marker=*/true).status());
+    if (in_use.empty()) DCPKV_RETURN_IF_ERROR(own_db->DeleteDataMarkerIfNoChunks(id).status());
   }
   return stores.CloseOwned();
 }

@@ -143,4 +143,12 @@ StatusOr<std::string> DecodeReclaimKey(std::string_view in) {
   return DecodeIdKey(kReclaimKeyTag, "reclaim", in);
 }
 
+StatusOr<std::string> EncodeDataMarkerKey(std::string_view checkpoint_id) {
+  return EncodeIdKey(kDataMarkerKeyTag, checkpoint_id);
+}
+
+StatusOr<std::string> DecodeDataMarkerKey(std::string_view in) {
+  return DecodeIdKey(kDataMarkerKeyTag, "data marker", in);
+}
+
 }  // namespace dcpkv

@@ -13,12 +13,14 @@
 #include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/gc.h"
+#include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/multiprocess.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/sharding.h"
+#include "tests/util/store_files.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -73,9 +75,11 @@ void ExpectLoads(const Model& m, const std::string& root, const std::string& id)
   }
 }
 
-// A store of the first layout (format version 1: chunks in WriteBatches and blob files, as
-// older builds wrote it) is read as it is; the first save of this build stores ingested table
-// files incrementally on a base stored that way, marking the store with version 2 first.
+// A store of the first layout (format version 1: chunks in WriteBatches and blob files, no data
+// markers, as older builds wrote it; made here by the kept WriteBatch path, then stripped of what
+// this build adds) is read as it is, read-only; the first read-write open raises it to version 3
+// with a data marker for each checkpoint, and a save stores ingested table files incrementally on
+// a base stored that way.
 TEST(IncrementalSaveTest, OnABaseOfTheFirstLayout) {
   testing::TempDir tmp;
   Model m(8);
@@ -88,18 +92,37 @@ TEST(IncrementalSaveTest, OnABaseOfTheFirstLayout) {
     o.storage_writer = std::make_shared<KvStorageWriter>(storage);
     return Save(sd, o);
   };
-  auto marker = [&] {
-    return testing::RawDB(RankDirectory(tmp.path(), 0))
-        .Get(testing::kRawDefaultCf, kStoreFormatKey);
-  };
+  const std::string rank_dir = RankDirectory(tmp.path(), 0);
+  auto marker = [&] { return testing::RawDB(rank_dir).Get(testing::kRawDefaultCf, kStoreFormatKey); };
   ASSERT_TRUE(save_with(ChunkWritePath::kWriteBatch, "v1").ok());
-  EXPECT_EQ(marker(), "1");
+  EXPECT_EQ(marker(), "3");
+  {
+    testing::RawDB raw(rank_dir);
+    StatusOr<std::string> data_marker = EncodeDataMarkerKey("v1");
+    ASSERT_TRUE(data_marker.ok());
+    EXPECT_EQ(raw.Get(testing::kRawDefaultCf, *data_marker), "");
+    raw.Delete(testing::kRawDefaultCf, *data_marker);
+    raw.Put(testing::kRawDefaultCf, kStoreFormatKey, "1");
+    EXPECT_GT(testing::FilesWithExtension(rank_dir, ".blob"), 0u) << "values in blob files";
+  }
+  auto list_ids = [&](OpenMode mode) -> std::vector<std::string> {
+    std::unique_ptr<ChunkStore> store;
+    Status opened = ChunkStore::Open(rank_dir, {.mode = mode}, &store);
+    EXPECT_TRUE(opened.ok()) << opened;
+    if (!opened.ok()) return {};
+    StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    return ids.ok() ? *ids : std::vector<std::string>();
+  };
+  EXPECT_THAT(list_ids(OpenMode::kReadOnly), ::testing::ElementsAre("v1"));
+  EXPECT_EQ(marker(), "1") << "a read-only open changes nothing";
   const std::vector<std::vector<uint8_t>> first = m.tensors;
   m.Change(0.25, 7);  // two of eight tensors
   StatusOr<Metadata> v2 = save_with(ChunkWritePath::kIngestTableFiles, "v2");
   ASSERT_TRUE(v2.ok()) << v2.status();
   EXPECT_EQ(v2->stored_bytes, 2u << 20) << "only the changed tensors are stored again";
-  EXPECT_EQ(marker(), "2");
+  EXPECT_EQ(marker(), "3");
+  EXPECT_THAT(list_ids(OpenMode::kReadOnly), ::testing::ElementsAre("v1", "v2"));
   ExpectLoads(m, tmp.path(), "v2");
   Model old(0);
   old.tensors = first;

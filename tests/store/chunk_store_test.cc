@@ -158,6 +158,38 @@ TEST_P(ChunkStoreTest, ListsAndDeletesCheckpointsWithoutTouchingNeighbours) {
   EXPECT_THAT(*store->ListManifestIds(), ElementsAre("b"));
 }
 
+// A checkpoint is listed by its data marker while any of its chunks is left; the marker goes with
+// the last of them.
+TEST_P(ChunkStoreTest, DataMarkerListsACheckpointUntilItsLastChunkIsGone) {
+  auto store = OpenStore(dir_);
+  ShardGeometry g{DType::kUInt8, {0}, {3000}};
+  std::vector<uint8_t> data = testing::RandomBytes(3000, 9);
+  ASSERT_TRUE(store->PutShard("a", "w", g, data.data(), data.size()).ok());
+  ASSERT_TRUE(store->PutShard("b", "w", g, data.data(), data.size()).ok());
+  StatusOr<bool> dropped = store->DeleteDataMarkerIfNoChunks("a");
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_FALSE(*dropped) << "a still has chunks";
+  const std::string prefix = ChunkKeyCheckpointPrefix("a");
+  ASSERT_TRUE(store->DeleteChunkRanges({{prefix, PrefixUpperBound(prefix)}}).ok());
+  StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre("a", "b")) << "a's marker outlives a partial deletion";
+  dropped = store->DeleteDataMarkerIfNoChunks("a");
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_TRUE(*dropped);
+  ASSERT_TRUE(store->DeleteCheckpointChunks("b").ok());
+  ids = store->ListChunkCheckpointIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre());
+  // A new save of an id whose marker was dropped by this open writes it again.
+  ASSERT_TRUE(store->PutShard("a", "w", g, data.data(), data.size()).ok());
+  ASSERT_TRUE(store->Close().ok());
+  store = OpenStore(dir_, {.mode = OpenMode::kReadOnly});
+  ids = store->ListChunkCheckpointIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre("a"));
+}
+
 TEST_P(ChunkStoreTest, IteratesShardsInKeyOrder) {
   auto store = OpenStore(dir_, {.chunk_size = 1024});
   std::vector<uint8_t> d = testing::RandomBytes(4096, 3);
@@ -369,6 +401,47 @@ TEST_F(IngestTableFilesTest, DamageInsideAnIngestedTableIsDataLoss) {
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_FALSE(v->problems.empty());
   EXPECT_LT(v->chunks, 16u);
+}
+
+// Listing the checkpoints that have data reads their markers, no chunk: damage inside the only
+// chunk of a checkpoint does not hide it (reading the chunk finds the damage).
+TEST_F(IngestTableFilesTest, ListingReadsNoChunk) {
+  ChunkStoreOptions o = Options();
+  o.chunk_size = 1 << 20;
+  std::unique_ptr<ChunkStore> store;
+  ASSERT_TRUE(ChunkStore::Open(dir_, o, &store).ok());
+  const std::vector<std::string> before = TableFiles(dir_);
+  ShardGeometry g{DType::kUInt8, {0}, {1 << 20}};  // one chunk
+  std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 6);
+  ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
+  ASSERT_TRUE(store->Close().ok());
+  std::string largest;
+  uintmax_t largest_size = 0;
+  for (const std::string& f : TableFiles(dir_)) {
+    const uintmax_t size = std::filesystem::file_size(dir_ + "/" + f);
+    if (size > largest_size) {
+      largest = f;
+      largest_size = size;
+    }
+  }
+  ASSERT_GT(largest_size, uintmax_t{1} << 20) << "the chunk's table file";
+  {
+    const std::string path = dir_ + "/" + largest;
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    const std::streamoff middle = static_cast<std::streamoff>(largest_size / 2);
+    file.seekg(middle);
+    char byte = 0;
+    file.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x10);
+    file.seekp(middle);
+    file.write(&byte, 1);
+  }
+  ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
+  StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre("ck"));
+  std::vector<uint8_t> out(data.size());
+  EXPECT_EQ(store->ReadShard("ck", "w", g, out.data(), out.size()).code(), StatusCode::kDataLoss);
 }
 
 }  // namespace

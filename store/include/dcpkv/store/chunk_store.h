@@ -246,11 +246,20 @@ class ChunkStore {
   // Iterates over the chunks of one checkpoint.
   StatusOr<std::unique_ptr<ChunkIterator>> NewChunkIterator(std::string_view checkpoint_id);
 
-  // Range-deletes every chunk of the checkpoint (its manifest is left alone).
+  // Range-deletes every chunk of the checkpoint and its data marker, in one synchronous write
+  // (its manifest is left alone).
   Status DeleteCheckpointChunks(std::string_view checkpoint_id);
 
-  // Ids of checkpoints that have chunk data in this database, in byte order.
+  // Ids of checkpoints that have chunk data in this database, in byte order: those with a data
+  // marker (store format 3; reads no chunk), or, in a store of an older format opened read-only,
+  // those found by reading the first chunk of each. Also an id whose save wrote its marker and
+  // crashed before any chunk was durable, until the garbage collection drops the marker.
   StatusOr<std::vector<std::string>> ListChunkCheckpointIds();
+
+  // Deletes the checkpoint's data marker if none of its chunks is left in this database (reads
+  // one chunk if some is). Returns whether it did. For the garbage collection, once it has
+  // deleted what it could.
+  StatusOr<bool> DeleteDataMarkerIfNoChunks(std::string_view checkpoint_id);
 
   // Writes a manifest synchronously (WAL on, fsync) in one atomic write.
   Status PutManifest(const ManifestRecord& record);

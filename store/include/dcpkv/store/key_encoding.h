@@ -32,6 +32,9 @@ inline constexpr char kChunkKeyTag = 'C';
 inline constexpr char kManifestKeyTag = 'M';
 inline constexpr char kTrashKeyTag = 'T';
 inline constexpr char kReclaimKeyTag = 'R';
+// Default column family: 'D' checkpoint_id, the data marker of a checkpoint with chunks in the
+// database (store format version 3).
+inline constexpr char kDataMarkerKeyTag = 'D';
 
 // Identifies one stored chunk: byte range [byte_offset, byte_offset + payload) of the shard of
 // tensor `fqn` whose N-d offsets in the global tensor are `shard_offsets`.
@@ -93,6 +96,13 @@ StatusOr<std::string> DecodeTrashKey(std::string_view encoded);
 StatusOr<std::string> EncodeReclaimKey(std::string_view checkpoint_id);
 // Returns the checkpoint id of a reclaim key; malformed keys are DATA_LOSS.
 StatusOr<std::string> DecodeReclaimKey(std::string_view encoded);
+
+// Data marker key: written (synced) before a checkpoint's first chunk in a database, deleted once
+// none of its chunks is left there, so that listing the checkpoints with data reads no chunk.
+// Validates the id, then encodes.
+StatusOr<std::string> EncodeDataMarkerKey(std::string_view checkpoint_id);
+// Returns the checkpoint id of a data marker key; malformed keys are DATA_LOSS.
+StatusOr<std::string> DecodeDataMarkerKey(std::string_view encoded);
 
 }  // namespace dcpkv
 
