@@ -9,6 +9,9 @@
 //   the durability point: SstFileWriter::Finish syncs the file, the ingestion links it into the
 //   database, syncs the directory and the MANIFEST edit. A file that was never ingested (a failed
 //   write, a crash) is removed by the writer, or by the next read-write open.
+//   A writer's first small_write_bytes of chunks are held back: if Finish comes before it has
+//   more, they go into the memtable as one batch and are flushed there (a small save then adds
+//   no table file of its own: its data is merged with others' by compaction).
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/write_batch.h>
 
@@ -39,9 +42,10 @@ struct ChunkBatchWriter::Impl {
   std::vector<WrittenChunk> written;
   std::string marked_id;  // the checkpoint whose data marker this writer saw written last
 
-  // kWriteBatch
+  // kWriteBatch; kIngestTableFiles: the chunks held back, while `holding`.
   rocksdb::WriteBatch batch;
   uint64_t batch_payload = 0;
+  bool holding = true;
 
   // kIngestTableFiles: the file being built, its payload bytes and last key.
   std::unique_ptr<rocksdb::SstFileWriter> table;
@@ -54,17 +58,30 @@ struct ChunkBatchWriter::Impl {
   bool ingesting() const { return store->options.write_path == ChunkWritePath::kIngestTableFiles; }
 
   Status Add(const std::string& key, std::string_view value, uint64_t payload) {
-    if (!ingesting()) {
+    const bool batched = !ingesting() || holding;
+    if (batched) {
       DCPKV_RETURN_IF_ERROR(
           FromRocksDB(batch.Put(store->chunks_cf, key, rocksdb::Slice(value.data(), value.size())),
                       "adding a chunk to a batch for " + store->dir));
       batch_payload += payload;
+    }
+    if (!ingesting()) {
       if (batch_payload >= store->options.write_batch_bytes) return WriteBatch();
       return Status::Ok();
     }
+    if (holding) {
+      if (batch_payload < store->options.small_write_bytes) return Status::Ok();
+      holding = false;  // not a small write: what was held goes into table files
+      return AddHeldToTables();
+    }
+    return AddToTable(key, value, payload);
+  }
+
+  Status AddToTable(std::string_view key, std::string_view value, uint64_t payload) {
     if (table != nullptr && key <= last_key) DCPKV_RETURN_IF_ERROR(IngestTable());
     if (table == nullptr) DCPKV_RETURN_IF_ERROR(OpenTable());
-    Status added = FromRocksDB(table->Put(key, rocksdb::Slice(value.data(), value.size())),
+    Status added = FromRocksDB(table->Put(rocksdb::Slice(key.data(), key.size()),
+                                          rocksdb::Slice(value.data(), value.size())),
                                "writing table file " + table_path);
     if (!added.ok()) {
       AbandonTable();
@@ -76,7 +93,41 @@ struct ChunkBatchWriter::Impl {
     return Status::Ok();
   }
 
-  Status Flush() { return ingesting() ? IngestTable() : WriteBatch(); }
+  // Moves the chunks held back in `batch` into table files, in the order they were added.
+  Status AddHeldToTables() {
+    struct Mover : rocksdb::WriteBatch::Handler {
+      Impl* writer = nullptr;
+      Status status;
+      rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& key,
+                            const rocksdb::Slice& value) override {
+        if (status.ok()) {
+          // Every held value is a chunk: its payload is what counts against the file size.
+          status = writer->AddToTable(std::string_view(key.data(), key.size()),
+                                      std::string_view(value.data(), value.size()), value.size());
+        }
+        return rocksdb::Status::OK();
+      }
+    } mover;
+    mover.writer = this;
+    DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Iterate(&mover), "reading back held chunks"));
+    batch.Clear();
+    batch_payload = 0;
+    return mover.status;
+  }
+
+  Status Flush() {
+    if (!ingesting()) return WriteBatch();
+    if (holding && batch.Count() > 0) {
+      // A small write: into the memtable, and durable once flushed from there.
+      DCPKV_RETURN_IF_ERROR(WriteBatch());
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      fo.allow_write_stall = true;
+      return FromRocksDB(store->db->Flush(fo, store->chunks_cf),
+                         "flushing chunks of " + store->dir);
+    }
+    return IngestTable();
+  }
 
   Status WriteBatch() {
     if (batch.Count() == 0) return Status::Ok();

@@ -249,6 +249,24 @@ Status CreateStore(ChunkStore::Impl* impl) {
 
 }  // namespace
 
+Status ChunkStore::Impl::OpenTableFiles() {
+  for (rocksdb::ColumnFamilyHandle* h : {default_cf, manifests_cf}) {
+    rocksdb::ColumnFamilyMetaData meta;
+    db->GetColumnFamilyMetaData(h, &meta);
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    // Creating the iterator opens every level-0 file; a seek to a file's first key opens a file
+    // of a deeper level.
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, h));
+    for (const rocksdb::LevelMetaData& level : meta.levels) {
+      if (level.level == 0) continue;
+      for (const rocksdb::SstFileMetaData& f : level.files) it->Seek(f.smallestkey);
+    }
+    DCPKV_RETURN_IF_ERROR(FromRocksDB(it->status(), "opening the table files of " + dir));
+  }
+  return Status::Ok();
+}
+
 Status ChunkStore::Impl::OpenReadOnlyStable() {
   Status last;
   auto backoff = std::chrono::milliseconds(1);
@@ -261,6 +279,7 @@ Status ChunkStore::Impl::OpenReadOnlyStable() {
     // Errors here may be transient while a writer creates the store or flushes (a column family
     // or the format marker not there yet, a WAL deleted while being listed): retried.
     last = OpenDB();
+    if (last.ok()) last = OpenTableFiles();  // a file compacted away meanwhile: retried
     if (last.ok()) {
       last = CheckStoreFormat(this);
       if (!last.ok() && last.reason() != ErrorReason::kNotADcpkvStore) {
@@ -341,13 +360,90 @@ Status ChunkStore::Impl::CloseDB() {
   return result;
 }
 
+namespace {
+
+// How long a close waits for RocksDB's compactions at most; one still running then is cancelled
+// and the next read-write open schedules it again.
+constexpr auto kCloseCompactionWait = std::chrono::seconds(30);
+
+// True while RocksDB has a compaction running, or one it wants to run, in any column family.
+bool CompactionsOutstanding(rocksdb::DB* db,
+                            const std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+  uint64_t n = 0;
+  if (db->GetIntProperty(rocksdb::DB::Properties::kNumRunningCompactions, &n) && n > 0) {
+    return true;
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    if (db->GetIntProperty(h, rocksdb::DB::Properties::kCompactionPending, &n) && n > 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Table files smaller than this are merged with their small neighbours (ConsolidateSmallFiles).
+constexpr uint64_t kSmallTableFileBytes = uint64_t{16} << 20;
+// A run of small neighbours is merged once it has this many files...
+constexpr size_t kConsolidateRunFiles = 8;
+// ...and at most this many bytes are merged at a time.
+constexpr uint64_t kConsolidateRunBytes = uint64_t{256} << 20;
+
+}  // namespace
+
+void ChunkStore::Impl::ConsolidateSmallFiles() {
+  if (db == nullptr || options.mode != OpenMode::kReadWrite) return;
+  for (rocksdb::ColumnFamilyHandle* cf : handles) {
+    rocksdb::ColumnFamilyMetaData meta;
+    db->GetColumnFamilyMetaData(cf, &meta);
+    for (const rocksdb::LevelMetaData& level : meta.levels) {
+      if (level.level == 0) continue;  // RocksDB's own compactions take level 0 down
+      // Files of a level >= 1 are sorted and disjoint: a run of adjacent small files merges into
+      // files that overlap nothing else in the level.
+      std::vector<std::string> run;
+      uint64_t run_bytes = 0;
+      auto merge = [&] {
+        if (run.size() >= kConsolidateRunFiles) {
+          rocksdb::CompactionOptions co;
+          co.compression = rocksdb::kNoCompression;
+          // Best effort: a file a background compaction has taken meanwhile fails the call, and
+          // the next consolidation finds the run again.
+          db->CompactFiles(co, cf, run, level.level).PermitUncheckedError();
+        }
+        run.clear();
+        run_bytes = 0;
+      };
+      for (const rocksdb::SstFileMetaData& f : level.files) {
+        if (f.size >= kSmallTableFileBytes || f.being_compacted ||
+            run_bytes + f.size > kConsolidateRunBytes) {
+          merge();
+          if (f.size >= kSmallTableFileBytes || f.being_compacted) continue;
+        }
+        run.push_back(f.db_path + "/" + f.name);
+        run_bytes += f.size;
+      }
+      merge();
+    }
+  }
+}
+
 Status ChunkStore::Impl::CloseInternal() {
   if (db == nullptr) return Status::Ok();
   Status result;
   if (options.mode == OpenMode::kReadWrite) {
+    // Every column family into table files (the write-ahead logs are then deleted), then the
+    // compactions those files call for: a process that opens, commits and closes (a short job,
+    // `dcpkv import`) would otherwise leave a few table files per commit that no compaction
+    // ever merged, and the files of a store would grow with its commits, not its data.
     rocksdb::FlushOptions fo;
     fo.wait = true;
-    result = FromRocksDB(db->Flush(fo, chunks_cf), "flushing chunks of " + dir + " on close");
+    result = FromRocksDB(db->Flush(fo, handles), "flushing " + dir + " on close");
+    if (result.ok()) {
+      const auto deadline = std::chrono::steady_clock::now() + kCloseCompactionWait;
+      while (CompactionsOutstanding(db, handles) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      ConsolidateSmallFiles();
+    }
   }
   Status closed = CloseDB();
   return result.ok() ? closed : result;
@@ -489,6 +585,7 @@ Status ChunkStore::PutManifest(const ManifestRecord& record) {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   impl_->db->Flush(fo, impl_->manifests_cf).PermitUncheckedError();
+  impl_->ConsolidateSmallFiles();
   return Status::Ok();
 }
 

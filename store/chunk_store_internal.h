@@ -57,13 +57,23 @@ struct ChunkStore::Impl {
   Status CheckOpen() const;
   // Opens `db` and the column family handles according to options.mode.
   Status OpenDB();
-  // Read-only and secondary modes: OpenDB and the format check, retried (with a short backoff,
+  // Opens every table file of the manifests and default column families (small: a seek to each
+  // file's first key), so that RocksDB's table cache holds them open: one a live writer's
+  // compaction deletes afterwards stays readable through the open descriptor. (Chunk table files
+  // are opened as reads need them: reading one that a compaction replaced is IO_ERROR, and a
+  // reopened view reads its replacement.)
+  Status OpenTableFiles();
+  // Read-only and secondary modes: OpenDB, OpenTableFiles and the format check, retried (with a short backoff,
   // under a second in all) while the open fails or may have raced a live writer's flush. The
   // view it gives holds everything that was durable before it started.
   Status OpenReadOnlyStable();
   // Releases the handles and the database without flushing.
   Status CloseDB();
-  // Flushes (read-write) and closes.
+  // Read-write: merges runs of small table files (manifest flushes, small saves) that are
+  // neighbours in a level >= 1 of any column family, which RocksDB's leveled compaction leaves
+  // alone (it moves a file that overlaps nothing down a level as it is). Best effort.
+  void ConsolidateSmallFiles();
+  // Flushes (read-write), waits for the compactions that calls for, consolidates, and closes.
   Status CloseInternal();
   // Verifies the block checksums of every table file of the chunks column family that an
   // iterator over [lower, upper) may read (all of level 0), once per file: bulk reads can then skip

@@ -48,6 +48,7 @@ struct FaultyRank {
     o.store_options.write_batch_bytes = 128 << 10;
     o.store_options.write_path = write_path;
     o.store_options.table_file_bytes = 256 << 10;
+    o.store_options.small_write_bytes = 0;  // the faults target table files
     o.store_options.env = env.get();
     writer = std::make_shared<KvStorageWriter>(o);
   }

@@ -291,6 +291,32 @@ std::vector<std::string> TableFiles(const std::string& dir) {
   return out;
 }
 
+// The path of the largest table file in `dir`.
+std::string LargestTableFile(const std::string& dir) {
+  std::string largest;
+  uintmax_t largest_size = 0;
+  for (const std::string& f : TableFiles(dir)) {
+    const uintmax_t size = std::filesystem::file_size(dir + "/" + f);
+    if (size > largest_size) {
+      largest = dir + "/" + f;
+      largest_size = size;
+    }
+  }
+  return largest;
+}
+
+void FlipByteInTheMiddle(const std::string& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekg(0, std::ios::end);
+  const std::streamoff middle = file.tellg() / 2;
+  file.seekg(middle);
+  char byte = 0;
+  file.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x40);
+  file.seekp(middle);
+  file.write(&byte, 1);
+}
+
 class IngestTableFilesTest : public ::testing::Test {
  protected:
   ChunkStoreOptions Options() const {
@@ -298,6 +324,7 @@ class IngestTableFilesTest : public ::testing::Test {
     o.write_path = ChunkWritePath::kIngestTableFiles;
     o.chunk_size = 16 << 10;
     o.table_file_bytes = 64 << 10;  // four chunks a file
+    o.small_write_bytes = 0;        // no write here is held back as small
     return o;
   }
   testing::TempDir tmp_;
@@ -330,6 +357,42 @@ TEST_F(IngestTableFilesTest, ShardsInAnyOrderBecomeBoundedTablesWithNothingLeftB
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_EQ(v->chunks, 10u);
   EXPECT_TRUE(v->problems.empty());
+}
+
+// A writer holds its first chunks back: finished with fewer than small_write_bytes it writes them
+// through the memtable (no table file of its own, durable at Finish); with more, the held chunks
+// go into table files first, in order, and the rest follow.
+TEST_F(IngestTableFilesTest, SmallWritesGoThroughTheMemtableLargerOnesIntoTables) {
+  ChunkStoreOptions o = Options();
+  o.small_write_bytes = 64 << 10;  // four chunks
+  std::unique_ptr<ChunkStore> store;
+  ASSERT_TRUE(ChunkStore::Open(dir_, o, &store).ok());
+  const size_t before = TableFiles(dir_).size();
+  ShardGeometry small{DType::kFloat32, {0}, {12 * 1024}};  // 48 KiB: three chunks
+  std::vector<uint8_t> s = testing::RandomBytes(*small.ByteSize(), 7);
+  {
+    ChunkBatchWriter writer(store.get());
+    ASSERT_TRUE(writer.AddShard("small", "w", small, s.data(), s.size()).ok());
+    ASSERT_TRUE(writer.Finish().ok());
+  }
+  EXPECT_EQ(TableFiles(dir_).size() - before, 1u) << "one memtable flush";
+  ShardGeometry g{DType::kFloat32, {0}, {40 * 1024}};  // 160 KiB: 10 chunks
+  std::vector<uint8_t> b = testing::RandomBytes(*g.ByteSize(), 8);
+  std::vector<uint8_t> a = testing::RandomBytes(*g.ByteSize(), 9);
+  {
+    ChunkBatchWriter writer(store.get());
+    ASSERT_TRUE(writer.AddShard("large", "w.b", g, b.data(), b.size()).ok());
+    ASSERT_TRUE(writer.AddShard("large", "w.a", g, a.data(), a.size()).ok());
+    ASSERT_TRUE(writer.Finish().ok());
+  }
+  EXPECT_EQ(TableFiles(dir_).size() - before, 7u) << "and 3 + 3 table files of four chunks";
+  EXPECT_TRUE(testing::IngestDirectoryIsEmpty(dir_));
+  // Durable without Flush() or Close(): a read-only open sees them as a reader would.
+  std::unique_ptr<ChunkStore> reader;
+  ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &reader).ok());
+  EXPECT_EQ(ReadAll(reader.get(), "small", "w", small), s);
+  EXPECT_EQ(ReadAll(reader.get(), "large", "w.a", g), a);
+  EXPECT_EQ(ReadAll(reader.get(), "large", "w.b", g), b);
 }
 
 TEST_F(IngestTableFilesTest, BothLayoutsInOneStore) {
@@ -370,28 +433,14 @@ TEST_F(IngestTableFilesTest, DamageInsideAnIngestedTableIsDataLoss) {
   o.table_file_bytes = 1 << 30;  // one file
   std::unique_ptr<ChunkStore> store;
   ASSERT_TRUE(ChunkStore::Open(dir_, o, &store).ok());
-  const std::vector<std::string> before = TableFiles(dir_);
   ShardGeometry g{DType::kFloat32, {0}, {64 * 1024}};  // 256 KiB: 16 chunks
   std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 5);
   ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
   ASSERT_TRUE(store->Close().ok());
-  std::vector<std::string> added;
-  for (const std::string& f : TableFiles(dir_)) {
-    if (!std::binary_search(before.begin(), before.end(), f)) added.push_back(f);
-  }
-  ASSERT_EQ(added.size(), 1u);
-  // Flip one byte in the middle of the file: inside some chunk's payload.
-  const std::string path = dir_ + "/" + added[0];
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekg(0, std::ios::end);
-  const std::streamoff middle = file.tellg() / 2;
-  file.seekg(middle);
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x40);
-  file.seekp(middle);
-  file.write(&byte, 1);
-  file.close();
+  // Flip one byte in the middle of the chunks' table file: inside some chunk's payload.
+  const std::string path = LargestTableFile(dir_);
+  ASSERT_GT(std::filesystem::file_size(path), data.size());
+  FlipByteInTheMiddle(path);
 
   ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
   std::vector<uint8_t> out(data.size());
@@ -410,32 +459,13 @@ TEST_F(IngestTableFilesTest, ListingReadsNoChunk) {
   o.chunk_size = 1 << 20;
   std::unique_ptr<ChunkStore> store;
   ASSERT_TRUE(ChunkStore::Open(dir_, o, &store).ok());
-  const std::vector<std::string> before = TableFiles(dir_);
   ShardGeometry g{DType::kUInt8, {0}, {1 << 20}};  // one chunk
   std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 6);
   ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
   ASSERT_TRUE(store->Close().ok());
-  std::string largest;
-  uintmax_t largest_size = 0;
-  for (const std::string& f : TableFiles(dir_)) {
-    const uintmax_t size = std::filesystem::file_size(dir_ + "/" + f);
-    if (size > largest_size) {
-      largest = f;
-      largest_size = size;
-    }
-  }
-  ASSERT_GT(largest_size, uintmax_t{1} << 20) << "the chunk's table file";
-  {
-    const std::string path = dir_ + "/" + largest;
-    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-    const std::streamoff middle = static_cast<std::streamoff>(largest_size / 2);
-    file.seekg(middle);
-    char byte = 0;
-    file.read(&byte, 1);
-    byte = static_cast<char>(byte ^ 0x10);
-    file.seekp(middle);
-    file.write(&byte, 1);
-  }
+  const std::string path = LargestTableFile(dir_);
+  ASSERT_GT(std::filesystem::file_size(path), data.size()) << "the chunk's table file";
+  FlipByteInTheMiddle(path);
   ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
   StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
   ASSERT_TRUE(ids.ok()) << ids.status();

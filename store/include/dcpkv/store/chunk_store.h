@@ -93,6 +93,13 @@ struct ChunkStoreOptions {
   // bytes (damage to one file then costs at most this much). Default: 256 MiB.
   uint64_t table_file_bytes = uint64_t{256} << 20;
 
+  // kIngestTableFiles: a batch writer holds back its first chunks until they total this many
+  // payload bytes; one that finishes with less (a small save) writes them as one batch into the
+  // memtable and flushes it, adding no table file of its own, so that compaction merges small
+  // saves' data instead of each leaving a file. 0: every chunk goes into table files.
+  // Default: 8 MiB.
+  uint64_t small_write_bytes = uint64_t{8} << 20;
+
   // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
   rocksdb::Env* env = nullptr;
 
