@@ -1,8 +1,12 @@
 // KvStorageWriter: every rank writes its items into its own database and flushes; the
 // coordinator commits by writing the Metadata as its database's manifest (one synchronous
 // RocksDB write), after every rank's chunks are durable.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
+#include <thread>
 #include <optional>
 #include <utility>
 
@@ -12,6 +16,7 @@
 #include "dcpkv/core/names.h"
 #include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/gc.h"
+#include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_layout.h"
 
 namespace dcpkv {
@@ -22,6 +27,67 @@ std::future<T> Ready(T value) {
   std::promise<T> p;
   p.set_value(std::move(value));
   return p.get_future();
+}
+
+using ItemWriter =
+    std::function<StatusOr<WriteResult>(ChunkBatchWriter&, const WriteItem&, ConstBytes)>;
+
+// Resolves every item of `plan` (in plan order), cuts them in key order into up to `threads`
+// groups of about equal bytes, and writes each group with its own batch writer on its own
+// thread: the groups' keys do not interleave, so each writer's table files overlap no other's.
+// Results are in plan order. After a failure the other groups stop at their next item.
+StatusOr<std::vector<WriteResult>> WriteInParallel(ChunkStore* store,
+                                                   std::string_view checkpoint_id,
+                                                   const SavePlan& plan, SavePlanner& planner,
+                                                   size_t threads, const ItemWriter& write_item) {
+  const size_t n = plan.items.size();
+  std::vector<ConstBytes> bytes(n);
+  std::vector<std::pair<std::string, size_t>> order;  // (shard key prefix, item)
+  order.reserve(n);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const WriteItem& item = plan.items[i];
+    DCPKV_ASSIGN_OR_RETURN(bytes[i], planner.ResolveData(item));
+    DCPKV_RETURN_IF_ERROR(ValidateFqn(item.fqn));
+    order.emplace_back(ChunkKeyShardPrefix(checkpoint_id, item.fqn, item.offsets), i);
+    total += bytes[i].size;
+  }
+  std::sort(order.begin(), order.end());
+  std::vector<std::vector<size_t>> groups(1);
+  uint64_t group_bytes = 0;
+  for (const auto& [prefix, i] : order) {
+    if (group_bytes > 0 && group_bytes + bytes[i].size / 2 > total / threads &&
+        groups.size() < threads) {
+      groups.emplace_back();
+      group_bytes = 0;
+    }
+    groups.back().push_back(i);
+    group_bytes += bytes[i].size;
+  }
+  std::vector<WriteResult> results(n);
+  std::vector<Status> status(groups.size());
+  std::atomic<bool> failed{false};
+  auto run = [&](size_t g) {
+    ChunkBatchWriter writer(store);
+    for (size_t i : groups[g]) {
+      if (failed.load()) return;
+      StatusOr<WriteResult> r = write_item(writer, plan.items[i], bytes[i]);
+      if (!r.ok()) {
+        status[g] = r.status();
+        failed = true;
+        return;
+      }
+      results[i] = std::move(r).value();
+    }
+    status[g] = writer.Finish();
+    if (!status[g].ok()) failed = true;
+  };
+  std::vector<std::thread> workers;
+  for (size_t g = 1; g < groups.size(); ++g) workers.emplace_back(run, g);
+  run(0);
+  for (std::thread& t : workers) t.join();
+  for (const Status& s : status) DCPKV_RETURN_IF_ERROR(s);
+  return results;
 }
 
 }  // namespace
@@ -167,16 +233,17 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
       }
     }
   }
-  ChunkBatchWriter writer(store_.get());
-  std::vector<WriteResult> results;
-  results.reserve(plan.items.size());
-  for (const WriteItem& item : plan.items) {
-    DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, planner.ResolveData(item));
-    const size_t chunks_before = writer.written().size();
+  auto base_of = [&](const WriteItem& item) -> const std::vector<SavedChunk>* {
     auto b = base.find({item.fqn, item.offsets});
-    DCPKV_RETURN_IF_ERROR(writer.AddShard(
-        checkpoint_id_, item.fqn, ShardGeometry{item.dtype, item.offsets, item.sizes}, bytes.data,
-        bytes.size, b == base.end() ? nullptr : &b->second));
+    return b == base.end() ? nullptr : &b->second;
+  };
+  // Writes one item with `writer`; its result records the chunks the writer added for it.
+  auto write_item = [&](ChunkBatchWriter& writer, const WriteItem& item,
+                        ConstBytes bytes) -> StatusOr<WriteResult> {
+    const size_t chunks_before = writer.written().size();
+    DCPKV_RETURN_IF_ERROR(writer.AddShard(checkpoint_id_, item.fqn,
+                                          ShardGeometry{item.dtype, item.offsets, item.sizes},
+                                          bytes.data, bytes.size, base_of(item)));
     WriteResult result{item.fqn, item.offsets, rank_, bytes.size,
                        static_cast<uint32_t>(writer.written().size() - chunks_before)};
     for (size_t k = chunks_before; k < writer.written().size(); ++k) {
@@ -185,9 +252,23 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
                                              w.stored ? std::string() : w.source,
                                              w.stored ? rank_ : w.source_rank});
     }
-    results.push_back(std::move(result));
+    return result;
+  };
+  const size_t threads = options_.write_threads > 0 ? options_.write_threads : 1;
+  std::vector<WriteResult> results;
+  results.reserve(plan.items.size());
+  if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {
+    ChunkBatchWriter writer(store_.get());
+    for (const WriteItem& item : plan.items) {
+      DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, planner.ResolveData(item));
+      DCPKV_ASSIGN_OR_RETURN(WriteResult result, write_item(writer, item, bytes));
+      results.push_back(std::move(result));
+    }
+    DCPKV_RETURN_IF_ERROR(writer.Finish());
+  } else {
+    DCPKV_ASSIGN_OR_RETURN(results, WriteInParallel(store_.get(), checkpoint_id_, plan, planner,
+                                                    threads, write_item));
   }
-  DCPKV_RETURN_IF_ERROR(writer.Finish());
   DCPKV_RETURN_IF_ERROR(store_->Flush());
   MaybeCrashAt("save.after_flush");
   return results;

@@ -12,15 +12,23 @@
 
 namespace dcpkv {
 
+void AlignedValue::Set(std::string_view value) {
+  if (reinterpret_cast<uintptr_t>(value.data()) % 8 == 0) {
+    bytes = value;
+    return;
+  }
+  const size_t words = (value.size() + 7) / 8;
+  if (words > scratch_words) {
+    scratch.reset(new uint64_t[words]);
+    scratch_words = words;
+  }
+  std::memcpy(scratch.get(), value.data(), value.size());
+  bytes = std::string_view(reinterpret_cast<const char*>(scratch.get()), value.size());
+}
+
 AlignedValue AlignForDecode(std::string_view value) {
   AlignedValue out;
-  if (reinterpret_cast<uintptr_t>(value.data()) % 8 == 0) {
-    out.bytes = value;
-    return out;
-  }
-  out.scratch.reset(new uint64_t[(value.size() + 7) / 8]);
-  std::memcpy(out.scratch.get(), value.data(), value.size());
-  out.bytes = std::string_view(reinterpret_cast<const char*>(out.scratch.get()), value.size());
+  out.Set(value);
   return out;
 }
 
@@ -122,7 +130,7 @@ struct ChunkIterator::Impl {
       return;
     }
     key = std::move(k).value();
-    aligned = AlignForDecode(std::string_view(it->value().data(), it->value().size()));
+    aligned.Set(std::string_view(it->value().data(), it->value().size()));
     StatusOr<ChunkView> v = DecodeStoredChunk(key, aligned.bytes);
     if (!v.ok()) {
       status = v.status();
@@ -171,7 +179,11 @@ StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl
   DCPKV_ASSIGN_OR_RETURN(const bool tables_verified,
                          store->VerifyChunkTables(impl->lower, impl->upper));
   ro.verify_checksums = !tables_verified;
-  ro.readahead_size = 2 << 20;
+  // Table files that hold chunk values inline (ingested) have a block per chunk: each is read
+  // with one read of its own, straight into the block's buffer, where RocksDB's readahead would
+  // read it into a prefetch buffer first and copy it from there (and cap cold loads near 1 GB/s
+  // here). Tables of keys and blob references are small: read ahead.
+  ro.readahead_size = tables_verified ? (2 << 20) : 0;
   impl->it.reset(store->db->NewIterator(ro, store->chunks_cf));
   if (seek_for_prev.empty()) {
     impl->it->Seek(impl->lower);

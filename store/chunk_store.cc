@@ -413,10 +413,13 @@ void ChunkStore::Impl::ConsolidateSmallFiles() {
         run_bytes = 0;
       };
       for (const rocksdb::SstFileMetaData& f : level.files) {
-        if (f.size >= kSmallTableFileBytes || f.being_compacted ||
-            run_bytes + f.size > kConsolidateRunBytes) {
+        // A table that refers to blob files (the first layout) is small however much data it
+        // stands for: merging it would also rewrite blobs (blob garbage collection).
+        const bool mergeable = f.size < kSmallTableFileBytes && !f.being_compacted &&
+                               f.oldest_blob_file_number == 0;
+        if (!mergeable || run_bytes + f.size > kConsolidateRunBytes) {
           merge();
-          if (f.size >= kSmallTableFileBytes || f.being_compacted) continue;
+          if (!mergeable) continue;
         }
         run.push_back(f.db_path + "/" + f.name);
         run_bytes += f.size;

@@ -94,6 +94,10 @@ inline std::string IngestDirectory(const std::string& dir) { return dir + "/inge
 struct AlignedValue {
   std::string_view bytes;
   std::unique_ptr<uint64_t[]> scratch;
+  size_t scratch_words = 0;
+  // Holds `value` instead, reusing `scratch` if it is large enough (a scan copies every chunk
+  // into the same buffer instead of faulting in a fresh one each time).
+  void Set(std::string_view value);
 };
 AlignedValue AlignForDecode(std::string_view value);
 

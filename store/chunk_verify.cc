@@ -57,8 +57,7 @@ class ShardScan {
     ro.iterate_lower_bound = &lower_slice_;
     ro.iterate_upper_bound = &upper_slice_;
     ro.fill_cache = false;
-    ro.readahead_size = 2 << 20;
-    ro.verify_checksums = true;
+    ro.verify_checksums = true;  // chunk blocks are read whole, one read each (chunk_read.cc)
     it_.reset(store_->db->NewIterator(ro, store_->chunks_cf));
     it_->Seek(lower_);
     bool any_entry = false;
@@ -116,9 +115,8 @@ class ShardScan {
       return;
     }
     const uint64_t offset = key->byte_offset;
-    AlignedValue aligned =
-        AlignForDecode(std::string_view(it_->value().data(), it_->value().size()));
-    StatusOr<ChunkView> view = DecodeStoredChunk(*key, aligned.bytes);
+    aligned_.Set(std::string_view(it_->value().data(), it_->value().size()));
+    StatusOr<ChunkView> view = DecodeStoredChunk(*key, aligned_.bytes);
     Status bad;
     if (!view.ok()) {
       bad = view.status();
@@ -239,6 +237,7 @@ class ShardScan {
   std::unique_ptr<rocksdb::Iterator> it_;
   ShardVerification result_;
   uint64_t expected_;    // first byte not yet covered by an intact chunk
+  AlignedValue aligned_;  // the entry being checked (its copy, when misaligned)
   bool resync_ = false;  // after a damaged or unreadable entry: no gap report for what follows
   std::optional<uint64_t> damaged_at_;
   std::string damaged_what_;

@@ -1,8 +1,10 @@
 // RocksDB tuning of a chunk store. Chunk values are large and incompressible (tensor bytes), are
 // written once and read rarely, and must reach disk at full sequential speed; manifests are small
 // and must be durable at once.
+#include <rocksdb/cache.h>
 #include <rocksdb/table.h>
 
+#include "block_buffer_pool.h"
 #include "chunk_store_internal.h"
 
 namespace dcpkv {
@@ -30,6 +32,16 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   table.block_size = 1 << 10;
   table.checksum = rocksdb::kXXH3;
   table.cache_index_and_filter_blocks = true;
+  // No implicit readahead (RocksDB's own, after a few sequential reads of one file): a chunk
+  // block is megabytes, read whole by one read; reading it through a prefetch buffer only adds a
+  // copy.
+  table.max_auto_readahead_size = 0;
+  // RocksDB allocates every block it reads (cached or not) with the block cache's allocator:
+  // large ones are reused (block_buffer_pool.h).
+  rocksdb::LRUCacheOptions cache;
+  cache.capacity = size_t{8} << 20;  // RocksDB's default
+  cache.memory_allocator = BlockBufferPool::Shared();
+  table.block_cache = rocksdb::NewLRUCache(cache);
 
   rocksdb::ColumnFamilyOptions chunks;
   chunks.write_buffer_size = options.write_buffer_size;

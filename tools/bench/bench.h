@@ -46,6 +46,8 @@ struct Config {
   // How chunks reach the rank databases: "batch" (WriteBatches, flushed) or "ingest" (table files
   // built and ingested).
   ChunkWritePath write_path = ChunkWritePath::kWriteBatch;
+  // Threads a rank's save writes with (KvStorageOptions::write_threads); 0: the library default.
+  int write_threads = 0;
   // Where the run's working directory (a fresh dcpkv-bench-XXXXXX) is made. Empty: the temp
   // directory ($TMPDIR or /tmp).
   std::string dir;

@@ -49,7 +49,7 @@ StatusOr<std::vector<Result>> RunIncremental(BenchContext& ctx) {
     Metadata md;
     const uint64_t before = FileBytes(ws.StoreRoot());
     StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      return SaveStep(r, states[r.rank], ws.StoreRoot(), id, StoreOptions(c),
+      return SaveStep(r, states[r.rank], ws.StoreRoot(), id, StoreOptions(c), c.write_threads,
                       incremental ? base : "", r.rank == 0 ? &md : nullptr);
     });
     DCPKV_RETURN_IF_ERROR(seconds.status());

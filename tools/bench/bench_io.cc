@@ -57,7 +57,7 @@ StatusOr<std::vector<Result>> RunSave(BenchContext& ctx) {
   auto save = [&](int) -> StatusOr<double> {
     last_id = ws.NewId("save");
     StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      return SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c));
+      return SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c), c.write_threads);
     });
     DCPKV_RETURN_IF_ERROR(DropPageCache(ws.path()));
     return seconds;

@@ -30,9 +30,10 @@ ChunkStoreOptions StoreOptions(const Config& config) {
 }
 
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                const ChunkStoreOptions& store_options, const std::string& incremental_base,
-                Metadata* committed) {
+                const ChunkStoreOptions& store_options, int write_threads,
+                const std::string& incremental_base, Metadata* committed) {
   KvStorageOptions storage{root, store_options};
+  storage.write_threads = write_threads;
   SaveOptions o;
   o.checkpoint_id = id;
   o.storage_writer = std::make_shared<KvStorageWriter>(storage);
@@ -68,7 +69,8 @@ StatusOr<std::string> SavedCheckpoint(BenchContext& ctx) {
   std::vector<RankState> states = PatternStates(ctx.config, 0);
   const std::string id = ctx.workspace.NewId("fixture");
   DCPKV_RETURN_IF_ERROR(RunRanks(ctx.config.world, [&](const Rank& r) {
-    return SaveStep(r, states[r.rank], ctx.workspace.StoreRoot(), id, StoreOptions(ctx.config));
+    return SaveStep(r, states[r.rank], ctx.workspace.StoreRoot(), id, StoreOptions(ctx.config),
+                    ctx.config.write_threads);
   }));
   RegisterSavedCheckpoint(ctx, id);
   return id;

@@ -29,11 +29,12 @@ ChunkStoreOptions StoreOptions(const Config& config);
 
 // One rank's dcpkv::Save of `state` as checkpoint `id` under `root`, through a fresh
 // KvStorageWriter whose databases use `store_options` (what Save with store_root does). A full
-// save unless `incremental_base` names the base of an incremental one. `committed`, if not null,
+// save unless `incremental_base` names the base of an incremental one. `write_threads` as
+// KvStorageOptions::write_threads. `committed`, if not null,
 // receives the committed Metadata.
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
-                const ChunkStoreOptions& store_options, const std::string& incremental_base = "",
-                Metadata* committed = nullptr);
+                const ChunkStoreOptions& store_options, int write_threads = 0,
+                const std::string& incremental_base = "", Metadata* committed = nullptr);
 
 // One rank's dcpkv::Load of checkpoint `id` under `root` into `state`.
 Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id);

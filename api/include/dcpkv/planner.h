@@ -78,6 +78,11 @@ class DCPKV_EXPORT SavePlanner {
   virtual StatusOr<SavePlan> FinishPlan(SavePlan central_plan) = 0;
   // The bytes to write for `item`.
   virtual StatusOr<ConstBytes> ResolveData(const WriteItem& item) = 0;
+  // True if the bytes ResolveData returns for the final plan's items all stay valid until the
+  // save returns (the ConstBytes contract), so that a writer may resolve every item first and
+  // write them from several threads. False if some are valid only until the next ResolveData:
+  // the writer then resolves and writes the items one at a time, in plan order.
+  virtual bool ResolvedDataOutlivesNextResolve() const { return true; }
   // Non-null if this planner caches plans between saves: a save whose local plans all equal
   // the previous save's sends only their hashes, and the coordinator reuses the global plan.
   virtual SavePlanCache* plan_cache() { return nullptr; }
@@ -108,6 +113,8 @@ class DCPKV_EXPORT DefaultSavePlanner : public SavePlanner {
   StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) override;
   StatusOr<SavePlan> FinishPlan(SavePlan central_plan) override;
   StatusOr<ConstBytes> ResolveData(const WriteItem& item) override;
+  // False if the final plan has an item of a CUDA tensor.
+  bool ResolvedDataOutlivesNextResolve() const override { return device_order_.empty(); }
   SavePlanCache* plan_cache() override;
 
  private:

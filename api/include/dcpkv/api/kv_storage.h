@@ -30,6 +30,13 @@ struct KvStorageOptions {
   // Options of the rank databases this writer opens (chunk size, batch size, ...).
   // Default: ChunkStoreOptions defaults.
   ChunkStoreOptions store_options;
+  // Threads a save writes with: the items of the rank's plan are cut, in key order, into this
+  // many groups of about equal bytes, each written by its own batch writer into its own table
+  // files, so that the copies into the page cache run in parallel where cores and disk allow.
+  // One thread (in plan order) when the planner's bytes do not outlive the next ResolveData
+  // (CUDA tensors). 0: the default, 1 (on this project's 2-core machines a second thread gained
+  // nothing measurable at world 1 and cost ~15% at world 2; README, "Performance").
+  int write_threads = 0;
   // Threads a load reads with (each reads its own pieces of the plan, so disk reads overlap
   // the checking and copying of chunks already read, and the disk sees several requests at
   // once). 0: the default, 8.
