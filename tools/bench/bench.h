@@ -45,7 +45,7 @@ struct Config {
   uint64_t chunk_size = uint64_t{4} << 20;
   // How chunks reach the rank databases: "batch" (WriteBatches, flushed) or "ingest" (table files
   // built and ingested).
-  ChunkWritePath write_path = ChunkWritePath::kWriteBatch;
+  ChunkWritePath write_path = ChunkWritePath::kIngestTableFiles;
   // Threads a rank's save writes with (KvStorageOptions::write_threads); 0: the library default.
   int write_threads = 0;
   // Where the run's working directory (a fresh dcpkv-bench-XXXXXX) is made. Empty: the temp
