@@ -2,15 +2,19 @@
 //
 // A store root holds one database per rank, `<root>/rank-00003/` (see store_layout.h). Each
 // database has three column families:
-//   "chunks"    chunk key -> Chunk FlatBuffer (large values in blob files); written with the WAL
-//               off, so chunks become durable only through Flush();
+//   "chunks"    chunk key -> Chunk FlatBuffer: in ingested table files (the default write path),
+//               or written with the WAL off and flushed (large values in blob files);
 //   "manifests" manifest key -> ManifestRecord FlatBuffer; written synchronously with the WAL on;
-//   "default"   store metadata (the store format version).
+//   "default"   store metadata (the store format version, data markers, trash and reclaim
+//               records), written synchronously.
 // docs/format.md describes every byte.
 //
 // Durability contract: PutShard/ChunkBatchWriter data may be lost by a crash until Flush()
-// returns OK. PutManifest returns only once the manifest is on disk. A checkpoint is committed
-// exactly when its manifest exists; callers flush every rank's chunks before writing it.
+// returns OK (ingested table files are durable when ChunkBatchWriter::Finish returns; Flush()
+// is then cheap). PutManifest returns only once the manifest is on disk. A checkpoint is
+// committed exactly when its manifest exists; callers flush every rank's chunks before writing
+// it. Close() flushes everything, waits for the compactions that calls for and merges small
+// table files, so that a store's files follow its live data.
 //
 // Thread safety: a ChunkStore is safe for concurrent use from multiple threads without external
 // synchronization, except Close() and TryCatchUpWithPrimary(), which must not race with any
