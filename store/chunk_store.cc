@@ -366,10 +366,12 @@ namespace {
 // and the next read-write open schedules it again.
 constexpr auto kCloseCompactionWait = std::chrono::seconds(30);
 
-// True while RocksDB has a compaction running, or one it wants to run, in any column family.
+// True while RocksDB has a compaction running, or one it wants to run, in any column family,
+// unless a background error (a full disk) keeps it from running any.
 bool CompactionsOutstanding(rocksdb::DB* db,
                             const std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
   uint64_t n = 0;
+  if (db->GetIntProperty(rocksdb::DB::Properties::kBackgroundErrors, &n) && n > 0) return false;
   if (db->GetIntProperty(rocksdb::DB::Properties::kNumRunningCompactions, &n) && n > 0) {
     return true;
   }
