@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <thread>
@@ -27,6 +28,18 @@ std::future<T> Ready(T value) {
   std::promise<T> p;
   p.set_value(std::move(value));
   return p.get_future();
+}
+
+// KvStorageOptions::write_threads = 0: the cores of this host shared among its ranks
+// (LOCAL_WORLD_SIZE, as torchrun sets it; else every rank of the world is taken to be here),
+// between 1 and 2.
+size_t DefaultWriteThreads(int world_size) {
+  int local = world_size;
+  if (const char* env = std::getenv("LOCAL_WORLD_SIZE"); env != nullptr && std::atoi(env) > 0) {
+    local = std::atoi(env);
+  }
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::clamp<size_t>(cores / static_cast<unsigned>(std::max(1, local)), 1, 2);
 }
 
 using ItemWriter =
@@ -121,6 +134,7 @@ Status KvStorageWriter::SetUpStorageWriter(bool is_coordinator, int rank, int wo
   DCPKV_RETURN_IF_ERROR(
       ChunkStore::Open(RankDirectory(options_.root, rank), store_options, &store_));
   rank_ = rank;
+  world_size_ = world_size;
   return Status::Ok();
 }
 
@@ -254,7 +268,8 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
     }
     return result;
   };
-  const size_t threads = options_.write_threads > 0 ? options_.write_threads : 1;
+  const size_t threads =
+      options_.write_threads > 0 ? options_.write_threads : DefaultWriteThreads(world_size_);
   std::vector<WriteResult> results;
   results.reserve(plan.items.size());
   if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {

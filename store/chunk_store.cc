@@ -531,6 +531,15 @@ Status ChunkStore::DeleteCheckpointChunks(std::string_view checkpoint_id) {
   std::string begin = ChunkKeyCheckpointPrefix(checkpoint_id);
   std::string end = PrefixUpperBound(begin);
   const std::string what = "deleting chunks of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  // Without a data marker there is nothing to delete (a read-write open has made every store
+  // version 3). Not writing the range tombstone then matters: a save deletes its id's leftovers
+  // first, and a tombstone over the range would make RocksDB ingest the save's table files into
+  // level 0 above it, to be rewritten by compaction, instead of into the bottom level.
+  std::string present;
+  rocksdb::Status found =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->default_cf, marker, &present);
+  if (found.IsNotFound()) return Status::Ok();
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(found, what));
   rocksdb::WriteBatch batch;  // chunks and marker go together
   DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.DeleteRange(impl_->chunks_cf, begin, end), what));
   DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Delete(impl_->default_cf, marker), what));

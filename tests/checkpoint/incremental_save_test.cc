@@ -191,6 +191,23 @@ TEST(IncrementalSaveTest, ParallelWritersStoreWhatOneWriterStores) {
   EXPECT_TRUE(out == before);
 }
 
+// A save's table files are ingested into the bottom level, where nothing rewrites them: the
+// save's clean-up of its id's leftovers writes no range tombstone when there are none (one would
+// make RocksDB put the files into level 0 above it, for compaction to copy again).
+TEST(IncrementalSaveTest, TableFilesOfASaveGoToTheBottomLevel) {
+  testing::TempDir tmp;
+  Model m(24);  // 24 MiB: more than a small write for each of up to two writer threads
+  for (const char* id : {"a", "b", "c"}) {
+    m.Change(1.0, id[0]);
+    StatusOr<Metadata> md = SaveModel(m, tmp.path(), id, /*incremental=*/false);
+    ASSERT_TRUE(md.ok()) << md.status();
+  }
+  testing::RawDB raw(RankDirectory(tmp.path(), 0));
+  EXPECT_EQ(raw.FilesAtLevel(testing::kRawChunksCf, 0), 0);
+  EXPECT_GE(raw.FilesAtLevel(testing::kRawChunksCf, 6), 3) << "a table file per save and thread";
+  ExpectLoads(m, tmp.path(), "c");
+}
+
 TEST(IncrementalSaveTest, StoresOnlyChangedChunksAndLoadsEveryVersionBitExactly) {
   testing::TempDir tmp;
   Model m(20);  // 20 tensors of 1 MiB

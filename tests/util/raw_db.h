@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,14 @@ class RawDB {
     o.blob_garbage_collection_age_cutoff = 1.0;
     rocksdb::Status s = db_->CompactRange(o, handles_[cf], nullptr, nullptr);
     EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // Table files of a column family at one level of the LSM tree.
+  int FilesAtLevel(int cf, int level) {
+    std::string v;
+    EXPECT_TRUE(db_->GetProperty(handles_[cf], "rocksdb.num-files-at-level" + std::to_string(level),
+                                 &v));
+    return std::atoi(v.c_str());
   }
 
  private:

@@ -99,6 +99,8 @@ class ImportPlanner : public DefaultSavePlanner {
     if (progress_) progress_(done_, total_);
     return ConstBytes{buffer_.data(), size};
   }
+  // One buffer, refilled by each ResolveData.
+  bool ResolvedDataOutlivesNextResolve() const override { return false; }
 
  private:
   const SafetensorsReader& reader_;

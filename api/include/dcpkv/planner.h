@@ -113,7 +113,8 @@ class DCPKV_EXPORT DefaultSavePlanner : public SavePlanner {
   StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) override;
   StatusOr<SavePlan> FinishPlan(SavePlan central_plan) override;
   StatusOr<ConstBytes> ResolveData(const WriteItem& item) override;
-  // False if the final plan has an item of a CUDA tensor.
+  // False if the final plan has an item of a CUDA tensor. A subclass whose ResolveData returns
+  // bytes that the next call replaces (one reused buffer) must override it to return false.
   bool ResolvedDataOutlivesNextResolve() const override { return device_order_.empty(); }
   SavePlanCache* plan_cache() override;
 

@@ -32,10 +32,11 @@ struct KvStorageOptions {
   ChunkStoreOptions store_options;
   // Threads a save writes with: the items of the rank's plan are cut, in key order, into this
   // many groups of about equal bytes, each written by its own batch writer into its own table
-  // files, so that the copies into the page cache run in parallel where cores and disk allow.
-  // One thread (in plan order) when the planner's bytes do not outlive the next ResolveData
-  // (CUDA tensors). 0: the default, 1 (on this project's 2-core machines a second thread gained
-  // nothing measurable at world 1 and cost ~15% at world 2; README, "Performance").
+  // files, so that the copies into the page cache run in parallel. One thread (in plan order)
+  // when the planner's bytes do not outlive the next ResolveData (CUDA tensors). 0: the default,
+  // the host's cores divided among its ranks (LOCAL_WORLD_SIZE, else the world size), between 1
+  // and 2 (measured on 2 cores: 2 threads save ~25% faster at world 1; at world 2 one thread per
+  // rank is ~5% faster than two; README, "Performance").
   int write_threads = 0;
   // Threads a load reads with (each reads its own pieces of the plan, so disk reads overlap
   // the checking and copying of chunks already read, and the disk sees several requests at
@@ -95,6 +96,7 @@ class KvStorageWriter : public StorageWriter {
   std::vector<std::string> retired_;        // coordinator: checkpoints retention just deleted
   ManifestReplication* listening_to_ = nullptr;  // whose state listener writes to store_
   int rank_ = -1;
+  int world_size_ = 1;
   std::unique_ptr<ChunkStore> store_;
   // A write to store_ failed (a full disk): it is reopened before the next save.
   bool write_failed_ = false;
