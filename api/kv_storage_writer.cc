@@ -269,7 +269,9 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
     return result;
   };
   const size_t threads =
-      options_.write_threads > 0 ? options_.write_threads : DefaultWriteThreads(world_size_);
+      options_.write_threads > 0 ? static_cast<size_t>(options_.write_threads)
+      : options_.write_threads < 0 ? DefaultWriteThreads(world_size_)
+                                   : 1;
   std::vector<WriteResult> results;
   results.reserve(plan.items.size());
   if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {

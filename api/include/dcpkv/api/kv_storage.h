@@ -33,10 +33,12 @@ struct KvStorageOptions {
   // Threads a save writes with: the items of the rank's plan are cut, in key order, into this
   // many groups of about equal bytes, each written by its own batch writer into its own table
   // files, so that the copies into the page cache run in parallel. One thread (in plan order)
-  // when the planner's bytes do not outlive the next ResolveData (CUDA tensors). 0: the default,
-  // the host's cores divided among its ranks (LOCAL_WORLD_SIZE, else the world size), between 1
-  // and 2 (measured on 2 cores: 2 threads save ~25% faster at world 1; at world 2 one thread per
-  // rank is ~5% faster than two; README, "Performance").
+  // when the planner's bytes do not outlive the next ResolveData (CUDA tensors). -1: the host's
+  // cores divided among its ranks (LOCAL_WORLD_SIZE, else the world size), between 1 and 2.
+  // 0: the default, 1. Measured on 2 cores: 2 threads save ~25% faster at world 1; at world 2
+  // one thread per rank is ~5% faster than two; the extra writers' buffers (up to
+  // ChunkStoreOptions::small_write_bytes each, held in their threads' malloc arenas) add to a
+  // save's resident memory, hence not the default yet (README, "Performance").
   int write_threads = 0;
   // Threads a load reads with (each reads its own pieces of the plan, so disk reads overlap
   // the checking and copying of chunks already read, and the disk sees several requests at
