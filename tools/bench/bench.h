@@ -48,6 +48,8 @@ struct Config {
   ChunkWritePath write_path = ChunkWritePath::kIngestTableFiles;
   // Threads a rank's save writes with (KvStorageOptions::write_threads); 0: the library default.
   int write_threads = 0;
+  // Threads a rank's load reads with (KvStorageOptions::read_threads); 0: the library default.
+  int read_threads = 0;
   // Where the run's working directory (a fresh dcpkv-bench-XXXXXX) is made. Empty: the temp
   // directory ($TMPDIR or /tmp).
   std::string dir;

@@ -4,6 +4,7 @@
 // loads and reads are cold, and no run pays for the cache another left behind. Every destination
 // is first filled with a sentinel (which also faults its pages in), then checked after the load.
 #include <algorithm>
+#include <atomic>
 
 #include "baselines.h"
 #include "benchmarks.h"
@@ -27,7 +28,7 @@ StatusOr<double> ColdLoad(BenchContext& ctx, int world, const std::string& id, u
   DCPKV_RETURN_IF_ERROR(DropPageCache(ctx.workspace.path()));
   *resident = std::max(*resident, ResidentBytes(root));
   DCPKV_ASSIGN_OR_RETURN(double seconds, TimeOnRanks(world, [&](const Rank& r) {
-                           return LoadStep(r, targets[r.rank], root, id);
+                           return LoadStep(r, targets[r.rank], root, id, ctx.config.read_threads);
                          }));
   DCPKV_RETURN_IF_ERROR(CheckStates(targets, 0, "load of " + id));
   return seconds;
@@ -54,11 +55,31 @@ StatusOr<std::vector<Result>> RunSave(BenchContext& ctx) {
     DCPKV_RETURN_IF_ERROR(DropPageCache(ws.path()));
     return seconds;
   };
+  // Each save's peak resident memory above the process's just before Save(), the largest of any
+  // process (with --processes, of any rank); the peak counts only where it can be reset.
+  std::vector<double> rss_growth;
+  bool rss_peak_reset = true;
   auto save = [&](int) -> StatusOr<double> {
     last_id = ws.NewId("save");
+    std::atomic<uint64_t> growth{0};
     StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      return SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c), c.write_threads);
+      const uint64_t before = CurrentRssBytes();
+      if (r.rank == 0 || InProcessWorld()) rss_peak_reset = ResetPeakRss() && rss_peak_reset;
+      Status s =
+          SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c), c.write_threads);
+      const uint64_t peak = PeakRssBytes();
+      uint64_t seen = growth.load();
+      while (peak > before && peak - before > seen &&
+             !growth.compare_exchange_weak(seen, peak - before)) {
+      }
+      return s;
     });
+    DCPKV_RETURN_IF_ERROR(seconds.status());
+    DCPKV_ASSIGN_OR_RETURN(double largest,
+                           MaxOnRanks(c.world, [&](const Rank&) -> StatusOr<double> {
+                             return double(growth.load());
+                           }));
+    rss_growth.push_back(largest);
     DCPKV_RETURN_IF_ERROR(DropPageCache(ws.path()));
     return seconds;
   };
@@ -80,6 +101,11 @@ StatusOr<std::vector<Result>> RunSave(BenchContext& ctx) {
              {"raw_write_seconds", Median(runs[0])},
              {"raw_write_parallel_seconds", Median(runs[1])},
              {"raw_writers", double(c.raw_writers)}};
+  if (rss_peak_reset) {
+    r.extra.push_back({"save_rss_growth_median_bytes", Median(rss_growth)});
+    r.extra.push_back(
+        {"save_rss_growth_max_bytes", *std::max_element(rss_growth.begin(), rss_growth.end())});
+  }
   return std::vector<Result>{r};
 }
 

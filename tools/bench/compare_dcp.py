@@ -237,6 +237,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="dcpkv-vs-dcp-", dir=args.dir)
     series = {}  # name -> seconds per round
+    rss_growth = {}  # write path -> a save's peak RSS above the RSS before it, per round
 
     def add(name, seconds):
         series.setdefault(name, []).append(seconds)
@@ -258,7 +259,12 @@ def main():
                                   "raw_write_s": d["save"]["raw_write_seconds"],
                                   "raw_write_parallel_s": d["save"]["raw_write_parallel_seconds"],
                                   "raw_read_s": d["load"]["baseline_seconds"],
-                                  "peak_rss_bytes": d["save"]["peak_rss_bytes"]}), flush=True)
+                                  "peak_rss_bytes": d["save"]["peak_rss_bytes"],
+                                  "save_rss_growth_bytes":
+                                      d["save"].get("save_rss_growth_max_bytes")}), flush=True)
+                growth = d["save"].get("save_rss_growth_max_bytes")
+                if growth is not None:
+                    rss_growth.setdefault(write_path, []).append(growth)
             for threads in (1, 2):
                 directory = os.path.join(work, f"dcp-{rep}-{threads}")
                 save_s, load_s = ranks.run(directory, threads)
@@ -288,6 +294,10 @@ def main():
         print(f"  {write_path}: dcpkv save / best DCP save {save / best_dcp_save:.2f}x, "
               f"/ faster raw write {save / best_raw_write:.2f}x; dcpkv load / best DCP load "
               f"{load / best_dcp_load:.2f}x, / raw read {load / rate['raw_read (cold)']:.2f}x")
+        if rss_growth.get(write_path):
+            print(f"  {write_path}: a save's peak RSS above the RSS before it, per rank: median "
+                  f"{statistics.median_high(rss_growth[write_path]) / 2**20:.0f} MiB, largest "
+                  f"{max(rss_growth[write_path]) / 2**20:.0f} MiB")
     return 0
 
 

@@ -79,6 +79,7 @@ const std::map<std::string, Setter>& ValueFlags() {
       {"repetitions", Int(&Config::repetitions)},
       {"raw-writers", Int(&Config::raw_writers)},
       {"write-threads", Int(&Config::write_threads)},
+      {"read-threads", Int(&Config::read_threads)},
       {"write-path",
        [](std::string_view v, Config* c) {
          if (v == "batch") {
@@ -156,7 +157,7 @@ std::string Usage(std::string_view argv0) {
   std::string text = "usage: " + std::string(argv0) +
                      " [--benchmarks=a,b] [--size=256MiB] [--tensors=16] [--world=1]\n"
                      "         [--processes] [--raw-writers=2] [--write-path=batch|ingest]\n"
-                     "         [--write-threads=N]\n"
+                     "         [--write-threads=N] [--read-threads=N]\n"
                      "         [--chunk-size=4MiB] [--dir=DIR] [--keep] [--repetitions=3]\n"
                      "         [--sim-ranks=4096] [--plan-tensors=1000] [--json]\n\n"
                      "--world ranks are threads of this process over gloo; with --processes,\n"

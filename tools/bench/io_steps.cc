@@ -45,10 +45,13 @@ Status SaveStep(const Rank& r, RankState& state, const std::string& root, const 
   return md.status();
 }
 
-Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id) {
+Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
+                int read_threads) {
+  KvStorageOptions storage{root, {}};
+  storage.read_threads = read_threads;
   LoadOptions o;
   o.checkpoint_id = id;
-  o.store_root = root;
+  o.storage_reader = std::make_shared<KvStorageReader>(storage);
   o.process_group = r.group;
   return Load(state.dict, o);
 }

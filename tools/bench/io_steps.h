@@ -36,8 +36,10 @@ Status SaveStep(const Rank& r, RankState& state, const std::string& root, const 
                 const ChunkStoreOptions& store_options, int write_threads = 0,
                 const std::string& incremental_base = "", Metadata* committed = nullptr);
 
-// One rank's dcpkv::Load of checkpoint `id` under `root` into `state`.
-Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id);
+// One rank's dcpkv::Load of checkpoint `id` under `root` into `state`, through a fresh
+// KvStorageReader reading with `read_threads` (KvStorageOptions::read_threads).
+Status LoadStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
+                int read_threads = 0);
 
 // DATA_LOSS naming `what` unless every state holds pattern `seed` (sampled rows).
 Status CheckStates(const std::vector<RankState>& states, uint32_t seed, std::string_view what);

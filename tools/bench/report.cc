@@ -93,6 +93,7 @@ std::string Reporter::Json(const Result& r, uint64_t peak, PeakScope scope) cons
       .AddString("write_path",
                  config_.write_path == ChunkWritePath::kWriteBatch ? "batch" : "ingest")
       .AddInt("write_threads", config_.write_threads)
+      .AddInt("read_threads", config_.read_threads)
       .AddNumbers("runs", r.runs)
       .AddNumbers("baseline_runs", r.baseline_runs)
       .AddString("note", r.note);

@@ -46,6 +46,10 @@ double Quantile(std::vector<double> values, double q);
 // getrusage's ru_maxrss.
 uint64_t PeakRssBytes();
 
+// Resident set size of this process now, in bytes (VmRSS from /proc/self/status; 0 where it
+// cannot be read).
+uint64_t CurrentRssBytes();
+
 // Resets the peak to the current RSS (writes "5" to /proc/self/clear_refs), so that the next
 // PeakRssBytes() is the peak since this call. Returns false where the kernel does not allow it
 // (then the peak is the process's since it started).
