@@ -236,9 +236,9 @@ class ShardScan {
   rocksdb::Slice lower_slice_, upper_slice_;
   std::unique_ptr<rocksdb::Iterator> it_;
   ShardVerification result_;
-  uint64_t expected_;    // first byte not yet covered by an intact chunk
+  uint64_t expected_;     // first byte not yet covered by an intact chunk
   AlignedValue aligned_;  // the entry being checked (its copy, when misaligned)
-  bool resync_ = false;  // after a damaged or unreadable entry: no gap report for what follows
+  bool resync_ = false;   // after a damaged or unreadable entry: no gap report for what follows
   std::optional<uint64_t> damaged_at_;
   std::string damaged_what_;
 };
@@ -281,12 +281,20 @@ StatusOr<ShardVerification> ChunkStore::VerifyShard(std::string_view checkpoint_
   // RocksDB's backward step reads the entry stored before that chunk too: one of another shard or
   // checkpoint, maybe in an SST data block the scan never reads. If that block is damaged, no read
   // of the range can start although every chunk in it is intact. So unless the scan already found
-  // the first chunk bad, read it the way a load does.
+  // the first chunk bad, read it the way a load does. Where the scan's first intact chunk starts
+  // at `begin` that read finds its key exactly and steps no further back, and in tables that hold
+  // their chunk values inline it reads with the same checks as the scan: nothing to add.
   const bool start_reported =
       std::any_of(result.problems.begin(), result.problems.end(), [&](const ShardProblem& p) {
         return p.byte_offset <= begin && (begin < p.end || p.byte_offset == p.end);
       });
-  if (!start_reported) {
+  bool read_as_scanned = false;
+  if (!start_reported && !result.intact.empty() && result.intact.front().byte_offset == begin) {
+    const std::string prefix = ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets);
+    StatusOr<bool> tables_verified = impl_->VerifyChunkTables(prefix, PrefixUpperBound(prefix));
+    read_as_scanned = tables_verified.ok() && !*tables_verified;
+  }
+  if (!start_reported && !read_as_scanned) {
     char first = 0;
     const Status read =
         ReadShardRange(checkpoint_id, fqn, geometry, begin, begin == end ? end : begin + 1, &first);

@@ -49,6 +49,7 @@ struct Flags {
   std::string output;
   std::string file;
   uint64_t head = 0;
+  int threads = 0;
   bool json = false;
   bool no_progress = false;
 };
@@ -99,7 +100,10 @@ int RunVerify(const Flags& f) {
   auto view = OpenView(f);
   if (!view.ok()) return Fail(view.status());
   ProgressBar bar("verify", ShowProgress(f));
-  auto report = VerifyCheckpoints(**view, f.checkpoints, bar.Callback());
+  VerifyOptions options;
+  options.threads = f.threads;
+  options.progress = bar.Callback();
+  auto report = VerifyCheckpoints(**view, f.checkpoints, options);
   bar.Finish();
   if (!report.ok()) return Fail(report.status());
   PrintVerify(*report, FormatOf(f), std::cout);
@@ -308,6 +312,9 @@ int Main(int argc, char** argv) {
       "exit 1 if any problem");
   add_root(verify);
   verify->add_option("CKPT", f.checkpoints, "Checkpoints to verify (default: all)");
+  verify->add_option("--threads", f.threads, "Threads reading chunks (default: 4)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 256));
   add_json(verify);
   add_progress(verify);
 

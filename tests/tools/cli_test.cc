@@ -540,6 +540,13 @@ TEST_F(CliStoreTest, VerifyIntactStore) {
       r.out, ::testing::StartsWith("OK: 2 checkpoints, " +
                                    std::to_string(state(1).size() + state(2).size()) + " tensors"));
   EXPECT_THAT(r.out, HasSubstr("; 0 problems\n"));
+
+  r = RunCli({"verify", "--threads", "1", "--json", root()});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(ParseJson(r)["bytes"], j["bytes"]);
+  r = RunCli({"verify", "--threads", "0", root()});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("--threads"));
 }
 
 TEST_F(CliStoreTest, DiffJson) {

@@ -1092,6 +1092,58 @@ TEST(VerifyTest, MissingChunksOfAMultiChunkShard) {
   EXPECT_TRUE(a->ok());
 }
 
+// Threads and pieces change how the chunks are read, not what is found: shards of 128 chunks,
+// cut into pieces of 16 chunks for four threads, report exactly what one thread reading each
+// shard whole reports, in the same order, with every intact chunk matched to the manifest (a
+// piece that started counting the manifest's chunks at the wrong one would report them all).
+TEST(VerifyTest, ThreadsAndPiecesReportWhatOneThreadReports) {
+  TempDir tmp;
+  RowShards t{{256, 256}, Ramp(256 * 256, 0), 2};  // two shards of 128 KiB, chunks of 1 KiB
+  StateDict sd = t.StateDictOf();
+  ASSERT_TRUE(SaveWithStoreOptions(tmp.path(), "k", sd, 1024, 64 << 10).ok());
+  {
+    RawDB raw(RankDirectory(tmp.path(), 0));
+    raw.Delete(kChunksCf, *EncodeChunkKey({"k", "big", {0, 0}, 5 << 10}));     // inside a piece
+    raw.Delete(kChunksCf, *EncodeChunkKey({"k", "big", {0, 0}, 32 << 10}));    // a piece's first
+    raw.Delete(kChunksCf, *EncodeChunkKey({"k", "big", {128, 0}, 15 << 10}));  // a piece's last
+  }
+  std::unique_ptr<StoreView> view = OpenView(tmp.path());
+  ASSERT_NE(view, nullptr);
+  auto verify = [&](int threads, uint64_t piece_bytes) {
+    VerifyOptions options;
+    options.threads = threads;
+    options.piece_bytes = piece_bytes;
+    uint64_t last_done = 0, last_total = 0;
+    options.progress = [&](uint64_t done, uint64_t total) {
+      EXPECT_GE(done, last_done);
+      last_done = done;
+      last_total = total;
+    };
+    StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {"k"}, options);
+    EXPECT_EQ(last_done, last_total);
+    EXPECT_EQ(last_total, 256u << 10);
+    return report;
+  };
+  StatusOr<VerifyReport> whole = verify(1, uint64_t{1} << 30);
+  StatusOr<VerifyReport> pieces = verify(4, 16 << 10);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_TRUE(pieces.ok()) << pieces.status();
+  EXPECT_EQ(whole->chunks, 253u);
+  EXPECT_EQ(pieces->chunks, whole->chunks);
+  EXPECT_EQ(pieces->bytes, whole->bytes);
+  EXPECT_EQ(pieces->shards, 2u);
+  ASSERT_EQ(whole->problems.size(), 3u);
+  ASSERT_EQ(pieces->problems.size(), whole->problems.size());
+  for (size_t i = 0; i < whole->problems.size(); ++i) {
+    EXPECT_EQ(DescribeProblem(pieces->problems[i]), DescribeProblem(whole->problems[i]));
+    EXPECT_THAT(whole->problems[i].what, HasSubstr("missing chunk"));
+  }
+  EXPECT_EQ(whole->problems[0].byte_offset, 5u << 10);
+  EXPECT_EQ(whole->problems[1].byte_offset, 32u << 10);
+  EXPECT_EQ(whole->problems[2].shard_offsets, (Shape{128, 0}));
+  EXPECT_EQ(whole->problems[2].byte_offset, 15u << 10);
+}
+
 // Saves "big" (1 MiB in four shards of 64 chunks of 4 KiB, every chunk in a blob file) and a
 // small "tail" after it, as checkpoint "blob" of `root`.
 void SaveBlobCheckpoint(const std::string& root, RowShards* t, std::string* tail) {

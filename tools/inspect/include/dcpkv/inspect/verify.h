@@ -39,9 +39,22 @@ struct VerifyReport {
 // Called as bytes are verified: (bytes done, bytes in total).
 using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
 
+struct VerifyOptions {
+  // Threads that read and check chunks, each with a read of its own in flight. 0: 4.
+  int threads = 0;
+  // Runs of a shard's chunks are verified in pieces of about this many bytes (cut where a chunk
+  // starts), which the threads share. 0: 64 MiB.
+  uint64_t piece_bytes = 0;
+  // Called as bytes are verified, from any of the threads, one call at a time.
+  ProgressCallback progress;
+};
+
 // Verifies the checkpoints named in `ids` ("latest" allowed) or, if empty, every checkpoint the
 // view lists (damaged manifests are problems; uncommitted data is not). NOT_FOUND for an id that
-// names no checkpoint; problems in the data are in the report, not errors.
+// names no checkpoint; problems in the data are in the report, not errors, in the same order
+// whatever the threads.
+StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std::string>& ids,
+                                         const VerifyOptions& options);
 StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std::string>& ids,
                                          const ProgressCallback& progress = nullptr);
 
