@@ -75,7 +75,7 @@ def main():
     # chunks written as ingested table files (every load checks what it read).
     with tempfile.TemporaryDirectory(prefix="dcpkv-bench-smoke-") as parent:
         run = subprocess.run([bench, f"--dir={parent}", "--processes", "--write-path=ingest",
-                              "--benchmarks=save,load,load_reshard,incremental,async_block"] + ARGS,
+                              "--benchmarks=save,load,load_reshard,verify,incremental,async_block"] + ARGS,
                              capture_output=True, text=True, timeout=240)
         if run.returncode != 0:
             fail(f"dcpkv_bench --processes exited {run.returncode}:\n{run.stderr}")
@@ -86,7 +86,7 @@ def main():
         if line.strip():
             check_record(line)
     got = [r["benchmark"] for r in records]
-    if got != ["save", "load", "load_reshard", "incremental", "async_block"]:
+    if got != ["save", "load", "load_reshard", "verify", "incremental", "async_block"]:
         fail(f"--processes: expected one record per benchmark from rank 0, got {got}")
     for r in records:
         if r["processes"] is not True or r["write_path"] != "ingest" or \
@@ -97,6 +97,12 @@ def main():
             min(save["raw_write_seconds"], save["raw_write_parallel_seconds"]) != \
             save["baseline_seconds"]:
         fail(f"save's baseline must be the faster raw write: {save}")
+    # A save's resident memory above the RSS before it: measured where the peak can be reset.
+    growth = (save.get("save_rss_growth_median_bytes"), save.get("save_rss_growth_max_bytes"))
+    if growth != (None, None) and not 0 <= growth[0] <= growth[1]:
+        fail(f"save's RSS growth figures are inconsistent: {save}")
+    if records[3]["baseline"] != "raw_scan":
+        fail(f"verify's baseline must be raw_scan: {records[3]}")
     bad = subprocess.run([bench, "--benchmarks=no_such_benchmark"], capture_output=True)
     if bad.returncode != 2:
         fail(f"an unknown benchmark should exit 2, got {bad.returncode}")

@@ -88,6 +88,21 @@ Status RawRead(const std::string& path, RankState& state) {
   return s;
 }
 
+Status RawScan(const std::string& path, std::vector<char>& buffer, uint64_t* bytes) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open", path);
+  Status s;
+  while (true) {
+    const ssize_t n = read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) s = Errno("read", path);
+    if (n <= 0) break;
+    *bytes += static_cast<uint64_t>(n);
+  }
+  close(fd);
+  return s;
+}
+
 void CopyState(const RankState& from, RankState& to) {
   for (size_t i = 0; i < from.shards.size() && i < to.shards.size(); ++i) {
     std::memcpy(to.shards[i].tensor.data(), from.shards[i].tensor.data(),

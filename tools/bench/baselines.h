@@ -3,7 +3,9 @@
 #ifndef DCPKV_TOOLS_BENCH_BASELINES_H_
 #define DCPKV_TOOLS_BENCH_BASELINES_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dcpkv/status.h"
 #include "state.h"
@@ -23,6 +25,11 @@ Status RawWriteParallel(const std::string& path_prefix, const RankState& state, 
 // raw_read: `path` read back with plain read() into the state's shards, one after another.
 // Drop the file's page cache first (DropPageCache) for a cold read.
 Status RawRead(const std::string& path, RankState& state);
+
+// raw_scan: `path` read whole with plain read() into one reused buffer of `buffer` bytes (what
+// a reader that only checks the bytes, like verify, needs from the disk); adds its size to
+// `*bytes`.
+Status RawScan(const std::string& path, std::vector<char>& buffer, uint64_t* bytes);
 
 // memcpy: every shard of `from` copied into the same shard of `to` (same shape).
 void CopyState(const RankState& from, RankState& to);

@@ -12,6 +12,8 @@ namespace dcpkv::bench {
 StatusOr<std::vector<Result>> RunSave(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunLoad(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunLoadReshard(BenchContext& ctx);
+// bench_verify.cc
+StatusOr<std::vector<Result>> RunVerify(BenchContext& ctx);
 // bench_plan.cc
 StatusOr<std::vector<Result>> RunPlan(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunIncremental(BenchContext& ctx);

@@ -10,6 +10,8 @@ const std::vector<BenchmarkSpec>& Registry() {
        RunSave},
       {"load", "cold Load vs raw_read (cold read of the raw files)", RunLoad},
       {"load_reshard", "cold Load on world+1 ranks vs cold Load on world", RunLoadReshard},
+      {"verify", "cold dcpkv verify of the checkpoint vs raw_scan (cold read of the raw files)",
+       RunVerify},
       {"incremental", "incremental Save with 10% of chunks changed vs a full Save of the state",
        RunIncremental},
       {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan,
