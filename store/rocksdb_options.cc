@@ -1,6 +1,7 @@
 // RocksDB tuning of a chunk store. Chunk values are large and incompressible (tensor bytes), are
 // written once and read rarely, and must reach disk at full sequential speed; manifests are small
 // and must be durable at once.
+#include <cstdlib>
 #include <rocksdb/cache.h>
 #include <rocksdb/table.h>
 
@@ -24,6 +25,7 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   db.bytes_per_sync = uint64_t{8} << 20;   // smooth write-back of large flushes
   db.avoid_flush_during_shutdown = false;  // unflushed (WAL-less) chunks are flushed on close
   if (options.env != nullptr) db.env = options.env;
+  if (getenv("XADV")) db.advise_random_on_open = false;
 
   rocksdb::BlockBasedTableOptions table;
   // A data block closes once it holds this much: every chunk value (1 KiB at the least) of an
