@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "chunk_generated.h"
 #include "dcpkv/core/names.h"
@@ -114,18 +115,11 @@ std::string EncodeChunk(const ShardGeometry& geometry, uint64_t byte_offset, con
   return std::string(encoder.Encode(geometry, byte_offset, payload, size));
 }
 
-StatusOr<ChunkView> DecodeChunk(std::string_view value) {
-  const auto* data = reinterpret_cast<const uint8_t*>(value.data());
-  if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
-    return InternalError("DecodeChunk called with a buffer that is not 8-byte aligned");
-  }
-  if (value.size() < 8) {
-    return Corrupt("value is " + std::to_string(value.size()) + " bytes, too short");
-  }
-  if (!fb::ChunkBufferHasIdentifier(data)) return Corrupt("missing file identifier \"DKVC\"");
-  flatbuffers::Verifier verifier(data, value.size(), kMaxVerifierDepth, kMaxVerifierTables);
-  if (!fb::VerifyChunkBuffer(verifier)) return Corrupt("FlatBuffers verification failed");
-  const fb::Chunk* c = fb::GetChunk(data);
+namespace {
+
+// Checks the fields of a chunk table `c` that the Verifier passed and reads them; the payload's
+// bytes are read at `payload` (the vector's data, or where the same bytes lie elsewhere).
+StatusOr<ChunkView> ReadVerifiedChunk(const fb::Chunk* c, const uint8_t* payload) {
   if (!ElementsAligned(c->shard_offsets()) || !ElementsAligned(c->shard_sizes())) {
     return Corrupt("misaligned shard_offsets or shard_sizes vector");
   }
@@ -171,7 +165,7 @@ StatusOr<ChunkView> DecodeChunk(std::string_view value) {
     return Corrupt("payload is " + std::to_string(stored) + " bytes but payload_len says " +
                    std::to_string(info.payload_len));
   }
-  view.payload = c->payload() ? c->payload()->data() : nullptr;
+  view.payload = c->payload() ? payload : nullptr;
   view.payload_size = stored;
   Hash128 actual = HashBytes(view.payload, view.payload_size);
   if (actual != info.payload_hash) {
@@ -179,6 +173,70 @@ StatusOr<ChunkView> DecodeChunk(std::string_view value) {
                    ", computed " + HashToHex(actual) + ")");
   }
   return view;
+}
+
+// True if [p, p + n) lies within the first `limit` bytes at `base`.
+bool Within(const uint8_t* base, size_t limit, const void* p, size_t n) {
+  const auto* at = static_cast<const uint8_t*>(p);
+  return at >= base && static_cast<size_t>(at - base) <= limit &&
+         n <= limit - static_cast<size_t>(at - base);
+}
+
+}  // namespace
+
+StatusOr<ChunkView> DecodeChunk(std::string_view value) {
+  const auto* data = reinterpret_cast<const uint8_t*>(value.data());
+  if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+    return InternalError("DecodeChunk called with a buffer that is not 8-byte aligned");
+  }
+  if (value.size() < 8) {
+    return Corrupt("value is " + std::to_string(value.size()) + " bytes, too short");
+  }
+  if (!fb::ChunkBufferHasIdentifier(data)) return Corrupt("missing file identifier \"DKVC\"");
+  flatbuffers::Verifier verifier(data, value.size(), kMaxVerifierDepth, kMaxVerifierTables);
+  if (!fb::VerifyChunkBuffer(verifier)) return Corrupt("FlatBuffers verification failed");
+  const fb::Chunk* c = fb::GetChunk(data);
+  return ReadVerifiedChunk(c, c->payload() ? c->payload()->data() : nullptr);
+}
+
+std::optional<ChunkView> DecodeChunkHead(std::string_view value, const uint8_t* head,
+                                         size_t head_bytes) {
+  if (reinterpret_cast<uintptr_t>(head) % 8 != 0 || value.size() < 8 || head_bytes < 8 ||
+      head_bytes > value.size() || !fb::ChunkBufferHasIdentifier(head)) {
+    return std::nullopt;
+  }
+  flatbuffers::Verifier verifier(head, value.size(), kMaxVerifierDepth, kMaxVerifierTables);
+  if (!fb::VerifyChunkBuffer(verifier)) return std::nullopt;
+  const fb::Chunk* c = fb::GetChunk(head);
+  // Everything read besides the payload's bytes must lie in the copied head: the vtable, the
+  // table (with the hash struct inline), the two small vectors and the payload's length.
+  const auto* table = reinterpret_cast<const uint8_t*>(c);
+  const uint8_t* vtable = table - flatbuffers::ReadScalar<flatbuffers::soffset_t>(table);
+  if (!Within(head, head_bytes, vtable, 2 * sizeof(flatbuffers::voffset_t))) return std::nullopt;
+  const size_t vtable_bytes = flatbuffers::ReadScalar<flatbuffers::voffset_t>(vtable);
+  const size_t table_bytes =
+      flatbuffers::ReadScalar<flatbuffers::voffset_t>(vtable + sizeof(flatbuffers::voffset_t));
+  if (!Within(head, head_bytes, vtable, vtable_bytes) ||
+      !Within(head, head_bytes, table, table_bytes)) {
+    return std::nullopt;
+  }
+  for (const flatbuffers::Vector<uint64_t>* v : {c->shard_offsets(), c->shard_sizes()}) {
+    if (v != nullptr &&
+        !Within(head, head_bytes, v,
+                sizeof(flatbuffers::uoffset_t) + size_t{v->size()} * sizeof(uint64_t))) {
+      return std::nullopt;
+    }
+  }
+  const flatbuffers::Vector<uint8_t>* payload = c->payload();
+  if (payload != nullptr && !Within(head, head_bytes, payload, sizeof(flatbuffers::uoffset_t))) {
+    return std::nullopt;
+  }
+  const uint8_t* in_place = payload == nullptr ? nullptr
+                                               : reinterpret_cast<const uint8_t*>(value.data()) +
+                                                     (payload->data() - head);
+  StatusOr<ChunkView> view = ReadVerifiedChunk(c, in_place);
+  if (!view.ok()) return std::nullopt;
+  return std::move(view).value();
 }
 
 }  // namespace dcpkv

@@ -1,8 +1,12 @@
 // ChunkStore read path: point reads, shard reassembly and iteration. Every value read is
 // verified (FlatBuffers Verifier, field consistency, XXH3-128 of the payload) and checked
 // against the key it was stored under.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "chunk_store_internal.h"
 #include "dcpkv/core/names.h"
@@ -12,35 +16,66 @@
 
 namespace dcpkv {
 
-void AlignedValue::Set(std::string_view value) {
-  if (reinterpret_cast<uintptr_t>(value.data()) % 8 == 0) {
-    bytes = value;
-    return;
-  }
-  const size_t words = (value.size() + 7) / 8;
-  if (words > scratch_words) {
-    scratch.reset(new uint64_t[words]);
-    scratch_words = words;
-  }
-  std::memcpy(scratch.get(), value.data(), value.size());
-  bytes = std::string_view(reinterpret_cast<const char*>(scratch.get()), value.size());
-}
+namespace {
 
-AlignedValue AlignForDecode(std::string_view value) {
-  AlignedValue out;
-  out.Set(value);
-  return out;
-}
+// A misaligned value at least this large is decoded from a copy of its first kHeadBytes only.
+constexpr size_t kHeadCopyMinBytes = size_t{64} << 10;
+constexpr size_t kHeadBytes = size_t{4} << 10;
 
-StatusOr<ChunkView> DecodeStoredChunk(const ChunkKey& key, std::string_view aligned_value) {
-  StatusOr<ChunkView> view = DecodeChunk(aligned_value);
-  if (!view.ok()) return view.status().WithContext(DescribeChunkKey(key));
-  const ChunkInfo& info = view->info;
+// Checks that a decoded chunk describes the key it was found under.
+Status CheckChunkKey(const ChunkKey& key, const ChunkView& view) {
+  const ChunkInfo& info = view.info;
   if (info.geometry.offsets != key.shard_offsets || info.byte_offset != key.byte_offset) {
     ChunkKey described{key.checkpoint_id, key.fqn, info.geometry.offsets, info.byte_offset};
     return DataLossError(DescribeChunkKey(key) + ": corrupt chunk: value describes " +
                          DescribeChunkKey(described));
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+ZeroWindow::~ZeroWindow() {
+  if (data_ != nullptr) munmap(data_, size_);
+}
+
+bool ZeroWindow::Reserve(size_t bytes) {
+  if (bytes <= size_) return true;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t size = (bytes + page - 1) / page * page;
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  if (data_ != nullptr) munmap(data_, size_);
+  data_ = static_cast<uint8_t*>(p);
+  size_ = size;
+  return true;
+}
+
+StatusOr<ChunkView> ChunkValueDecoder::Decode(const ChunkKey& key, std::string_view value) {
+  if (reinterpret_cast<uintptr_t>(value.data()) % 8 == 0) return DecodeStoredChunk(key, value);
+  // Only the window's first kHeadBytes are ever written: the rest stays zero from value to value.
+  if (value.size() >= kHeadCopyMinBytes && head_window_.Reserve(value.size())) {
+    std::memcpy(head_window_.data(), value.data(), kHeadBytes);
+    std::optional<ChunkView> view = DecodeChunkHead(value, head_window_.data(), kHeadBytes);
+    if (view) {
+      DCPKV_RETURN_IF_ERROR(CheckChunkKey(key, *view));
+      return std::move(*view);
+    }
+  }
+  const size_t words = (value.size() + 7) / 8;
+  if (words > scratch_words_) {
+    scratch_.reset(new uint64_t[words]);
+    scratch_words_ = words;
+  }
+  std::memcpy(scratch_.get(), value.data(), value.size());
+  return DecodeStoredChunk(
+      key, std::string_view(reinterpret_cast<const char*>(scratch_.get()), value.size()));
+}
+
+StatusOr<ChunkView> DecodeStoredChunk(const ChunkKey& key, std::string_view aligned_value) {
+  StatusOr<ChunkView> view = DecodeChunk(aligned_value);
+  if (!view.ok()) return view.status().WithContext(DescribeChunkKey(key));
+  DCPKV_RETURN_IF_ERROR(CheckChunkKey(key, *view));
   return view;
 }
 
@@ -82,7 +117,7 @@ StatusOr<bool> ChunkStore::Impl::VerifyChunkTables(std::string_view lower, std::
 
 struct ChunkHandle::Storage {
   rocksdb::PinnableSlice pinned;
-  AlignedValue aligned;
+  ChunkValueDecoder decoder;
 };
 
 ChunkHandle::ChunkHandle() = default;
@@ -99,8 +134,8 @@ StatusOr<ChunkHandle> ChunkStore::GetChunk(const ChunkKey& key) {
   rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->chunks_cf, encoded, &pinned);
   if (s.IsNotFound()) return NotFoundError("no chunk " + DescribeChunkKey(key));
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading chunk " + DescribeChunkKey(key)));
-  handle.storage_->aligned = AlignForDecode(std::string_view(pinned.data(), pinned.size()));
-  DCPKV_ASSIGN_OR_RETURN(handle.view_, DecodeStoredChunk(key, handle.storage_->aligned.bytes));
+  DCPKV_ASSIGN_OR_RETURN(handle.view_, handle.storage_->decoder.Decode(
+                                           key, std::string_view(pinned.data(), pinned.size())));
   return handle;
 }
 
@@ -112,7 +147,7 @@ struct ChunkIterator::Impl {
   std::unique_ptr<rocksdb::Iterator> it;
   std::string store_dir;
   ChunkKey key;
-  AlignedValue aligned;
+  ChunkValueDecoder decoder;
   ChunkView view;
   Status status;
   bool valid = false;
@@ -130,8 +165,8 @@ struct ChunkIterator::Impl {
       return;
     }
     key = std::move(k).value();
-    aligned.Set(std::string_view(it->value().data(), it->value().size()));
-    StatusOr<ChunkView> v = DecodeStoredChunk(key, aligned.bytes);
+    StatusOr<ChunkView> v =
+        decoder.Decode(key, std::string_view(it->value().data(), it->value().size()));
     if (!v.ok()) {
       status = v.status();
       return;

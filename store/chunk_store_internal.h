@@ -63,9 +63,9 @@ struct ChunkStore::Impl {
   // are opened as reads need them: reading one that a compaction replaced is IO_ERROR, and a
   // reopened view reads its replacement.)
   Status OpenTableFiles();
-  // Read-only and secondary modes: OpenDB, OpenTableFiles and the format check, retried (with a short backoff,
-  // under a second in all) while the open fails or may have raced a live writer's flush. The
-  // view it gives holds everything that was durable before it started.
+  // Read-only and secondary modes: OpenDB, OpenTableFiles and the format check, retried (with a
+  // short backoff, under a second in all) while the open fails or may have raced a live writer's
+  // flush. The view it gives holds everything that was durable before it started.
   Status OpenReadOnlyStable();
   // Releases the handles and the database without flushing.
   Status CloseDB();
@@ -89,19 +89,43 @@ struct ChunkStore::Impl {
 // Anything left there belongs to no ingested file; a read-write open removes it.
 inline std::string IngestDirectory(const std::string& dir) { return dir + "/ingest"; }
 
-// Holds a value so that DecodeChunk can read it in place: `bytes` points at the original value
-// when it is 8-byte aligned, else at an aligned copy held in `scratch`.
-struct AlignedValue {
-  std::string_view bytes;
-  std::unique_ptr<uint64_t[]> scratch;
-  size_t scratch_words = 0;
-  // Holds `value` instead, reusing `scratch` if it is large enough (a scan copies every chunk
-  // into the same buffer instead of faulting in a fresh one each time).
-  void Set(std::string_view value);
-};
-AlignedValue AlignForDecode(std::string_view value);
+// Zeroed memory of a given size, mapped anonymously: pages never written are never allocated.
+class ZeroWindow {
+ public:
+  ZeroWindow() = default;
+  ~ZeroWindow();
+  ZeroWindow(const ZeroWindow&) = delete;
+  ZeroWindow& operator=(const ZeroWindow&) = delete;
+  // Makes the window at least `bytes` long (page-aligned); false if the memory cannot be mapped.
+  bool Reserve(size_t bytes);
+  uint8_t* data() const { return data_; }
 
-// Decodes a stored chunk value and checks that it belongs under `key`. Errors name the key.
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Decodes stored chunk values, which FlatBuffers reads in place at 8-byte alignment and which a
+// RocksDB block rarely holds aligned. An aligned value is decoded where it is. Of a large
+// misaligned one only the head (its metadata; the payload vector comes last in every value
+// ChunkEncoder writes) is copied into a window whose other bytes stay zero, and the payload is
+// hashed and viewed in place (DecodeChunkHead); anything else is copied whole into `scratch`,
+// reused from value to value (a scan copies every chunk into the same buffer instead of
+// faulting in a fresh one each time).
+class ChunkValueDecoder {
+ public:
+  // Decodes `value`, stored under `key`, and checks that it belongs there; errors name the key.
+  // The view refers to `value` or to this decoder's buffers until the next Decode.
+  StatusOr<ChunkView> Decode(const ChunkKey& key, std::string_view value);
+
+ private:
+  ZeroWindow head_window_;
+  std::unique_ptr<uint64_t[]> scratch_;
+  size_t scratch_words_ = 0;
+};
+
+// Decodes a stored chunk value (8-byte aligned) and checks that it belongs under `key`. Errors
+// name the key.
 StatusOr<ChunkView> DecodeStoredChunk(const ChunkKey& key, std::string_view aligned_value);
 
 }  // namespace dcpkv

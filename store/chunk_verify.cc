@@ -115,8 +115,8 @@ class ShardScan {
       return;
     }
     const uint64_t offset = key->byte_offset;
-    aligned_.Set(std::string_view(it_->value().data(), it_->value().size()));
-    StatusOr<ChunkView> view = DecodeStoredChunk(*key, aligned_.bytes);
+    StatusOr<ChunkView> view =
+        decoder_.Decode(*key, std::string_view(it_->value().data(), it_->value().size()));
     Status bad;
     if (!view.ok()) {
       bad = view.status();
@@ -236,9 +236,9 @@ class ShardScan {
   rocksdb::Slice lower_slice_, upper_slice_;
   std::unique_ptr<rocksdb::Iterator> it_;
   ShardVerification result_;
-  uint64_t expected_;     // first byte not yet covered by an intact chunk
-  AlignedValue aligned_;  // the entry being checked (its copy, when misaligned)
-  bool resync_ = false;   // after a damaged or unreadable entry: no gap report for what follows
+  uint64_t expected_;          // first byte not yet covered by an intact chunk
+  ChunkValueDecoder decoder_;  // of the entry being checked
+  bool resync_ = false;  // after a damaged or unreadable entry: no gap report for what follows
   std::optional<uint64_t> damaged_at_;
   std::string damaged_what_;
 };

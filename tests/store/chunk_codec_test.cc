@@ -4,7 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "tests/util/test_data.h"
 
@@ -198,6 +200,94 @@ TEST_F(ChunkCorruptionTest, MisalignedVectorIsDataLoss) {
         std::string_view(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize()));
     ExpectDataLoss(value, "misaligned shard_offsets or shard_sizes vector");
   }
+}
+
+// A value at `shift` bytes past an 8-byte boundary, as a RocksDB block holds it, and a window
+// as the store gives DecodeChunkHead: 8-byte aligned, the value's size, zero past the head.
+struct Misplaced {
+  Misplaced(std::string_view bytes, size_t shift, size_t head)
+      : words(bytes.size() / 8 + 2), window(bytes.size() / 8 + 1, 0) {
+    at = reinterpret_cast<char*>(words.data()) + shift;
+    std::memcpy(at, bytes.data(), bytes.size());
+    std::memcpy(window.data(), bytes.data(), std::min(head, bytes.size()));
+    value = std::string_view(at, bytes.size());
+  }
+  const uint8_t* head() const { return reinterpret_cast<const uint8_t*>(window.data()); }
+  std::vector<uint64_t> words;
+  std::vector<uint64_t> window;
+  char* at;
+  std::string_view value;
+};
+
+TEST(ChunkCodecTest, HeadDecodeReadsTheMetadataFromTheHeadAndThePayloadInPlace) {
+  std::vector<uint8_t> payload = testing::RandomBytes(256 << 10, 7);
+  ShardGeometry g = Geometry(DType::kFloat32, {64, 0}, {256, 1024});
+  const std::string enc = EncodeChunk(g, 4096, payload.data(), payload.size());
+  Aligned whole(enc);
+  StatusOr<ChunkView> expected = DecodeChunk(whole.view());
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  for (size_t shift : {1, 3, 4, 7}) {
+    Misplaced m(enc, shift, 4096);
+    std::optional<ChunkView> view = DecodeChunkHead(m.value, m.head(), 4096);
+    ASSERT_TRUE(view.has_value()) << shift;
+    EXPECT_EQ(view->info.geometry.offsets, g.offsets);
+    EXPECT_EQ(view->info.geometry.sizes, g.sizes);
+    EXPECT_EQ(view->info.byte_offset, 4096u);
+    EXPECT_EQ(view->info.payload_hash, expected->info.payload_hash);
+    ASSERT_EQ(view->payload_size, payload.size());
+    // In place: in the value itself, not in the window.
+    EXPECT_EQ(reinterpret_cast<const char*>(view->payload) - m.at,
+              expected->payload - reinterpret_cast<const uint8_t*>(whole.view().data()));
+    EXPECT_EQ(std::memcmp(view->payload, payload.data(), payload.size()), 0);
+  }
+}
+
+TEST(ChunkCodecTest, HeadDecodeLeavesEverythingElseToDecodeChunk) {
+  std::vector<uint8_t> payload = testing::RandomBytes(128 << 10, 8);
+  ShardGeometry g = Geometry(DType::kUInt8, {0}, {1 << 20});
+  const std::string enc = EncodeChunk(g, 0, payload.data(), payload.size());
+  // A head too short for the metadata.
+  Misplaced tiny(enc, 1, 16);
+  EXPECT_FALSE(DecodeChunkHead(tiny.value, tiny.head(), 16).has_value());
+  // A payload byte flipped: the hash is checked on the value itself.
+  Misplaced flipped(enc, 5, 4096);
+  flipped.at[enc.size() - 100] ^= 0x20;
+  EXPECT_FALSE(DecodeChunkHead(flipped.value, flipped.head(), 4096).has_value());
+  Aligned damaged(flipped.value);
+  EXPECT_THAT(DecodeChunk(damaged.view()).status().message(), HasSubstr("checksum mismatch"));
+  // The small vectors after the payload (no encoder writes that, but it is a valid chunk): they
+  // lie past the head, so only a whole copy decodes the value.
+  struct alignas(8) HashStruct {
+    uint64_t lo, hi;
+  };
+  flatbuffers::FlatBufferBuilder b;
+  const std::vector<uint64_t> offsets = {0}, sizes = {1 << 20};
+  auto offsets_vec = b.CreateVector(offsets);
+  auto sizes_vec = b.CreateVector(sizes);
+  auto payload_vec = b.CreateVector(payload);
+  const Hash128 hash = HashBytes(payload.data(), payload.size());
+  const HashStruct hash_struct{hash.lo, hash.hi};
+  const flatbuffers::uoffset_t start = b.StartTable();
+  // Field slots of store/schema/chunk.fbs, in order from 4.
+  b.AddElement<uint16_t>(4, 1, 0);
+  b.AddElement<uint8_t>(6, static_cast<uint8_t>(DType::kUInt8), 0);
+  b.AddOffset(8, offsets_vec);
+  b.AddOffset(10, sizes_vec);
+  b.AddElement<uint64_t>(14, 1 << 20, 0);
+  b.AddElement<uint64_t>(16, payload.size(), 0);
+  b.AddStruct(18, &hash_struct);
+  b.AddOffset(22, payload_vec);
+  b.Finish(flatbuffers::Offset<void>(b.EndTable(start)), "DKVC");
+  const std::string_view reordered(reinterpret_cast<const char*>(b.GetBufferPointer()),
+                                   b.GetSize());
+  Aligned reordered_whole(reordered);
+  StatusOr<ChunkView> decoded = DecodeChunk(reordered_whole.view());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->info.geometry.sizes, sizes);
+  Misplaced m(reordered, 3, 4096);
+  EXPECT_FALSE(DecodeChunkHead(m.value, m.head(), 4096).has_value());
+  Misplaced all(reordered, 3, reordered.size());  // with all of it copied, it decodes
+  EXPECT_TRUE(DecodeChunkHead(all.value, all.head(), reordered.size()).has_value());
 }
 
 TEST(ShardGeometryTest, ValidatesAndSizes) {

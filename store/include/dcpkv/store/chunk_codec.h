@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,6 +87,16 @@ std::string EncodeChunk(const ShardGeometry& geometry, uint64_t byte_offset, con
 // If `value.data()` is not 8-byte aligned (FlatBuffers reads 8-byte scalars in place), the
 // caller must first copy it to aligned memory; DecodeChunk returns INTERNAL otherwise.
 StatusOr<ChunkView> DecodeChunk(std::string_view value);
+
+// DecodeChunk of a value that is not 8-byte aligned, without an aligned copy of it all: `head`
+// is 8-byte aligned and readable for value.size() bytes, of which the first `head_bytes` are a
+// copy of the value's first bytes (the rest is never taken as the value's). The metadata is
+// verified and read in `head`, the payload (hashed and viewed) in place in `value`. Returns
+// nullopt unless the value decodes and all but its payload's bytes lie in the copied head (as
+// in every value ChunkEncoder writes, given a head of a few KiB): the caller then decodes an
+// aligned copy of the whole value with DecodeChunk, which is the final word, errors included.
+std::optional<ChunkView> DecodeChunkHead(std::string_view value, const uint8_t* head,
+                                         size_t head_bytes);
 
 }  // namespace dcpkv
 
