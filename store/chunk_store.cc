@@ -58,7 +58,6 @@ StatusOr<std::vector<std::string>> ListIdKeys(ChunkStore::Impl* impl, char tag,
   return ids;
 }
 
-
 // The ids of checkpoints with chunks in the database, found by seeking from one checkpoint's
 // chunks to the next: reads the first chunk of each. For stores older than version 3, which have
 // no data markers.
@@ -141,11 +140,22 @@ Status ChunkStore::Impl::MarkChunkData(std::string_view checkpoint_id) {
   wo.sync = true;
   {
     std::lock_guard<std::mutex> write_lock(write_mu);
-    DCPKV_RETURN_IF_ERROR(FromRocksDB(db->Put(wo, default_cf, key, ""),
-                                      "writing data marker of checkpoint \"" +
-                                          std::string(checkpoint_id) + "\" in " + dir));
+    DCPKV_RETURN_IF_ERROR(FromRocksDB(
+        db->Put(wo, default_cf, key, ""),
+        "writing data marker of checkpoint \"" + std::string(checkpoint_id) + "\" in " + dir));
   }
   marked_ids.insert(std::move(key));
+  return Status::Ok();
+}
+
+Status ChunkStore::Impl::WriteUnmarking(rocksdb::WriteBatch* batch, const std::string& marker,
+                                        const std::string& what) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::lock_guard<std::mutex> lock(marked_mu);
+  std::lock_guard<std::mutex> write_lock(write_mu);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(db->Write(wo, batch), what));
+  marked_ids.erase(marker);
   return Status::Ok();
 }
 
@@ -417,8 +427,8 @@ void ChunkStore::Impl::ConsolidateSmallFiles() {
       for (const rocksdb::SstFileMetaData& f : level.files) {
         // A table that refers to blob files (the first layout) is small however much data it
         // stands for: merging it would also rewrite blobs (blob garbage collection).
-        const bool mergeable = f.size < kSmallTableFileBytes && !f.being_compacted &&
-                               f.oldest_blob_file_number == 0;
+        const bool mergeable =
+            f.size < kSmallTableFileBytes && !f.being_compacted && f.oldest_blob_file_number == 0;
         if (!mergeable || run_bytes + f.size > kConsolidateRunBytes) {
           merge();
           if (!mergeable) continue;
@@ -543,13 +553,7 @@ Status ChunkStore::DeleteCheckpointChunks(std::string_view checkpoint_id) {
   rocksdb::WriteBatch batch;  // chunks and marker go together
   DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.DeleteRange(impl_->chunks_cf, begin, end), what));
   DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Delete(impl_->default_cf, marker), what));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  std::lock_guard<std::mutex> lock(impl_->marked_mu);
-  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
-  DCPKV_RETURN_IF_ERROR(FromRocksDB(impl_->db->Write(wo, &batch), what));
-  impl_->marked_ids.erase(marker);
-  return Status::Ok();
+  return impl_->WriteUnmarking(&batch, marker, what);
 }
 
 StatusOr<std::vector<std::string>> ChunkStore::ListChunkCheckpointIds() {
@@ -570,14 +574,11 @@ StatusOr<bool> ChunkStore::DeleteDataMarkerIfNoChunks(std::string_view checkpoin
   const std::string begin = ChunkKeyCheckpointPrefix(checkpoint_id);
   DCPKV_ASSIGN_OR_RETURN(bool any, HasChunksInRange(ChunkKeyRange{begin, PrefixUpperBound(begin)}));
   if (any) return false;
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  std::lock_guard<std::mutex> lock(impl_->marked_mu);
-  std::lock_guard<std::mutex> write_lock(impl_->write_mu);
-  DCPKV_RETURN_IF_ERROR(
-      FromRocksDB(impl_->db->Delete(wo, impl_->default_cf, marker),
-                  "deleting data marker of checkpoint \"" + std::string(checkpoint_id) + "\""));
-  impl_->marked_ids.erase(marker);
+  const std::string what =
+      "deleting data marker of checkpoint \"" + std::string(checkpoint_id) + "\"";
+  rocksdb::WriteBatch batch;
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(batch.Delete(impl_->default_cf, marker), what));
+  DCPKV_RETURN_IF_ERROR(impl_->WriteUnmarking(&batch, marker, what));
   return true;
 }
 
@@ -656,7 +657,6 @@ Status ChunkStore::DeleteManifest(std::string_view checkpoint_id) {
   return FromRocksDB(impl_->db->Delete(wo, impl_->manifests_cf, key),
                      "deleting manifest of checkpoint \"" + std::string(checkpoint_id) + "\"");
 }
-
 
 Status ChunkStore::MoveManifestToTrash(std::string_view checkpoint_id) {
   DCPKV_ASSIGN_OR_RETURN(std::string manifest_key, EncodeManifestKey(checkpoint_id));

@@ -50,6 +50,10 @@ struct ChunkStore::Impl {
   // Read-write: writes the checkpoint's data marker (synced) unless this open has done so.
   // Batch writers call it before they write the checkpoint's first chunk.
   Status MarkChunkData(std::string_view checkpoint_id);
+  // Writes `batch`, which deletes the data marker `marker` (and maybe chunks), synced, and
+  // forgets that this open wrote the marker. `what` says what the write does, for errors.
+  Status WriteUnmarking(rocksdb::WriteBatch* batch, const std::string& marker,
+                        const std::string& what);
 
   // FAILED_PRECONDITION unless opened read-write and not closed.
   Status CheckWritable(std::string_view operation) const;
