@@ -284,7 +284,7 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
   const RankReadRunner runner = [this](int rank, const std::function<Status(ChunkStore*)>& read) {
     return ReadRetrying(rank, read);
   };
-  const int max_threads = options_.read_threads > 0 ? options_.read_threads : 8;
+  const int max_threads = options_.read_threads > 0 ? options_.read_threads : 1;
   const uint64_t piece_bytes =
       options_.read_piece_bytes > 0 ? options_.read_piece_bytes : kDefaultPieceBytes;
 
@@ -347,16 +347,19 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
       CutIntoPieces(source, source.items.front()->source, piece_bytes, &pieces);
     }
 
-    // Read the pieces on up to max_threads threads; each keeps its own buffer. After a failure
-    // no new piece starts, and the failure of the earliest piece is reported.
+    // Read the pieces on up to max_threads threads, each its own run of consecutive pieces: a
+    // thread reads on through the tables (a shard's chunks are consecutive keys, mostly in one
+    // file) and the kernel's readahead keeps the disk busy ahead of it, where threads taking
+    // pieces in turn made every read a separate wait. Each thread keeps its own buffer. After a
+    // failure no new piece starts, and the failure of the earliest piece is reported.
     std::vector<Status> results(pieces.size());
-    std::atomic<size_t> next_piece{0};
     std::atomic<bool> failed{false};
-    auto work = [&] {
+    const size_t nthreads = std::min<size_t>(max_threads, pieces.size());
+    const size_t per_thread = nthreads == 0 ? 0 : (pieces.size() + nthreads - 1) / nthreads;
+    auto work = [&](size_t begin) {
       std::vector<uint8_t> buffer;
-      while (!failed.load()) {
-        const size_t i = next_piece.fetch_add(1);
-        if (i >= pieces.size()) break;
+      const size_t end = std::min(pieces.size(), begin + per_thread);
+      for (size_t i = begin; i < end && !failed.load(); ++i) {
         const Piece& piece = pieces[i];
         SourceRead& source = *piece.source;
         const ReadItem& first = *source.items.front();
@@ -385,10 +388,9 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
         results[i] = std::move(s);
       }
     };
-    const size_t nthreads = std::min<size_t>(max_threads, pieces.size());
     std::vector<std::thread> threads;
-    for (size_t t = 1; t < nthreads; ++t) threads.emplace_back(work);
-    work();
+    for (size_t t = 1; t < nthreads; ++t) threads.emplace_back(work, t * per_thread);
+    work(0);
     for (std::thread& t : threads) t.join();
     for (Status& s : results) DCPKV_RETURN_IF_ERROR(std::move(s));
 

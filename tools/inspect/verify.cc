@@ -1,7 +1,6 @@
 #include "dcpkv/inspect/verify.h"
 
 #include <algorithm>
-#include <atomic>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -200,16 +199,19 @@ class Verifier {
     std::vector<StatusOr<ChunkStore*>> stores;
     stores.reserve(pieces_.size());
     for (Piece& piece : pieces_) stores.push_back(view_.RankStore(piece.run.rank));
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t i = next.fetch_add(1); i < pieces_.size(); i = next.fetch_add(1)) {
+    // Each thread scans its own run of consecutive pieces, reading on through the tables with
+    // the kernel's readahead ahead of it.
+    const size_t n = std::min<size_t>(threads_, pieces_.size());
+    const size_t per_thread = n == 0 ? 0 : (pieces_.size() + n - 1) / n;
+    auto work = [&](size_t begin) {
+      const size_t end = std::min(pieces_.size(), begin + per_thread);
+      for (size_t i = begin; i < end; ++i) {
         if (stores[i].ok()) Scan(pieces_[i], *stores[i]);
       }
     };
     std::vector<std::thread> threads;
-    const size_t n = std::min<size_t>(threads_, pieces_.size());
-    for (size_t t = 1; t < n; ++t) threads.emplace_back(work);
-    work();
+    for (size_t t = 1; t < n; ++t) threads.emplace_back(work, t * per_thread);
+    work(0);
     for (std::thread& t : threads) t.join();
     // A file RocksDB cannot read may be one a live writer's compaction replaced after this view
     // opened the database: reopen once and scan again before calling it damaged.
