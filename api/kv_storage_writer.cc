@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
-#include <thread>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "dcpkv/api/kv_storage.h"
@@ -42,6 +42,9 @@ size_t DefaultWriteThreads(int world_size) {
   return std::clamp<size_t>(cores / static_cast<unsigned>(std::max(1, local)), 1, 2);
 }
 
+// KvStorageOptions::min_bytes_per_writer = 0.
+constexpr uint64_t kDefaultMinBytesPerWriter = uint64_t{128} << 20;
+
 using ItemWriter =
     std::function<StatusOr<WriteResult>(ChunkBatchWriter&, const WriteItem&, ConstBytes)>;
 
@@ -52,7 +55,8 @@ using ItemWriter =
 StatusOr<std::vector<WriteResult>> WriteInParallel(ChunkStore* store,
                                                    std::string_view checkpoint_id,
                                                    const SavePlan& plan, SavePlanner& planner,
-                                                   size_t threads, const ItemWriter& write_item) {
+                                                   size_t threads, uint64_t min_bytes_per_writer,
+                                                   const ItemWriter& write_item) {
   const size_t n = plan.items.size();
   std::vector<ConstBytes> bytes(n);
   std::vector<std::pair<std::string, size_t>> order;  // (shard key prefix, item)
@@ -65,6 +69,8 @@ StatusOr<std::vector<WriteResult>> WriteInParallel(ChunkStore* store,
     order.emplace_back(ChunkKeyShardPrefix(checkpoint_id, item.fqn, item.offsets), i);
     total += bytes[i].size;
   }
+  // A writer more only where each gets min_bytes_per_writer (KvStorageOptions).
+  threads = std::clamp<size_t>(total / min_bytes_per_writer, 1, threads);
   std::sort(order.begin(), order.end());
   std::vector<std::vector<size_t>> groups(1);
   uint64_t group_bytes = 0;
@@ -268,10 +274,8 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
     }
     return result;
   };
-  const size_t threads =
-      options_.write_threads > 0 ? static_cast<size_t>(options_.write_threads)
-      : options_.write_threads < 0 ? DefaultWriteThreads(world_size_)
-                                   : 1;
+  const size_t threads = options_.write_threads > 0 ? static_cast<size_t>(options_.write_threads)
+                                                    : DefaultWriteThreads(world_size_);
   std::vector<WriteResult> results;
   results.reserve(plan.items.size());
   if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {
@@ -283,8 +287,10 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
     }
     DCPKV_RETURN_IF_ERROR(writer.Finish());
   } else {
+    const uint64_t min_bytes = options_.min_bytes_per_writer > 0 ? options_.min_bytes_per_writer
+                                                                 : kDefaultMinBytesPerWriter;
     DCPKV_ASSIGN_OR_RETURN(results, WriteInParallel(store_.get(), checkpoint_id_, plan, planner,
-                                                    threads, write_item));
+                                                    threads, min_bytes, write_item));
   }
   DCPKV_RETURN_IF_ERROR(store_->Flush());
   MaybeCrashAt("save.after_flush");

@@ -93,7 +93,9 @@ TEST(IncrementalSaveTest, OnABaseOfTheFirstLayout) {
     return Save(sd, o);
   };
   const std::string rank_dir = RankDirectory(tmp.path(), 0);
-  auto marker = [&] { return testing::RawDB(rank_dir).Get(testing::kRawDefaultCf, kStoreFormatKey); };
+  auto marker = [&] {
+    return testing::RawDB(rank_dir).Get(testing::kRawDefaultCf, kStoreFormatKey);
+  };
   ASSERT_TRUE(save_with(ChunkWritePath::kWriteBatch, "v1").ok());
   EXPECT_EQ(marker(), "3");
   {
@@ -143,6 +145,7 @@ TEST(IncrementalSaveTest, ParallelWritersStoreWhatOneWriterStores) {
     storage.store_options.write_path = ChunkWritePath::kIngestTableFiles;
     storage.store_options.small_write_bytes = 0;
     storage.write_threads = threads;
+    storage.min_bytes_per_writer = 1;  // every thread writes, however small the save
     StateDict sd;
     for (int i : {7, 2, 8, 0, 5, 3, 1, 6, 4}) {
       auto& t = m.tensors[i];
@@ -176,8 +179,7 @@ TEST(IncrementalSaveTest, ParallelWritersStoreWhatOneWriterStores) {
     for (const auto& t : m.tensors) out->emplace_back(t.size());
     for (size_t i = 0; i < out->size(); ++i) {
       sd.Set("layer" + std::to_string(100 + i) + ".w",
-             Tensor::Wrap(DType::kFloat32, {(*out)[i].size() / 4},
-                          (*out)[i].data()));
+             Tensor::Wrap(DType::kFloat32, {(*out)[i].size() / 4}, (*out)[i].data()));
     }
     LoadOptions o;
     o.checkpoint_id = id;
@@ -189,6 +191,37 @@ TEST(IncrementalSaveTest, ParallelWritersStoreWhatOneWriterStores) {
   EXPECT_TRUE(out == m.tensors);
   ASSERT_TRUE(load("full", &out).ok());
   EXPECT_TRUE(out == before);
+}
+
+// A writer thread more only where each gets KvStorageOptions::min_bytes_per_writer: a 24 MiB
+// save asked to use two threads is written by one (one table file) under the 128 MiB default,
+// and by two (a table file each) when each may take as little as 1 byte.
+TEST(IncrementalSaveTest, ASmallSaveIsWrittenByOneWriter) {
+  testing::TempDir tmp;
+  Model m(24);
+  auto table_files_of_a_save = [&](const std::string& root, uint64_t min_bytes_per_writer) {
+    KvStorageOptions storage{root, {}};
+    storage.store_options.write_path = ChunkWritePath::kIngestTableFiles;
+    storage.store_options.small_write_bytes = 0;
+    storage.write_threads = 2;
+    storage.min_bytes_per_writer = min_bytes_per_writer;
+    StateDict sd;
+    for (size_t i = 0; i < m.tensors.size(); ++i) {
+      sd.Set("layer" + std::to_string(100 + i) + ".w",
+             Tensor::Wrap(DType::kFloat32, {m.tensors[i].size() / 4}, m.tensors[i].data()));
+    }
+    {
+      SaveOptions o;  // its writer holds the database open until it goes
+      o.checkpoint_id = "a";
+      o.storage_writer = std::make_shared<KvStorageWriter>(storage);
+      StatusOr<Metadata> md = Save(sd, o);
+      EXPECT_TRUE(md.ok()) << md.status();
+    }
+    testing::RawDB raw(RankDirectory(root, 0));
+    return raw.FilesAtLevel(testing::kRawChunksCf, 6);
+  };
+  EXPECT_EQ(table_files_of_a_save(tmp.Sub("default"), 0), 1);
+  EXPECT_EQ(table_files_of_a_save(tmp.Sub("every-byte"), 1), 2);
 }
 
 // A save's table files are ingested into the bottom level, where nothing rewrites them: the

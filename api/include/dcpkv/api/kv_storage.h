@@ -30,16 +30,21 @@ struct KvStorageOptions {
   // Options of the rank databases this writer opens (chunk size, batch size, ...).
   // Default: ChunkStoreOptions defaults.
   ChunkStoreOptions store_options;
-  // Threads a save writes with: the items of the rank's plan are cut, in key order, into this
-  // many groups of about equal bytes, each written by its own batch writer into its own table
-  // files, so that the copies into the page cache run in parallel. One thread (in plan order)
-  // when the planner's bytes do not outlive the next ResolveData (CUDA tensors). -1: the host's
-  // cores divided among its ranks (LOCAL_WORLD_SIZE, else the world size), between 1 and 2.
-  // 0: the default, 1. Measured on 2 cores: 2 threads save ~25% faster at world 1; at world 2
-  // one thread per rank is ~5% faster than two; the extra writers' buffers (up to
-  // ChunkStoreOptions::small_write_bytes each, held in their threads' malloc arenas) add to a
-  // save's resident memory, hence not the default yet (README, "Performance").
+  // Threads a save writes with: the items of the rank's plan are cut, in key order, into up to
+  // this many groups of about equal bytes, each written by its own batch writer into its own
+  // table files, so that the copies into the page cache run in parallel; each group gets at
+  // least min_bytes_per_writer bytes (a save smaller than twice that is written by one thread).
+  // One thread (in plan order) when the planner's bytes do not outlive the next ResolveData
+  // (CUDA tensors). 0 or -1: the default, the host's cores divided among its ranks
+  // (LOCAL_WORLD_SIZE, else the world size), between 1 and 2. Measured on 2 cores: 2 threads
+  // save 1 GiB ~25-35% faster at world 1 (a save's peak resident memory above the memory before
+  // it: up to 56 MiB, against 32 MiB with one); at world 2 one thread per rank.
   int write_threads = 0;
+  // Bytes each of a save's writer threads gets at the least. 0: the default, 128 MiB: a small
+  // save gains nothing from a second writer, whose buffers stay in a malloc arena of its own
+  // after it ends (50 async saves of 16 MiB grew resident memory by 20 MiB with two writers,
+  // by 1 MiB with one).
+  uint64_t min_bytes_per_writer = 0;
   // Threads a load reads with, each its own run of consecutive pieces of the plan. 0: the
   // default, 1: one reader going on through the tables, with the kernel's readahead ahead of
   // it, loads a cold checkpoint fastest here (1 GiB right after its save: 0.6 s, against 0.7 s
