@@ -3,7 +3,6 @@
 // and must be durable at once.
 #include <rocksdb/cache.h>
 #include <rocksdb/table.h>
-#include <cstdlib>
 
 #include "block_buffer_pool.h"
 #include "chunk_store_internal.h"
@@ -30,7 +29,6 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   // keeps the disk busy ahead of a reader. Measured here on loads right after a save: 1 GiB in
   // 0.6 s read on with readahead against 1.1 s in random 4 MiB reads from 8 threads.
   db.advise_random_on_open = false;
-  if (getenv("XADV")) db.advise_random_on_open = false;
 
   rocksdb::BlockBasedTableOptions table;
   // A data block closes once it holds this much: every chunk value (1 KiB at the least) of an
