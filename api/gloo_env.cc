@@ -65,10 +65,37 @@ StatusOr<GlooProcessGroupOptions> GlooProcessGroupOptionsFromEnv(
     const std::string v(agent);
     if (v == "True" || v == "true" || v == "1") {
       o.start_server = false;
+      o.server_protocol = RendezvousProtocol::kTorchTcpStore;
     } else if (!(v.empty() || v == "False" || v == "false" || v == "0")) {
       return InvalidArgumentError("environment variable TORCHELASTIC_USE_AGENT_STORE='" + v +
                                   "' is not True or False");
     }
+  }
+  if (const char* protocol = Env("DCPKV_RENDEZVOUS_PROTOCOL");
+      protocol != nullptr && *protocol != '\0') {
+    const std::string v(protocol);
+    if (v == "dcpkv") {
+      o.server_protocol = RendezvousProtocol::kDcpkv;
+    } else if (v == "torch") {
+      o.server_protocol = RendezvousProtocol::kTorchTcpStore;
+    } else {
+      return InvalidArgumentError("environment variable DCPKV_RENDEZVOUS_PROTOCOL='" + v +
+                                  "' is not dcpkv or torch");
+    }
+    if (o.server_protocol == RendezvousProtocol::kTorchTcpStore && o.start_server) {
+      return InvalidArgumentError(
+          "environment variable DCPKV_RENDEZVOUS_PROTOCOL=torch needs a launcher's store "
+          "(TORCHELASTIC_USE_AGENT_STORE=True)");
+    }
+  }
+  // torchrun's elastic agent keeps its store across the restarts of its workers: the keys of
+  // each attempt of each run are their own.
+  if (const char* run_id = Env("TORCHELASTIC_RUN_ID"); run_id != nullptr && *run_id != '\0') {
+    int restart = 0;
+    if (Env("TORCHELASTIC_RESTART_COUNT") != nullptr) {
+      DCPKV_RETURN_IF_ERROR(ParseEnvInt("TORCHELASTIC_RESTART_COUNT", 0, INT_MAX, &restart));
+    }
+    o.prefix = std::string(run_id) + "/" + std::to_string(restart);
   }
   if (const char* host = Env("DCPKV_GLOO_HOSTNAME"); host != nullptr && *host != '\0') {
     o.hostname = host;

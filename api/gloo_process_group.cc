@@ -394,16 +394,8 @@ Status CheckOptions(const GlooProcessGroupOptions& o) {
   if (o.world_size == 1) return Status::Ok();
   if (o.hostname.empty()) return InvalidArgumentError("hostname is empty");
   if (o.server != nullptr) return Status::Ok();
-  if (o.master_addr.empty()) return InvalidArgumentError("master_addr is empty");
-  if (o.master_port < 0 || o.master_port > 65535) {
-    return InvalidArgumentError("master_port " + std::to_string(o.master_port) +
-                                " is outside [0, 65535]");
-  }
-  if (o.master_port == 0 && !(o.rank == 0 && o.start_server)) {
-    return InvalidArgumentError(
-        "master_port 0 is only valid for a rank 0 that starts the rendezvous server");
-  }
-  return Status::Ok();
+  return CheckRendezvousServer(o.rank, o.master_addr, o.master_port, o.start_server,
+                               o.server_protocol);
 }
 
 }  // namespace
@@ -441,7 +433,10 @@ StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
       return s.code() == StatusCode::kInternal ? InvalidArgumentError(s.message()) : s;
     }
   }
-  DCPKV_ASSIGN_OR_RETURN(shared.store, TcpStoreClient::Connect(host, port, options.timeout));
+  const RendezvousProtocol protocol =
+      shared.server != nullptr ? RendezvousProtocol::kDcpkv : options.server_protocol;
+  DCPKV_ASSIGN_OR_RETURN(shared.store,
+                         TcpStoreClient::Connect(host, port, options.timeout, protocol));
   return Rendezvous(options.rank, options.world_size, deadline, options.timeout, std::move(shared),
                     key_prefix);
 }

@@ -35,16 +35,8 @@ Status CheckOptions(const NcclProcessGroupOptions& o) {
                                 " is less than 64 or than world_size");
   }
   if (o.world_size == 1 || o.server != nullptr) return Status::Ok();
-  if (o.master_addr.empty()) return InvalidArgumentError("master_addr is empty");
-  if (o.master_port < 0 || o.master_port > 65535) {
-    return InvalidArgumentError("master_port " + std::to_string(o.master_port) +
-                                " is outside [0, 65535]");
-  }
-  if (o.master_port == 0 && !(o.rank == 0 && o.start_server)) {
-    return InvalidArgumentError(
-        "master_port 0 is only valid for a rank 0 that starts the rendezvous server");
-  }
-  return Status::Ok();
+  return CheckRendezvousServer(o.rank, o.master_addr, o.master_port, o.start_server,
+                               o.server_protocol);
 }
 
 #if DCPKV_WITH_NCCL
@@ -80,7 +72,10 @@ StatusOr<std::string> ExchangeUniqueId(const NcclProcessGroupOptions& o, Rendezv
     DCPKV_ASSIGN_OR_RETURN(rv->server, TcpStoreServer::Start(host, port));
     port = rv->server->port();
   }
-  DCPKV_ASSIGN_OR_RETURN(rv->client, TcpStoreClient::Connect(host, port, o.timeout));
+  DCPKV_ASSIGN_OR_RETURN(
+      rv->client, TcpStoreClient::Connect(
+                      host, port, o.timeout,
+                      rv->server != nullptr ? RendezvousProtocol::kDcpkv : o.server_protocol));
   const std::string key = NextIdKey(host, port, o.prefix, o.rank);
   std::string id;
   if (o.rank == 0) {
@@ -157,6 +152,8 @@ StatusOr<NcclProcessGroupOptions> NcclProcessGroupOptionsFromEnv(
   o.master_port = gloo.master_port;
   o.timeout = gloo.timeout;
   o.start_server = gloo.start_server;
+  o.server_protocol = gloo.server_protocol;
+  o.prefix = gloo.prefix;
   // GlooProcessGroupOptionsFromEnv has checked LOCAL_RANK if it is set.
   if (const char* local = std::getenv("LOCAL_RANK"); local != nullptr && *local != '\0') {
     errno = 0;

@@ -393,14 +393,15 @@ StatusOr<std::shared_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::strin
 // ---------------------------------------------------------------------------------------------
 // Client
 
-StatusOr<std::shared_ptr<TcpStoreClient>> TcpStoreClient::Connect(
-    const std::string& host, int port, std::chrono::milliseconds timeout) {
+StatusOr<std::shared_ptr<TcpStoreClient>> TcpStoreClient::Connect(const std::string& host, int port,
+                                                                  std::chrono::milliseconds timeout,
+                                                                  RendezvousProtocol protocol) {
   if (host.empty()) return InvalidArgumentError("rendezvous server host is empty");
   if (port <= 0 || port > 65535) {
     return InvalidArgumentError("rendezvous server port " + std::to_string(port) +
                                 " is outside [1, 65535]");
   }
-  std::shared_ptr<TcpStoreClient> client(new TcpStoreClient(host, port));
+  std::shared_ptr<TcpStoreClient> client(new TcpStoreClient(host, port, protocol));
   std::lock_guard<std::mutex> lock(client->mu_);
   DCPKV_RETURN_IF_ERROR(client->EnsureConnectedLocked(Clock::now() + timeout));
   return client;
@@ -419,6 +420,23 @@ void TcpStoreClient::CloseLocked() {
 }
 
 namespace {
+
+// torch's c10d TCPStore, the part a rendezvous uses (docs/protocol.md). A request is a query
+// type byte and its arguments; strings and byte vectors go as a u64 length and the bytes;
+// integers in the host's order (little-endian on every platform dcpkv builds for).
+namespace torch_store {
+constexpr uint32_t kValidationMagic = 0x3C85F7CE;
+enum Query : uint8_t { kValidate = 0, kSet = 1, kGet = 3, kCheck = 5, kPing = 13 };
+enum CheckResponse : uint8_t { kReady = 0, kNotReady = 1 };
+// How long a server gets to answer the PING of a new connection.
+constexpr auto kPingTimeout = std::chrono::seconds(10);
+
+void PutU64(std::string* out, uint64_t v) { wire::AppendLittleEndian(out, v); }
+void PutString(std::string* out, std::string_view bytes) {
+  PutU64(out, bytes.size());
+  out->append(bytes);
+}
+}  // namespace torch_store
 
 // One attempt to connect to `ai`; returns the connected socket or an error.
 StatusOr<int> TryConnect(const addrinfo* ai, Deadline deadline) {
@@ -473,9 +491,10 @@ Status TcpStoreClient::EnsureConnectedLocked(Deadline deadline) {
           last_error = fd.status().message();
           continue;
         }
-        Status s = WriteAll(*fd, tcp_store::kMagic.data(), tcp_store::kMagic.size(), deadline);
+        Status s = HelloLocked(*fd, deadline);
         if (!s.ok()) {
           ::close(*fd);
+          if (s.code() == StatusCode::kFailedPrecondition) return s;  // the wrong kind of server
           last_error = s.message();
           continue;
         }
@@ -493,6 +512,81 @@ Status TcpStoreClient::EnsureConnectedLocked(Deadline deadline) {
     std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
   }
+}
+
+Status TcpStoreClient::HelloLocked(int fd, Deadline deadline) {
+  if (protocol_ == RendezvousProtocol::kDcpkv) {
+    return WriteAll(fd, tcp_store::kMagic.data(), tcp_store::kMagic.size(), deadline);
+  }
+  std::string hello;
+  hello.push_back(static_cast<char>(torch_store::kValidate));
+  PutU32(&hello, torch_store::kValidationMagic);
+  hello.push_back(static_cast<char>(torch_store::kPing));
+  const uint32_t nonce = static_cast<uint32_t>(::getpid());
+  PutU32(&hello, nonce);
+  DCPKV_RETURN_IF_ERROR(WriteAll(fd, hello.data(), hello.size(), deadline));
+  char echo[4];
+  Status s =
+      ReadAll(fd, echo, sizeof(echo), std::min(deadline, Clock::now() + torch_store::kPingTimeout));
+  if (s.ok() && GetU32(echo) == nonce) return Status::Ok();
+  return FailedPreconditionError(
+      "the rendezvous server at " + Endpoint(host_, port_) +
+      " does not answer as torch's c10d TCPStore (torchrun's agent store, "
+      "TORCHELASTIC_USE_AGENT_STORE=True) of the torch versions dcpkv speaks to "
+      "(docs/protocol.md): " +
+      (s.ok() ? std::string("its answer to PING is not the nonce sent") : s.message()) +
+      ". With another launcher or torch version, run a dcpkv rendezvous server and set "
+      "DCPKV_RENDEZVOUS_PROTOCOL=dcpkv");
+}
+
+Status TcpStoreClient::FailedLocked(const Status& s) {
+  CloseLocked();  // the connection is in an unknown state
+  return Status(s.code(), "rendezvous server " + Endpoint(host_, port_) + ": " + s.message());
+}
+
+Status TcpStoreClient::TorchSetLocked(std::string_view key, std::string_view value,
+                                      Deadline deadline) {
+  DCPKV_RETURN_IF_ERROR(EnsureConnectedLocked(deadline));
+  std::string request;
+  request.reserve(1 + 16 + key.size() + value.size());
+  request.push_back(static_cast<char>(torch_store::kSet));
+  torch_store::PutString(&request, key);
+  torch_store::PutString(&request, value);
+  Status s = WriteAll(fd_, request.data(), request.size(), deadline);
+  return s.ok() ? s : FailedLocked(s);
+}
+
+StatusOr<std::optional<std::string>> TcpStoreClient::TorchTryGetLocked(std::string_view key,
+                                                                       Deadline deadline) {
+  DCPKV_RETURN_IF_ERROR(EnsureConnectedLocked(deadline));
+  // GET of a key the server lacks is an error that closes the connection: CHECK first.
+  std::string request;
+  request.push_back(static_cast<char>(torch_store::kCheck));
+  torch_store::PutU64(&request, 1);
+  torch_store::PutString(&request, key);
+  char ready = 0;
+  Status s = WriteAll(fd_, request.data(), request.size(), deadline);
+  if (s.ok()) s = ReadAll(fd_, &ready, 1, deadline);
+  if (!s.ok()) return FailedLocked(s);
+  if (ready == torch_store::kNotReady) return std::optional<std::string>();
+  if (ready != torch_store::kReady) return FailedLocked(UnavailableError("malformed CHECK answer"));
+  request.clear();
+  request.push_back(static_cast<char>(torch_store::kGet));
+  torch_store::PutString(&request, key);
+  char size_bytes[8];
+  s = WriteAll(fd_, request.data(), request.size(), deadline);
+  if (s.ok()) s = ReadAll(fd_, size_bytes, sizeof(size_bytes), deadline);
+  if (!s.ok()) return FailedLocked(s);
+  const uint64_t size = wire::ReadLittleEndian<uint64_t>(size_bytes);
+  if (size > tcp_store::kMaxValueSize) {
+    return FailedLocked(UnavailableError("value of " + std::to_string(size) + " bytes for key '" +
+                                         std::string(key) + "' is over the limit of " +
+                                         std::to_string(tcp_store::kMaxValueSize)));
+  }
+  std::string value(size, '\0');
+  s = ReadAll(fd_, value.data(), value.size(), deadline);
+  if (!s.ok()) return FailedLocked(s);
+  return std::optional<std::string>(std::move(value));
 }
 
 Status TcpStoreClient::RequestLocked(tcp_store::Op op, std::string_view key, std::string_view value,
@@ -524,15 +618,15 @@ Status TcpStoreClient::RequestLocked(tcp_store::Op op, std::string_view key, std
       s = ReadAll(fd_, response->data(), size, deadline);
     }
   }
-  if (!s.ok()) {
-    CloseLocked();  // the connection is in an unknown state
-    return Status(s.code(), "rendezvous server " + Endpoint(host_, port_) + ": " + s.message());
-  }
-  return Status::Ok();
+  return s.ok() ? s : FailedLocked(s);
 }
 
 Status TcpStoreClient::Set(std::string_view key, std::string_view value, Deadline deadline) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (protocol_ == RendezvousProtocol::kTorchTcpStore) {
+    DCPKV_RETURN_IF_ERROR(CheckKey(key));
+    return TorchSetLocked(key, value, deadline);
+  }
   uint8_t code = 0;
   std::string response;
   DCPKV_RETURN_IF_ERROR(RequestLocked(tcp_store::kSet, key, value, deadline, &code, &response));
@@ -546,6 +640,10 @@ Status TcpStoreClient::Set(std::string_view key, std::string_view value, Deadlin
 StatusOr<std::optional<std::string>> TcpStoreClient::TryGet(std::string_view key,
                                                             Deadline deadline) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (protocol_ == RendezvousProtocol::kTorchTcpStore) {
+    DCPKV_RETURN_IF_ERROR(CheckKey(key));
+    return TorchTryGetLocked(key, deadline);
+  }
   uint8_t code = 0;
   std::string response;
   DCPKV_RETURN_IF_ERROR(RequestLocked(tcp_store::kGet, key, {}, deadline, &code, &response));

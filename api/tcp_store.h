@@ -10,6 +10,11 @@
 // full). Keys are 1..kMaxKeySize bytes, values at most kMaxValueSize bytes. The server closes
 // a connection that sends anything else.
 //
+// The client also speaks the part of torch's c10d TCPStore protocol that a rendezvous needs,
+// for torchrun's agent store (RendezvousProtocol::kTorchTcpStore; docs/protocol.md): VALIDATE
+// and PING on connecting (a server that does not echo the PING is not one of the torch versions
+// dcpkv was tested with: FAILED_PRECONDITION), then SET, CHECK and GET.
+//
 // Thread safety: TcpStoreClient is safe for concurrent use (calls are serialized).
 #ifndef DCPKV_API_TCP_STORE_H_
 #define DCPKV_API_TCP_STORE_H_
@@ -51,8 +56,9 @@ class TcpStoreClient {
   // Connects to host:port, retrying refused or failed connections (the server may start later
   // than its clients) until `timeout` has passed: then UNAVAILABLE. An unknown host is
   // INVALID_ARGUMENT at once.
-  static StatusOr<std::shared_ptr<TcpStoreClient>> Connect(const std::string& host, int port,
-                                                           std::chrono::milliseconds timeout);
+  static StatusOr<std::shared_ptr<TcpStoreClient>> Connect(
+      const std::string& host, int port, std::chrono::milliseconds timeout,
+      RendezvousProtocol protocol = RendezvousProtocol::kDcpkv);
   ~TcpStoreClient();
   TcpStoreClient(const TcpStoreClient&) = delete;
   TcpStoreClient& operator=(const TcpStoreClient&) = delete;
@@ -70,14 +76,25 @@ class TcpStoreClient {
   void Disconnect();
 
  private:
-  TcpStoreClient(std::string host, int port) : host_(std::move(host)), port_(port) {}
+  TcpStoreClient(std::string host, int port, RendezvousProtocol protocol)
+      : host_(std::move(host)), port_(port), protocol_(protocol) {}
   Status EnsureConnectedLocked(tcp_store::Deadline deadline);
+  // Opens a connection on `fd` in the client's protocol (the dcpkv magic, or torch's VALIDATE
+  // and a PING that must come back).
+  Status HelloLocked(int fd, tcp_store::Deadline deadline);
+  // torch's c10d TCPStore: SET (no answer), and CHECK then GET of one key.
+  Status TorchSetLocked(std::string_view key, std::string_view value, tcp_store::Deadline deadline);
+  StatusOr<std::optional<std::string>> TorchTryGetLocked(std::string_view key,
+                                                         tcp_store::Deadline deadline);
+  // Closes the connection after a failed exchange and names the server in the error.
+  Status FailedLocked(const Status& s);
   Status RequestLocked(tcp_store::Op op, std::string_view key, std::string_view value,
                        tcp_store::Deadline deadline, uint8_t* code, std::string* response);
   void CloseLocked();
 
   const std::string host_;
   const int port_;
+  const RendezvousProtocol protocol_;
   std::mutex mu_;
   int fd_ = -1;
 };

@@ -11,7 +11,14 @@
 //    of the training, trains a few more steps and saves again (now from 3 ranks).
 // scripts/demo.sh then inspects the store with the dcpkv CLI.
 //
-// Run with RANK set, it is one worker: `dcpkv_demo --worker train|resume ...`.
+// Run with RANK set, it is one worker: `dcpkv_demo --worker train|resume ...`, as torchrun runs
+// it (`torchrun --nproc-per-node=2 --no-python dcpkv_demo --worker train --root DIR`). A train
+// worker whose store already holds a checkpoint (an elastic restart) resumes from the newest
+// one. --crash-at-step N makes the last rank of the first attempt (TORCHELASTIC_RESTART_COUNT
+// unset or 0) kill itself after step N, and join a second late on the next attempt (the other
+// ranks then look for it in the rendezvous store before it has written its new address there),
+// to exercise such a restart.
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +29,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dcpkv/catalog.h"
@@ -43,7 +51,14 @@ struct Args {
   int save_every = 5;
   std::string worker;      // "train" or "resume" in a worker process
   std::string checkpoint;  // resume: which checkpoint
+  int crash_at_step = 0;   // train: the last rank of the first attempt dies after this step
 };
+
+// TORCHELASTIC_RESTART_COUNT, 0 when unset: which attempt of an elastic run this is.
+int RestartCount() {
+  const char* v = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  return v == nullptr ? 0 : std::atoi(v);
+}
 
 // Rows [first, first + count) of the weight held by `rank` of `world` (uneven splits allowed).
 std::pair<uint64_t, uint64_t> RowsOf(int rank, int world) {
@@ -119,9 +134,16 @@ double AllSum(ProcessGroup& pg, double local) {
   return sum;
 }
 
-int Train(ProcessGroup& pg, Checkpointer& ckpt, Model& model, int from, int to, int save_every) {
+int Train(ProcessGroup& pg, Checkpointer& ckpt, Model& model, int from, int to, int save_every,
+          int crash_at_step = 0) {
   for (int t = from; t < to; ++t) {
     const double loss = AllSum(pg, model.Train(t));
+    if (t + 1 == crash_at_step && pg.rank() == pg.size() - 1 && RestartCount() == 0) {
+      std::fprintf(stderr, "[world %d] rank %d: killing itself after step %d (--crash-at-step)\n",
+                   pg.size(), pg.rank(), t + 1);
+      std::fflush(stderr);
+      raise(SIGKILL);
+    }
     if ((t + 1) % save_every == 0 || t + 1 == to) {
       StateDict state = model.State();
       const std::string id = "step-" + std::to_string(t + 1);
@@ -137,7 +159,23 @@ int Train(ProcessGroup& pg, Checkpointer& ckpt, Model& model, int from, int to, 
   return 0;
 }
 
-int RunWorker(const Args& args) {
+int RunWorker(Args args) {
+  std::string resume_from = args.worker == "resume" ? args.checkpoint : "";
+  if (args.worker == "train" && std::filesystem::exists(args.root)) {
+    // An elastic restart: go on from the newest committed checkpoint.
+    StatusOr<std::vector<CheckpointSummary>> saved = ListCommittedCheckpoints(args.root);
+    if (!saved.ok() && saved.status().code() != StatusCode::kNotFound) {
+      return Fail("listing " + args.root, saved.status());
+    }
+    if (saved.ok() && !saved->empty()) resume_from = saved->back().checkpoint_id;
+  }
+  if (args.crash_at_step > 0 && RestartCount() > 0) {
+    const char* rank = std::getenv("RANK");
+    const char* world = std::getenv("WORLD_SIZE");
+    if (rank != nullptr && world != nullptr && std::atoi(rank) == std::atoi(world) - 1) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
   StatusOr<std::unique_ptr<ProcessGroup>> pg =
       CreateGlooProcessGroupFromEnv(std::chrono::seconds(60));
   if (!pg.ok()) return Fail("process group", pg.status());
@@ -147,13 +185,13 @@ int RunWorker(const Args& args) {
       Checkpointer::Create({.store_root = args.root, .process_group = &group, .keep_last = 4});
   if (!ckpt.ok()) return Fail("checkpointer", ckpt.status());
   Model model(group.rank(), group.size());
-  if (args.worker == "train") {
+  if (resume_from.empty()) {
     model.Initialize();
-    return Train(group, **ckpt, model, 0, args.steps, args.save_every);
+    return Train(group, **ckpt, model, 0, args.steps, args.save_every, args.crash_at_step);
   }
-  // resume: load the checkpoint resharded onto this world, check it against a replay.
+  // Load the checkpoint resharded onto this world, check it against a replay.
   StateDict state = model.State();
-  if (Status s = (*ckpt)->Load(state, args.checkpoint); !s.ok()) return Fail("load", s);
+  if (Status s = (*ckpt)->Load(state, resume_from); !s.ok()) return Fail("load", s);
   model.step = std::get<Bytes>(*state.Find("trainer.step"));
   const int done = std::stoi(model.step.data);
   Model replay(group.rank(), group.size());
@@ -166,13 +204,14 @@ int RunWorker(const Args& args) {
   std::printf(
       "[world %d] rank %d resumed %s at step %d: rows [%llu, %llu) of weight and momentum, "
       "and the bias, %s the replayed training bit for bit\n",
-      group.size(), group.rank(), args.checkpoint.c_str(), done,
+      group.size(), group.rank(), resume_from.c_str(), done,
       static_cast<unsigned long long>(model.first_row),
       static_cast<unsigned long long>(model.first_row + model.rows),
       same ? "match" : "DO NOT match");
   if (!same) return 1;
   std::fflush(stdout);
-  return Train(group, **ckpt, model, done, done + args.save_every, args.save_every);
+  const int to = args.worker == "train" ? args.steps : done + args.save_every;
+  return Train(group, **ckpt, model, done, to, args.save_every);
 }
 
 // Starts `world` workers of this program, the torchrun way, and waits for all of them.
@@ -188,7 +227,8 @@ int Launch(const char* self, const Args& args, int world,
          {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
           "WORLD_SIZE=" + std::to_string(world), std::string("MASTER_ADDR=127.0.0.1"),
           "MASTER_PORT=" + std::to_string((*server)->port()),
-          std::string("TORCHELASTIC_USE_AGENT_STORE=True")}) {
+          std::string("TORCHELASTIC_USE_AGENT_STORE=True"),
+          std::string("DCPKV_RENDEZVOUS_PROTOCOL=dcpkv")}) {
       env_strings.push_back(kv);
     }
     std::vector<char*> env, argv;
@@ -231,6 +271,8 @@ int main(int argc, char** argv) {
       args.worker = next();
     else if (a == "--checkpoint")
       args.checkpoint = next();
+    else if (a == "--crash-at-step")
+      args.crash_at_step = std::atoi(next().c_str());
     else {
       std::fprintf(stderr, "usage: %s [--root DIR] [--steps N] [--save-every K]\n", argv[0]);
       return 2;
@@ -240,7 +282,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dcpkv_demo: --steps and --save-every must be positive\n");
     return 2;
   }
-  if (!args.worker.empty()) return RunWorker(args);
+  if (!args.worker.empty()) {
+    if (args.worker != "train" && args.worker != "resume") {
+      std::fprintf(stderr, "dcpkv_demo: --worker is train or resume\n");
+      return 2;
+    }
+    if (args.root.empty()) {
+      std::fprintf(stderr, "dcpkv_demo: a worker needs --root\n");
+      return 2;
+    }
+    return RunWorker(args);
+  }
   if (args.root.empty()) {
     std::string templ = (std::filesystem::temp_directory_path() / "dcpkv-demo-XXXXXX").string();
     if (mkdtemp(templ.data()) == nullptr) return 1;

@@ -42,6 +42,9 @@ std::map<std::string, std::optional<std::string>> Valid() {
           {"MASTER_ADDR", "localhost"},
           {"MASTER_PORT", "29511"},
           {"TORCHELASTIC_USE_AGENT_STORE", std::nullopt},
+          {"DCPKV_RENDEZVOUS_PROTOCOL", std::nullopt},
+          {"TORCHELASTIC_RUN_ID", std::nullopt},
+          {"TORCHELASTIC_RESTART_COUNT", std::nullopt},
           {"DCPKV_GLOO_HOSTNAME", std::nullopt}};
 }
 
@@ -56,6 +59,8 @@ TEST(GlooEnvTest, ReadsTheTorchrunVariables) {
   EXPECT_EQ(o->timeout, std::chrono::milliseconds(1234));
   EXPECT_EQ(o->hostname, "127.0.0.1");
   EXPECT_TRUE(o->start_server);
+  EXPECT_EQ(o->server_protocol, RendezvousProtocol::kDcpkv);
+  EXPECT_EQ(o->prefix, "");
   EXPECT_EQ(o->server, nullptr);
 }
 
@@ -68,7 +73,36 @@ TEST(GlooEnvTest, AgentStoreAndHostname) {
   auto o = GlooProcessGroupOptionsFromEnv();
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_FALSE(o->start_server);
+  EXPECT_EQ(o->server_protocol, RendezvousProtocol::kTorchTcpStore);
   EXPECT_EQ(o->hostname, "10.1.2.3");
+}
+
+TEST(GlooEnvTest, ALauncherRunningADcpkvServerSaysSo) {
+  auto vars = Valid();
+  vars["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  vars["DCPKV_RENDEZVOUS_PROTOCOL"] = "dcpkv";
+  ScopedEnv env(vars);
+  auto o = GlooProcessGroupOptionsFromEnv();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->start_server);
+  EXPECT_EQ(o->server_protocol, RendezvousProtocol::kDcpkv);
+}
+
+TEST(GlooEnvTest, KeysAreScopedByRunAndRestart) {
+  auto vars = Valid();
+  vars["TORCHELASTIC_RUN_ID"] = "job-7";
+  vars["TORCHELASTIC_RESTART_COUNT"] = "2";
+  {
+    ScopedEnv env(vars);
+    auto o = GlooProcessGroupOptionsFromEnv();
+    ASSERT_TRUE(o.ok()) << o.status();
+    EXPECT_EQ(o->prefix, "job-7/2");
+  }
+  vars["TORCHELASTIC_RESTART_COUNT"] = std::nullopt;
+  ScopedEnv env(vars);
+  auto o = GlooProcessGroupOptionsFromEnv();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->prefix, "job-7/0");
 }
 
 TEST(GlooEnvTest, RemoteMasterUsesThisHostsName) {
@@ -99,10 +133,15 @@ TEST(GlooEnvTest, ErrorsNameTheVariable) {
       {"MASTER_PORT", "99999999999999999999"},
       {"LOCAL_RANK", "-3"},
       {"TORCHELASTIC_USE_AGENT_STORE", "maybe"},
+      {"DCPKV_RENDEZVOUS_PROTOCOL", "tcp"},
+      {"DCPKV_RENDEZVOUS_PROTOCOL", "torch"},  // without the agent store: nothing to speak to
+      {"TORCHELASTIC_RESTART_COUNT", "x"},
+      {"TORCHELASTIC_RESTART_COUNT", "-1"},
   };
   for (const auto& [name, value] : cases) {
     auto vars = Valid();
     vars[name] = value;
+    vars["TORCHELASTIC_RUN_ID"] = "run";  // so that the restart count is read
     ScopedEnv env(vars);
     SCOPED_TRACE(name + "=" + value.value_or("<unset>"));
     Status s = GlooProcessGroupOptionsFromEnv().status();

@@ -51,9 +51,12 @@ class ChildWorld {
       StatusOr<std::shared_ptr<TcpStoreServer>> server = TcpStoreServer::Start("127.0.0.1", 0);
       if (!server.ok()) return server.status().ToString();
       server_ = *server;
-      common = {"WORLD_SIZE=" + std::to_string(world), "LOCAL_WORLD_SIZE=" + std::to_string(world),
-                "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(server_->port()),
-                "TORCHELASTIC_USE_AGENT_STORE=True"};
+      common = {"WORLD_SIZE=" + std::to_string(world),
+                "LOCAL_WORLD_SIZE=" + std::to_string(world),
+                "MASTER_ADDR=127.0.0.1",
+                "MASTER_PORT=" + std::to_string(server_->port()),
+                "TORCHELASTIC_USE_AGENT_STORE=True",
+                "DCPKV_RENDEZVOUS_PROTOCOL=dcpkv"};
     }
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string var(*e);

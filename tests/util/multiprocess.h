@@ -32,7 +32,8 @@ struct MultiProcessOptions {
   // Longest run of the whole world; processes still running then are SIGKILLed. Default: 60 s.
   std::chrono::milliseconds timeout{60000};
   // True: this (parent) process runs the rendezvous server on a port it picks, and the ranks
-  // get TORCHELASTIC_USE_AGENT_STORE=True (as under torchrun's agent), which is race-free.
+  // get TORCHELASTIC_USE_AGENT_STORE=True (as under torchrun's agent) with
+  // DCPKV_RENDEZVOUS_PROTOCOL=dcpkv (the server is dcpkv's), which is race-free.
   // False: MASTER_PORT is a port found free by binding port 0, and rank 0 starts the server
   // itself (the plain torchrun path). Default: true.
   bool parent_runs_store = true;
@@ -97,7 +98,8 @@ inline MultiProcessResult RunProcesses(const std::string& exe, const std::vector
       {"LOCAL_WORLD_SIZE", std::to_string(world)},
       {"MASTER_ADDR", "127.0.0.1"},
       {"MASTER_PORT", std::to_string(port)},
-      {"TORCHELASTIC_USE_AGENT_STORE", options.parent_runs_store ? "True" : "False"}};
+      {"TORCHELASTIC_USE_AGENT_STORE", options.parent_runs_store ? "True" : "False"},
+      {"DCPKV_RENDEZVOUS_PROTOCOL", "dcpkv"}};
   for (const auto& [name, value] : options.env) common[name] = value;
   std::vector<std::string> base_env;
   for (char** e = environ; *e != nullptr; ++e) {

@@ -21,9 +21,13 @@ namespace {
 
 // This process's environment without the variables the launcher sets.
 std::vector<std::string> BaseEnvironment() {
-  static const char* const kSet[] = {
-      "RANK=",        "LOCAL_RANK=",  "WORLD_SIZE=",
-      "MASTER_ADDR=", "MASTER_PORT=", "TORCHELASTIC_USE_AGENT_STORE="};
+  static const char* const kSet[] = {"RANK=",
+                                     "LOCAL_RANK=",
+                                     "WORLD_SIZE=",
+                                     "MASTER_ADDR=",
+                                     "MASTER_PORT=",
+                                     "TORCHELASTIC_USE_AGENT_STORE=",
+                                     "DCPKV_RENDEZVOUS_PROTOCOL="};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     bool replaced = false;
@@ -65,6 +69,7 @@ int LaunchProcessWorld(int argc, char** argv, const Config& config) {
     env.push_back("MASTER_ADDR=127.0.0.1");
     env.push_back("MASTER_PORT=" + std::to_string((*store)->port()));
     env.push_back("TORCHELASTIC_USE_AGENT_STORE=1");
+    env.push_back("DCPKV_RENDEZVOUS_PROTOCOL=dcpkv");
     std::vector<char*> argv_ptrs = Pointers(args), env_ptrs = Pointers(env);
     pid_t pid = -1;
     if (const int err = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv_ptrs.data(),

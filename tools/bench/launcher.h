@@ -9,7 +9,7 @@ namespace dcpkv::bench {
 // Makes the run's working directory, serves the rendezvous store on 127.0.0.1 (as torchrun's
 // agent does) and starts config.world + 1 processes of this binary with the same flags plus
 // --workspace-dir, each with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and
-// TORCHELASTIC_USE_AGENT_STORE set. Rank 0 reports. Waits for all; if one fails, stops the
+// TORCHELASTIC_USE_AGENT_STORE and DCPKV_RENDEZVOUS_PROTOCOL=dcpkv set. Rank 0 reports. Waits for all; if one fails, stops the
 // others. Returns the exit status for main(): 0 if every rank succeeded.
 int LaunchProcessWorld(int argc, char** argv, const Config& config);
 

@@ -56,6 +56,17 @@ class DCPKV_EXPORT TcpStoreServer {
   virtual int port() const = 0;
 };
 
+// The protocol of a rendezvous server this rank connects to (one it did not start itself).
+enum class RendezvousProtocol {
+  // A TcpStoreServer: started by rank 0's group, by a test, or by a launcher that runs one.
+  kDcpkv,
+  // torch's c10d TCPStore, as torchrun's elastic agent serves it on MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True). Its wire format is internal to torch: dcpkv speaks the
+  // part it needs (docs/protocol.md), checked against the torch versions listed there, and
+  // fails with FAILED_PRECONDITION when a server does not answer as they do.
+  kTorchTcpStore,
+};
+
 struct DCPKV_EXPORT GlooProcessGroupOptions {
   // This process's rank in [0, world_size). Default: 0.
   int rank = 0;
@@ -82,6 +93,9 @@ struct DCPKV_EXPORT GlooProcessGroupOptions {
   // Without `server`: whether rank 0 starts the server on master_addr:master_port. False when a
   // launcher runs it (torchrun's agent store). Default: true.
   bool start_server = true;
+  // The protocol of the server at master_addr:master_port when this rank does not start it.
+  // kTorchTcpStore requires start_server = false. Default: kDcpkv.
+  RendezvousProtocol server_protocol = RendezvousProtocol::kDcpkv;
 };
 
 // Joins a gloo group: starts (rank 0) or reaches the rendezvous server, connects to every other
@@ -93,10 +107,16 @@ DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroup(
     const GlooProcessGroupOptions& options);
 
 // Options from the torchrun environment: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are
-// required, LOCAL_RANK is checked if set. TORCHELASTIC_USE_AGENT_STORE=True (or 1) clears
-// start_server. hostname is DCPKV_GLOO_HOSTNAME if set, else "127.0.0.1" when MASTER_ADDR is a
-// loopback address or "localhost", else this machine's host name. INVALID_ARGUMENT naming the
-// variable that is missing or malformed.
+// required, LOCAL_RANK is checked if set.
+// - TORCHELASTIC_USE_AGENT_STORE=True (or 1): torchrun's agent serves torch's TCPStore on
+//   MASTER_PORT: start_server is cleared and server_protocol is kTorchTcpStore.
+//   DCPKV_RENDEZVOUS_PROTOCOL=dcpkv (or torch) names the protocol of a launcher's server instead.
+// - TORCHELASTIC_RUN_ID (and TORCHELASTIC_RESTART_COUNT, default 0) scope the rendezvous keys:
+//   prefix is "<run id>/<restart count>", so that an elastic restart, whose agent store still
+//   holds the keys of the attempt before, never meets them.
+// hostname is DCPKV_GLOO_HOSTNAME if set, else "127.0.0.1" when MASTER_ADDR is a loopback
+// address or "localhost", else this machine's host name. INVALID_ARGUMENT naming the variable
+// that is missing or malformed.
 DCPKV_EXPORT StatusOr<GlooProcessGroupOptions> GlooProcessGroupOptionsFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 

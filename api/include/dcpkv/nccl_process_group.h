@@ -67,6 +67,8 @@ struct DCPKV_EXPORT NcclProcessGroupOptions {
   std::shared_ptr<TcpStoreServer> server;
   // Without `server`: whether rank 0 starts the server. Default: true.
   bool start_server = true;
+  // The protocol of the server when this rank does not start it (as for gloo). Default: kDcpkv.
+  RendezvousProtocol server_protocol = RendezvousProtocol::kDcpkv;
   // This rank's CUDA device; -1: the calling thread's current device. Default: -1.
   int device = -1;
   // Largest number of bytes one NCCL operation moves per rank; the size of the group's device
@@ -86,8 +88,8 @@ DCPKV_EXPORT bool NcclBackendBuilt();
 DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateNcclProcessGroup(
     const NcclProcessGroupOptions& options);
 
-// Options from the torchrun environment, as GlooProcessGroupOptionsFromEnv reads them, with
-// device = LOCAL_RANK when set (else -1).
+// Options from the torchrun environment, as GlooProcessGroupOptionsFromEnv reads them (agent
+// store, key scope), with device = LOCAL_RANK when set (else -1).
 DCPKV_EXPORT StatusOr<NcclProcessGroupOptions> NcclProcessGroupOptionsFromEnv(
     std::chrono::milliseconds timeout = std::chrono::milliseconds(60000));
 
