@@ -1,6 +1,7 @@
 #include "dcpkv/checkpointer.h"
 
 #include "dcpkv/api/kv_storage.h"
+#include "dcpkv/gloo_process_group.h"
 
 namespace dcpkv {
 
@@ -59,6 +60,13 @@ StatusOr<AsyncSaveResponse> Checkpointer::AsyncSave(StateDict& state_dict,
   AsyncSaveOptions o;
   o.save = MakeSaveOptions(checkpoint_id);
   o.async_stager = stager_;
+  ProcessGroup* group = options_.process_group;
+  if (group != nullptr && group->size() > 1 && std::string_view(group->backend()) == "gloo") {
+    if (upload_group_ == nullptr) {
+      DCPKV_ASSIGN_OR_RETURN(upload_group_, CreateAsyncSaveGroup(*group));
+    }
+    o.save.process_group = upload_group_.get();
+  }
   StatusOr<AsyncSaveResponse> response = dcpkv::AsyncSave(state_dict, o);
   if (response.ok()) upload_ = response->upload_completion;
   return response;

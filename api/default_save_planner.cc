@@ -11,6 +11,7 @@
 
 #include "dcpkv/api/cuda_device.h"
 #include "dcpkv/api/cuda_staging.h"
+#include "dcpkv/core/strided.h"
 #include "dcpkv/planner.h"
 #include "plan_metadata.h"
 
@@ -181,6 +182,7 @@ Status DefaultSavePlanner::SetUpPlanner(const FlatStateDict* state, bool is_coor
   // Host copies of the previous save's device items refer to its state: drop them.
   device_order_.clear();
   if (device_staging_ != nullptr) device_staging_->Release();
+  contiguous_copies_.clear();
   return Status::Ok();
 }
 
@@ -251,7 +253,15 @@ StatusOr<ConstBytes> DefaultSavePlanner::ResolveData(const WriteItem& item) {
     return NotFoundError("no local shard of \"" + item.fqn + "\" at offsets " +
                          ShapeToString(item.offsets));
   }
-  if (!t->is_cuda()) return ConstBytes{t->data(), t->nbytes()};
+  if (!t->is_cuda() && t->is_contiguous()) return ConstBytes{t->data(), t->nbytes()};
+  if (!t->is_cuda()) {
+    std::vector<uint8_t>& copy = contiguous_copies_[{item.fqn, item.offsets}];
+    if (copy.size() != t->nbytes()) {
+      copy.resize(t->nbytes());
+      GatherBytes(t->data(), LayoutOf(*t), 0, t->nbytes(), copy.data());
+    }
+    return ConstBytes{copy.data(), copy.size()};
+  }
   // A device item: its host copy.
   if (device_staging_ == nullptr) device_staging_ = std::make_unique<cuda::SaveStaging>();
   auto order = device_order_.find({item.fqn, item.offsets});
@@ -263,6 +273,24 @@ StatusOr<ConstBytes> DefaultSavePlanner::ResolveData(const WriteItem& item) {
                                      t->device().ToString());
   }
   return ConstBytes{*host, t->nbytes()};
+}
+
+StatusOr<ConstStridedBytes> DefaultSavePlanner::ResolveStridedData(const WriteItem& item) {
+  // Anything but a strided host tensor of this planner's state (and whatever a subclass that
+  // keeps its own state resolves) is ResolveData's.
+  const Tensor* t = item.type == WriteItemType::kBytes || state_ == nullptr
+                        ? nullptr
+                        : FindTensor(*state_, item.fqn, item.offsets);
+  if (t == nullptr || t->is_cuda() || t->is_contiguous()) {
+    return SavePlanner::ResolveStridedData(item);
+  }
+  return ConstStridedBytes{t->data(), t->nbytes(), t->shape(), t->strides(),
+                           ElementSize(t->dtype())};
+}
+
+StatusOr<ConstStridedBytes> SavePlanner::ResolveStridedData(const WriteItem& item) {
+  DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, ResolveData(item));
+  return ConstStridedBytes{bytes.data, bytes.size};
 }
 
 SavePlanCache* DefaultSavePlanner::plan_cache() {

@@ -451,4 +451,12 @@ StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooSubgroup(ProcessGroup& parent,
   return gloo_parent->Subgroup(ranks);
 }
 
+StatusOr<std::unique_ptr<ProcessGroup>> CreateAsyncSaveGroup(ProcessGroup& parent) {
+  std::vector<int> all(static_cast<size_t>(parent.size()));
+  for (int r = 0; r < parent.size(); ++r) all[r] = r;
+  StatusOr<std::unique_ptr<ProcessGroup>> group = CreateGlooSubgroup(parent, all);
+  if (!group.ok()) return group.status().WithContext("CreateAsyncSaveGroup");
+  return group;
+}
+
 }  // namespace dcpkv

@@ -13,6 +13,7 @@
 #include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/core/names.h"
 #include "dcpkv/core/plan_validation.h"
+#include "dcpkv/core/strided.h"
 #include "dcpkv/store/saved_shard_reader.h"
 #include "dcpkv/store/store_layout.h"
 
@@ -326,12 +327,18 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
                                ShapeToString(item->overlap_offsets) +
                                " does not fit its source or destination");
         }
+        if (!dest.is_contiguous() && LayoutOf(dest).MayOverlap()) {
+          return InvalidArgumentError(
+              "the tensor to load \"" + item->fqn + "\" into (shape " +
+              ShapeToString(dest.shape()) + ", strides " + ShapeToString(dest.strides()) +
+              ") has elements that share memory: a strided destination needs distinct elements");
+        }
         source.dests.push_back(std::move(dest));
       }
       // One item whose region is exactly the rows read and is contiguous in its destination
       // (the common case: the same sharding as at save time, or whole rows of a row-sharded
       // tensor): read straight into the destination, without an intermediate buffer.
-      if (source.items.size() == 1) {
+      if (source.items.size() == 1 && source.dests[0].is_contiguous()) {
         const Box region{first.overlap_offsets, first.overlap_sizes};
         const Box dest_box{first.dest_offsets, source.dests[0].shape()};
         StatusOr<std::pair<uint64_t, uint64_t>> range = ByteRange(dest_box, region, element);
@@ -381,7 +388,15 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
             if (!Intersect(Box{item.overlap_offsets, item.overlap_sizes}, piece.band, &part)) {
               continue;
             }
-            CopyBox(buffer.data(), piece.band, source.dests[k].data(), dest_box, part, element);
+            const Tensor& dest = source.dests[k];
+            if (dest.is_contiguous()) {
+              CopyBox(buffer.data(), piece.band, dest.data(), dest_box, part, element);
+            } else {
+              std::vector<uint64_t> byte_strides = dest.strides();
+              for (uint64_t& stride : byte_strides) stride *= element;
+              CopyBoxToStrided(buffer.data(), piece.band, dest.data(), dest_box, byte_strides, part,
+                               element);
+            }
           }
         }
         if (!s.ok()) failed.store(true);

@@ -15,6 +15,7 @@
 #include "dcpkv/core/manifest_record_codec.h"
 #include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/core/names.h"
+#include "dcpkv/core/strided.h"
 #include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/key_encoding.h"
@@ -45,8 +46,8 @@ size_t DefaultWriteThreads(int world_size) {
 // KvStorageOptions::min_bytes_per_writer = 0.
 constexpr uint64_t kDefaultMinBytesPerWriter = uint64_t{128} << 20;
 
-using ItemWriter =
-    std::function<StatusOr<WriteResult>(ChunkBatchWriter&, const WriteItem&, ConstBytes)>;
+using ItemWriter = std::function<StatusOr<WriteResult>(ChunkBatchWriter&, const WriteItem&,
+                                                       const ConstStridedBytes&)>;
 
 // Resolves every item of `plan` (in plan order), cuts them in key order into up to `threads`
 // groups of about equal bytes, and writes each group with its own batch writer on its own
@@ -58,13 +59,13 @@ StatusOr<std::vector<WriteResult>> WriteInParallel(ChunkStore* store,
                                                    size_t threads, uint64_t min_bytes_per_writer,
                                                    const ItemWriter& write_item) {
   const size_t n = plan.items.size();
-  std::vector<ConstBytes> bytes(n);
+  std::vector<ConstStridedBytes> bytes(n);
   std::vector<std::pair<std::string, size_t>> order;  // (shard key prefix, item)
   order.reserve(n);
   uint64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
     const WriteItem& item = plan.items[i];
-    DCPKV_ASSIGN_OR_RETURN(bytes[i], planner.ResolveData(item));
+    DCPKV_ASSIGN_OR_RETURN(bytes[i], planner.ResolveStridedData(item));
     DCPKV_RETURN_IF_ERROR(ValidateFqn(item.fqn));
     order.emplace_back(ChunkKeyShardPrefix(checkpoint_id, item.fqn, item.offsets), i);
     total += bytes[i].size;
@@ -259,11 +260,25 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
   };
   // Writes one item with `writer`; its result records the chunks the writer added for it.
   auto write_item = [&](ChunkBatchWriter& writer, const WriteItem& item,
-                        ConstBytes bytes) -> StatusOr<WriteResult> {
+                        const ConstStridedBytes& bytes) -> StatusOr<WriteResult> {
     const size_t chunks_before = writer.written().size();
-    DCPKV_RETURN_IF_ERROR(writer.AddShard(checkpoint_id_, item.fqn,
-                                          ShardGeometry{item.dtype, item.offsets, item.sizes},
-                                          bytes.data, bytes.size, base_of(item)));
+    const ShardGeometry geometry{item.dtype, item.offsets, item.sizes};
+    if (bytes.strides.empty()) {
+      DCPKV_RETURN_IF_ERROR(writer.AddShard(checkpoint_id_, item.fqn, geometry, bytes.data,
+                                            bytes.size, base_of(item)));
+    } else {
+      // A strided view (ResolveStridedData): each chunk gathers its runs from where they lie.
+      const StridedLayout layout =
+          MakeStridedLayout(bytes.shape, bytes.strides, bytes.element_size);
+      if (layout.total_bytes != bytes.size) {
+        return InternalError("strided bytes of \"" + item.fqn + "\" at " +
+                             ShapeToString(item.offsets) + ": " + std::to_string(bytes.size) +
+                             " bytes but shape " + ShapeToString(bytes.shape) + " holds " +
+                             std::to_string(layout.total_bytes));
+      }
+      DCPKV_RETURN_IF_ERROR(
+          writer.AddShard(checkpoint_id_, item.fqn, geometry, bytes.data, layout, base_of(item)));
+    }
     WriteResult result{item.fqn, item.offsets, rank_, bytes.size,
                        static_cast<uint32_t>(writer.written().size() - chunks_before)};
     for (size_t k = chunks_before; k < writer.written().size(); ++k) {
@@ -281,7 +296,7 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
   if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {
     ChunkBatchWriter writer(store_.get());
     for (const WriteItem& item : plan.items) {
-      DCPKV_ASSIGN_OR_RETURN(ConstBytes bytes, planner.ResolveData(item));
+      DCPKV_ASSIGN_OR_RETURN(ConstStridedBytes bytes, planner.ResolveStridedData(item));
       DCPKV_ASSIGN_OR_RETURN(WriteResult result, write_item(writer, item, bytes));
       results.push_back(std::move(result));
     }

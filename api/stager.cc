@@ -12,6 +12,7 @@
 #include "dcpkv/api/cuda_device.h"
 #include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/async_save.h"
+#include "dcpkv/core/strided.h"
 #include "pinned_memory.h"
 
 namespace dcpkv {
@@ -135,7 +136,11 @@ Status DefaultStager::SynchronizeStaging() {
 Status DefaultStager::CopyOut(const Tensor& t, void* dst) {
   if (t.nbytes() == 0) return Status::Ok();
   if (!t.is_cuda()) {
-    std::memcpy(dst, t.data(), t.nbytes());
+    if (t.is_contiguous()) {
+      std::memcpy(dst, t.data(), t.nbytes());
+    } else {
+      GatherBytes(t.data(), LayoutOf(t), 0, t.nbytes(), dst);  // staged contiguous
+    }
     return Status::Ok();
   }
   if (streams_ == nullptr) streams_ = std::make_unique<cuda::StreamSet>();

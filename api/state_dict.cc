@@ -23,6 +23,58 @@ const StateValue* StateDict::Find(const std::string& key) const {
   return it == items_.end() ? nullptr : &it->second;
 }
 
+const char* StateValueKind(const StateValue& value) {
+  static const char* const kKinds[] = {"tensor", "sharded tensor", "bytes", "state dict",
+                                       "stateful object"};
+  return kKinds[value.index()];
+}
+
+namespace {
+
+// The value under `key` of `dict` as alternative T of StateValue (`kind` names T).
+template <typename T, typename Dict>
+auto GetAs(Dict& dict, const std::string& key, const char* kind)
+    -> StatusOr<decltype(&std::get<T>(*dict.Find(key)))> {
+  auto* value = dict.Find(key);
+  if (value == nullptr) return NotFoundError("state dict has no key \"" + key + "\"");
+  if (auto* v = std::get_if<T>(value)) return v;
+  return InvalidArgumentError("state dict key \"" + key + "\" holds a " + StateValueKind(*value) +
+                              ", not a " + kind);
+}
+
+}  // namespace
+
+StatusOr<Tensor*> StateDict::GetTensor(const std::string& key) {
+  return GetAs<Tensor>(*this, key, "tensor");
+}
+StatusOr<ShardedTensor*> StateDict::GetShardedTensor(const std::string& key) {
+  return GetAs<ShardedTensor>(*this, key, "sharded tensor");
+}
+StatusOr<Bytes*> StateDict::GetBytes(const std::string& key) {
+  return GetAs<Bytes>(*this, key, "bytes");
+}
+StatusOr<StateDict*> StateDict::GetDict(const std::string& key) {
+  DCPKV_ASSIGN_OR_RETURN(std::shared_ptr<StateDict> * nested,
+                         (GetAs<std::shared_ptr<StateDict>>(*this, key, "state dict")));
+  if (*nested == nullptr) {
+    return InvalidArgumentError("state dict key \"" + key + "\" holds a null state dict");
+  }
+  return nested->get();
+}
+StatusOr<const Tensor*> StateDict::GetTensor(const std::string& key) const {
+  return GetAs<Tensor>(*this, key, "tensor");
+}
+StatusOr<const ShardedTensor*> StateDict::GetShardedTensor(const std::string& key) const {
+  return GetAs<ShardedTensor>(*this, key, "sharded tensor");
+}
+StatusOr<const Bytes*> StateDict::GetBytes(const std::string& key) const {
+  return GetAs<Bytes>(*this, key, "bytes");
+}
+StatusOr<const StateDict*> StateDict::GetDict(const std::string& key) const {
+  DCPKV_ASSIGN_OR_RETURN(StateDict * nested, const_cast<StateDict*>(this)->GetDict(key));
+  return nested;
+}
+
 namespace {
 
 Status AddLeaf(const std::string& fqn, FlatValue value, FlatStateDict* out) {

@@ -42,6 +42,30 @@ Tensor Tensor::Wrap(DType dtype, Shape shape, void* data, Device device) {
   return t;
 }
 
+Tensor Tensor::WrapStrided(DType dtype, Shape shape, std::vector<uint64_t> strides, void* data,
+                           Device device) {
+  Tensor t = Wrap(dtype, std::move(shape), data, device);
+  t.strides_ = std::move(strides);
+  return t;
+}
+
+std::vector<uint64_t> Tensor::strides() const {
+  if (!strides_.empty() || shape_.empty()) return strides_;
+  std::vector<uint64_t> row_major(shape_.size(), 1);
+  for (size_t d = shape_.size() - 1; d > 0; --d) row_major[d - 1] = row_major[d] * shape_[d];
+  return row_major;
+}
+
+bool Tensor::is_contiguous() const {
+  if (strides_.empty()) return true;
+  uint64_t expected = 1;
+  for (size_t d = shape_.size(); d-- > 0;) {
+    if (shape_[d] != 1 && strides_[d] != expected) return numel_ == 0;
+    expected *= shape_[d];
+  }
+  return true;
+}
+
 Tensor Tensor::WrapCuda(DType dtype, Shape shape, void* device_ptr, int device_index) {
   return Wrap(dtype, std::move(shape), device_ptr, Device::Cuda(device_index));
 }
@@ -79,7 +103,35 @@ Status Tensor::Validate() const {
   if (data_ == nullptr && *n > 0) {
     return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " has no data");
   }
+  if (!strides_.empty()) {
+    if (strides_.size() != shape_.size()) {
+      return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " has " +
+                                  std::to_string(strides_.size()) + " strides");
+    }
+    // The byte offset of the last element must fit 64 bits.
+    uint64_t last = 0;
+    for (size_t d = 0; d < shape_.size() && *n > 0; ++d) {
+      uint64_t step;
+      if (__builtin_mul_overflow(shape_[d] - 1, strides_[d], &step) ||
+          __builtin_add_overflow(last, step, &last)) {
+        return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " with strides " +
+                                    ShapeToString(strides_) + " overflows 64 bits");
+      }
+    }
+    if (__builtin_mul_overflow(last, ElementSize(dtype_), &last)) {
+      return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " with strides " +
+                                  ShapeToString(strides_) + " overflows 64 bits");
+    }
+  }
   return Status::Ok();
+}
+
+ShardedTensor ShardedTensor::FromLocal(Tensor local, Shape global_shape, Shape offsets) {
+  ShardedTensor st;
+  st.dtype = local.dtype();
+  st.global_shape = std::move(global_shape);
+  st.local_shards.push_back(Shard{std::move(offsets), std::move(local)});
+  return st;
 }
 
 namespace {

@@ -35,7 +35,18 @@ std::string NewIngestFileName(const std::string& dir) {
 
 }  // namespace
 
+// Where a shard's bytes come from: contiguous at `base`, or strided there per `layout`.
+struct ShardBytes {
+  const void* base = nullptr;
+  const StridedLayout* layout = nullptr;  // null: contiguous
+};
+
 struct ChunkBatchWriter::Impl {
+  // ChunkBatchWriter::AddShard of `size` bytes from `data`.
+  Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                  const ShardGeometry& geometry, const ShardBytes& data, size_t size,
+                  const std::vector<SavedChunk>* base);
+
   ChunkStore::Impl* store = nullptr;
   ChunkEncoder encoder;
   uint64_t total_payload = 0;
@@ -211,7 +222,25 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
 Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_view fqn,
                                   const ShardGeometry& geometry, const void* data, size_t size,
                                   const std::vector<SavedChunk>* base) {
-  DCPKV_RETURN_IF_ERROR(impl_->store->CheckWritable("writing chunks"));
+  return impl_->AddShard(checkpoint_id, fqn, geometry, ShardBytes{data, nullptr}, size, base);
+}
+
+Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                                  const ShardGeometry& geometry, const void* data,
+                                  const StridedLayout& layout,
+                                  const std::vector<SavedChunk>* base) {
+  if (layout.contiguous()) {
+    return impl_->AddShard(checkpoint_id, fqn, geometry, ShardBytes{data, nullptr},
+                           layout.total_bytes, base);
+  }
+  return impl_->AddShard(checkpoint_id, fqn, geometry, ShardBytes{data, &layout},
+                         layout.total_bytes, base);
+}
+
+Status ChunkBatchWriter::Impl::AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                                        const ShardGeometry& geometry, const ShardBytes& data,
+                                        size_t size, const std::vector<SavedChunk>* base) {
+  DCPKV_RETURN_IF_ERROR(store->CheckWritable("writing chunks"));
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
   DCPKV_RETURN_IF_ERROR(ValidateFqn(fqn));
   StatusOr<uint64_t> shard_bytes = geometry.ByteSize();
@@ -223,46 +252,65 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
                                 std::to_string(*shard_bytes) + " bytes but " +
                                 std::to_string(size) + " were given");
   }
-  if (size > 0 && data == nullptr) {
+  if (size > 0 && data.base == nullptr) {
     return InvalidArgumentError("tensor \"" + std::string(fqn) + "\": data is null");
   }
-  const ChunkStoreOptions& options = impl_->store->options;
+  const ChunkStoreOptions& options = store->options;
   const uint64_t element = ElementSize(geometry.dtype);
   const uint64_t chunk = std::max<uint64_t>(element, options.chunk_size / element * element);
   ChunkKey key{std::string(checkpoint_id), std::string(fqn), geometry.offsets, 0};
-  const auto* bytes = static_cast<const uint8_t*>(data);
+  const auto* bytes = static_cast<const uint8_t*>(data.base);  // when contiguous
   uint64_t offset = 0;
   size_t index = 0;
   uint64_t base_offset = 0;  // where base chunk `index` starts
   do {                       // at least one chunk, so that an empty shard is still recorded
     const uint64_t n = std::min<uint64_t>(chunk, size - offset);
     key.byte_offset = offset;
+    // The base's chunk at this byte range, if the base has one of this length.
+    const SavedChunk* same_range = nullptr;
     if (base != nullptr && index < base->size()) {
       const SavedChunk& b = (*base)[index];
-      if (base_offset == offset && b.length == n) {
-        const Hash128 hash = HashBytes(bytes + offset, n);
-        if (hash.lo == b.hash_low && hash.hi == b.hash_high) {
-          impl_->written.push_back(WrittenChunk{key, n, hash, false, b.source, b.source_rank});
-          base_offset += b.length;
-          ++index;
-          offset += n;
-          continue;
-        }
-      }
+      if (base_offset == offset && b.length == n) same_range = &b;
       base_offset += b.length;
       ++index;
     }
+    auto unchanged = [&](const Hash128& hash) {
+      return same_range != nullptr && hash.lo == same_range->hash_low &&
+             hash.hi == same_range->hash_high;
+    };
+    auto keep_base = [&](const Hash128& hash) {
+      written.push_back(
+          WrittenChunk{key, n, hash, false, same_range->source, same_range->source_rank});
+      offset += n;
+    };
+    Hash128 hash;
+    std::string_view value;
+    if (data.layout == nullptr) {
+      // Contiguous: an unchanged chunk is hashed in place and never copied.
+      if (same_range != nullptr && unchanged(hash = HashBytes(bytes + offset, n))) {
+        keep_base(hash);
+        continue;
+      }
+    } else {
+      // Strided: gathered into the value, then hashed there.
+      value = encoder.Encode(
+          geometry, offset, n,
+          [&](uint8_t* dst) { GatherBytes(data.base, *data.layout, offset, n, dst); }, &hash);
+      if (unchanged(hash)) {
+        keep_base(hash);
+        continue;
+      }
+    }
     StatusOr<std::string> encoded_key = EncodeChunkKey(key);
     if (!encoded_key.ok()) return encoded_key.status();
-    if (impl_->marked_id != checkpoint_id) {  // the marker is durable before the first chunk
-      DCPKV_RETURN_IF_ERROR(impl_->store->MarkChunkData(checkpoint_id));
-      impl_->marked_id = std::string(checkpoint_id);
+    if (marked_id != checkpoint_id) {  // the marker is durable before the first chunk
+      DCPKV_RETURN_IF_ERROR(store->MarkChunkData(checkpoint_id));
+      marked_id = std::string(checkpoint_id);
     }
-    Hash128 hash;
-    std::string_view value = impl_->encoder.Encode(geometry, offset, bytes + offset, n, &hash);
-    DCPKV_RETURN_IF_ERROR(impl_->Add(*encoded_key, value, n));
-    impl_->written.push_back(WrittenChunk{key, n, hash});
-    impl_->total_payload += n;
+    if (data.layout == nullptr) value = encoder.Encode(geometry, offset, bytes + offset, n, &hash);
+    DCPKV_RETURN_IF_ERROR(Add(*encoded_key, value, n));
+    written.push_back(WrittenChunk{key, n, hash});
+    total_payload += n;
     offset += n;
   } while (offset < size);
   return Status::Ok();

@@ -82,11 +82,22 @@ ChunkEncoder::~ChunkEncoder() = default;
 
 std::string_view ChunkEncoder::Encode(const ShardGeometry& geometry, uint64_t byte_offset,
                                       const void* payload, size_t size, Hash128* hash_out) {
+  return Encode(
+      geometry, byte_offset, size,
+      [&](uint8_t* dst) {
+        if (size > 0) std::memcpy(dst, payload, size);
+      },
+      hash_out);
+}
+
+std::string_view ChunkEncoder::Encode(const ShardGeometry& geometry, uint64_t byte_offset,
+                                      size_t size, const std::function<void(uint8_t*)>& fill,
+                                      Hash128* hash_out) {
   flatbuffers::FlatBufferBuilder& b = impl_->builder;
   b.Clear();
   uint8_t* dst = nullptr;
   auto payload_vec = b.CreateUninitializedVector(size, 1, &dst);
-  if (size > 0) std::memcpy(dst, payload, size);
+  fill(dst);
   Hash128 hash = HashBytes(dst, size);
   if (hash_out) *hash_out = hash;
   auto offsets = b.CreateVector(geometry.offsets);

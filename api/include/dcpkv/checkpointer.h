@@ -29,7 +29,9 @@ struct DCPKV_EXPORT CheckpointerOptions {
   // Store root shared by all ranks. Required.
   std::string store_root;
   // Ranks that save together; not owned, must outlive the Checkpointer. Default: null (single
-  // process).
+  // process). AsyncSave uploads on a group of the same ranks that the first AsyncSave makes
+  // (CreateAsyncSaveGroup; a gloo group of more than one rank), so the caller may go on using
+  // this group while an upload runs.
   ProcessGroup* process_group = nullptr;
   // Default: 0.
   int coordinator_rank = 0;
@@ -79,6 +81,7 @@ class DCPKV_EXPORT Checkpointer {
   std::shared_ptr<DefaultSavePlanner> planner_;
   std::shared_ptr<DefaultStager> stager_;
   std::shared_future<StatusOr<Metadata>> upload_;  // of the last AsyncSave
+  std::unique_ptr<ProcessGroup> upload_group_;     // made by the first AsyncSave
 };
 
 }  // namespace dcpkv

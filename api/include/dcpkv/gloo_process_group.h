@@ -137,6 +137,13 @@ DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooProcessGroupFromE
 DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateGlooSubgroup(
     ProcessGroup& parent, const std::vector<int>& ranks);
 
+// A group of all of `parent`'s ranks, in the same order, for the background uploads of
+// AsyncSave: they run collectives from another thread while the caller goes on using `parent`,
+// so they need a group of their own (CreateGlooSubgroup(parent, {0, ..., size - 1})).
+// Checkpointer::AsyncSave makes one itself. Every rank calls it, as CreateGlooSubgroup.
+// INVALID_ARGUMENT if the parent is not a gloo group.
+DCPKV_EXPORT StatusOr<std::unique_ptr<ProcessGroup>> CreateAsyncSaveGroup(ProcessGroup& parent);
+
 }  // namespace dcpkv
 
 #endif  // DCPKV_GLOO_PROCESS_GROUP_H_

@@ -45,6 +45,18 @@ struct DCPKV_EXPORT ConstBytes {
   size_t size = 0;
 };
 
+// Read-only bytes of one write item where they lie in memory, as ResolveStridedData returns
+// them: the `size` bytes, in row-major order of `shape`, of the elements (`element_size` bytes
+// each) at data + sum(index[d] * strides[d]) elements. Empty `strides`: contiguous, the
+// ConstBytes {data, size}. Valid as long as ResolveData's bytes would be.
+struct DCPKV_EXPORT ConstStridedBytes {
+  const void* data = nullptr;
+  size_t size = 0;
+  Shape shape;
+  std::vector<uint64_t> strides;
+  size_t element_size = 1;
+};
+
 // The coordinator's result: one final plan per rank and the checkpoint's Metadata.
 struct DCPKV_EXPORT GlobalSavePlan {
   std::vector<SavePlan> plans;
@@ -76,8 +88,12 @@ class DCPKV_EXPORT SavePlanner {
   // Coordinator only. all_plans[r] is rank r's local plan.
   virtual StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) = 0;
   virtual StatusOr<SavePlan> FinishPlan(SavePlan central_plan) = 0;
-  // The bytes to write for `item`.
+  // The bytes to write for `item`, contiguous.
   virtual StatusOr<ConstBytes> ResolveData(const WriteItem& item) = 0;
+  // The bytes to write for `item` where they lie, for writers that copy strided memory run by
+  // run themselves (KvStorageWriter): a strided tensor is then saved without a contiguous copy.
+  // Default: ResolveData's bytes.
+  virtual StatusOr<ConstStridedBytes> ResolveStridedData(const WriteItem& item);
   // True if the bytes ResolveData returns for the final plan's items all stay valid until the
   // save returns (the ConstBytes contract), so that a writer may resolve every item first and
   // write them from several threads. False if some are valid only until the next ResolveData:
@@ -112,7 +128,11 @@ class DCPKV_EXPORT DefaultSavePlanner : public SavePlanner {
   StatusOr<SavePlan> CreateLocalPlan() override;
   StatusOr<GlobalSavePlan> CreateGlobalPlan(std::vector<SavePlan> all_plans) override;
   StatusOr<SavePlan> FinishPlan(SavePlan central_plan) override;
+  // A strided host tensor: a contiguous copy, made once per item and kept until the next
+  // SetUpPlanner (writers that read strided memory use ResolveStridedData instead).
   StatusOr<ConstBytes> ResolveData(const WriteItem& item) override;
+  // A strided host tensor: a view of its memory, no copy.
+  StatusOr<ConstStridedBytes> ResolveStridedData(const WriteItem& item) override;
   // False if the final plan has an item of a CUDA tensor. A subclass whose ResolveData returns
   // bytes that the next call replaces (one reused buffer) must override it to return false.
   bool ResolvedDataOutlivesNextResolve() const override { return device_order_.empty(); }
@@ -126,6 +146,8 @@ class DCPKV_EXPORT DefaultSavePlanner : public SavePlanner {
   std::unique_ptr<cuda::SaveStaging> device_staging_;
   // (fqn, offsets) of each device item of the final plan -> its place in the copy order.
   std::map<std::pair<std::string, Shape>, size_t> device_order_;
+  // Contiguous copies of strided host tensors that ResolveData made, by (fqn, offsets).
+  std::map<std::pair<std::string, Shape>, std::vector<uint8_t>> contiguous_copies_;
 };
 
 class DCPKV_EXPORT LoadPlanner {

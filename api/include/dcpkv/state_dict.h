@@ -38,6 +38,9 @@ class DCPKV_EXPORT Stateful {
 using StateValue = std::variant<Tensor, ShardedTensor, Bytes, std::shared_ptr<StateDict>,
                                 std::shared_ptr<Stateful>>;
 
+// "tensor", "sharded tensor", "bytes", "state dict" or "stateful object".
+DCPKV_EXPORT const char* StateValueKind(const StateValue& value);
+
 class DCPKV_EXPORT StateDict {
  public:
   StateDict() = default;
@@ -50,6 +53,17 @@ class DCPKV_EXPORT StateDict {
   // nullptr if absent.
   StateValue* Find(const std::string& key);
   const StateValue* Find(const std::string& key) const;
+
+  // The value under `key` as the kind asked for, to read or change in place. NOT_FOUND if
+  // there is no such key; INVALID_ARGUMENT naming the key and the kind it holds otherwise.
+  StatusOr<Tensor*> GetTensor(const std::string& key);
+  StatusOr<ShardedTensor*> GetShardedTensor(const std::string& key);
+  StatusOr<Bytes*> GetBytes(const std::string& key);
+  StatusOr<StateDict*> GetDict(const std::string& key);
+  StatusOr<const Tensor*> GetTensor(const std::string& key) const;
+  StatusOr<const ShardedTensor*> GetShardedTensor(const std::string& key) const;
+  StatusOr<const Bytes*> GetBytes(const std::string& key) const;
+  StatusOr<const StateDict*> GetDict(const std::string& key) const;
 
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +74,9 @@ class ChunkEncoder {
   // REQUIRES: geometry.Validate().ok(), byte_offset + size <= geometry.ByteSize().
   std::string_view Encode(const ShardGeometry& geometry, uint64_t byte_offset, const void* payload,
                           size_t size, Hash128* hash = nullptr);
+  // As above, with the payload written by `fill` into the `size` bytes it is given.
+  std::string_view Encode(const ShardGeometry& geometry, uint64_t byte_offset, size_t size,
+                          const std::function<void(uint8_t*)>& fill, Hash128* hash = nullptr);
 
  private:
   struct Impl;

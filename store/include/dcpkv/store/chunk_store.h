@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "dcpkv/core/manifest_record_codec.h"
+#include "dcpkv/core/strided.h"
 #include "dcpkv/diagnostics.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/status.h"
@@ -367,6 +368,13 @@ class ChunkBatchWriter {
   // not written; written() records where it is stored instead.
   Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
                   const ShardGeometry& geometry, const void* data, size_t size,
+                  const std::vector<SavedChunk>* base);
+
+  // As above, for a shard whose bytes lie strided in memory at `data` (core/strided.h): each
+  // chunk's payload is copied straight from there into its value, run by run. An unchanged
+  // chunk of an incremental save is copied and hashed, then not written.
+  Status AddShard(std::string_view checkpoint_id, std::string_view fqn,
+                  const ShardGeometry& geometry, const void* data, const StridedLayout& layout,
                   const std::vector<SavedChunk>* base);
 
   // Writes what is still buffered. kWriteBatch: the chunks are durable after ChunkStore::Flush();
