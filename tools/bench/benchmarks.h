@@ -17,6 +17,8 @@ StatusOr<std::vector<Result>> RunVerify(BenchContext& ctx);
 // bench_plan.cc
 StatusOr<std::vector<Result>> RunPlan(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunIncremental(BenchContext& ctx);
+// bench_strided.cc
+StatusOr<std::vector<Result>> RunSaveStrided(BenchContext& ctx);
 // bench_async.cc
 StatusOr<std::vector<Result>> RunMemcpy(BenchContext& ctx);
 StatusOr<std::vector<Result>> RunAsyncBlock(BenchContext& ctx, bool lazy);

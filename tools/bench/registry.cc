@@ -14,6 +14,8 @@ const std::vector<BenchmarkSpec>& Registry() {
        RunVerify},
       {"incremental", "incremental Save with 10% of chunks changed vs a full Save of the state",
        RunIncremental},
+      {"save_strided", "sync Save of strided (column-half) views vs the same bytes contiguous",
+       RunSaveStrided},
       {"plan", "global planning for --sim-ranks x --plan-tensors, and plan-cache hits", RunPlan,
        /*on_ranks=*/false},
       {"memcpy", "memcpy of the state (the async baselines' reference)", RunMemcpy},

@@ -93,8 +93,16 @@ int main(int argc, char** argv) {
 
   std::vector<float> w(4096), w_back(4096);
   for (size_t i = 0; i < w.size(); ++i) w[i] = 0.25f * static_cast<float>(i);
+  // A [64, 64] weight saved as two column shards [64, 32]: strided views of the row-major
+  // buffer, each placed in the global tensor with FromLocal.
+  dcpkv::ShardedTensor model_w = dcpkv::ShardedTensor::FromLocal(
+      dcpkv::Tensor::WrapStrided(dcpkv::DType::kFloat32, {64, 32}, {64, 1}, w.data()), {64, 64},
+      {0, 0});
+  model_w.local_shards.push_back(
+      {{0, 32},
+       dcpkv::Tensor::WrapStrided(dcpkv::DType::kFloat32, {64, 32}, {64, 1}, w.data() + 32)});
   dcpkv::StateDict state;
-  state.Set("model.w", dcpkv::Tensor::Wrap(dcpkv::DType::kFloat32, {64, 64}, w.data()));
+  state.Set("model.w", model_w);
   state.Set("step", dcpkv::Bytes{"100"});
 
   dcpkv::DiagnosticCollector diagnostics;
@@ -123,9 +131,10 @@ int main(int argc, char** argv) {
   load.checkpoint_id = "step-100";
   load.store_root = root;
   if (dcpkv::Status s = dcpkv::Load(into, load); !s.ok()) return Fail("load", s);
-  const auto* step = into.Find("step");
-  if (std::memcmp(w.data(), w_back.data(), w.size() * sizeof(float)) != 0 || step == nullptr ||
-      std::get<dcpkv::Bytes>(*step).data != "100") {
+  dcpkv::StatusOr<dcpkv::Bytes*> step = into.GetBytes("step");
+  if (!step.ok()) return Fail("step", step.status());
+  if (std::memcmp(w.data(), w_back.data(), w.size() * sizeof(float)) != 0 ||
+      (*step)->data != "100") {
     std::fprintf(stderr, "consumer: loaded values differ\n");
     return 1;
   }
