@@ -61,24 +61,15 @@ StatusOr<std::vector<Result>> RunSave(BenchContext& ctx) {
   bool rss_peak_reset = true;
   auto save = [&](int) -> StatusOr<double> {
     last_id = ws.NewId("save");
-    std::atomic<uint64_t> growth{0};
-    StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      const uint64_t before = CurrentRssBytes();
-      if (r.rank == 0 || InProcessWorld()) rss_peak_reset = ResetPeakRss() && rss_peak_reset;
-      Status s =
-          SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c), c.write_threads);
-      const uint64_t peak = PeakRssBytes();
-      uint64_t seen = growth.load();
-      while (peak > before && peak - before > seen &&
-             !growth.compare_exchange_weak(seen, peak - before)) {
-      }
-      return s;
-    });
+    double largest = 0;
+    StatusOr<double> seconds = TimeSaveWithRssGrowth(
+        c.world,
+        [&](const Rank& r) {
+          return SaveStep(r, states[r.rank], ws.StoreRoot(), last_id, StoreOptions(c),
+                          c.write_threads);
+        },
+        &largest, &rss_peak_reset);
     DCPKV_RETURN_IF_ERROR(seconds.status());
-    DCPKV_ASSIGN_OR_RETURN(double largest,
-                           MaxOnRanks(c.world, [&](const Rank&) -> StatusOr<double> {
-                             return double(growth.load());
-                           }));
     rss_growth.push_back(largest);
     DCPKV_RETURN_IF_ERROR(DropPageCache(ws.path()));
     return seconds;

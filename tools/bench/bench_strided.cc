@@ -3,13 +3,11 @@
 // contiguously, interleaved in the same run. The views are saved where they lie: each chunk
 // gathers its rows into its value, with no staging copy of the tensor.
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 
 #include "benchmarks.h"
 #include "io_steps.h"
 #include "page_cache.h"
-#include "ranks.h"
 #include "stats.h"
 
 namespace dcpkv::bench {
@@ -58,27 +56,16 @@ StatusOr<std::vector<Result>> RunSaveStrided(BenchContext& ctx) {
   bool rss_peak_reset = true;
   auto save = [&](bool strided) -> StatusOr<double> {
     const std::string id = ws.NewId(strided ? "strided" : "contiguous");
-    std::atomic<uint64_t> growth{0};
-    StatusOr<double> seconds = TimeOnRanks(c.world, [&](const Rank& r) {
-      RankState& state = strided ? views[r.rank].state : states[r.rank];
-      const uint64_t before = CurrentRssBytes();
-      if (r.rank == 0 || InProcessWorld()) rss_peak_reset = ResetPeakRss() && rss_peak_reset;
-      Status s = SaveStep(r, state, ws.StoreRoot(), id, StoreOptions(c), c.write_threads);
-      const uint64_t peak = PeakRssBytes();
-      uint64_t seen = growth.load();
-      while (peak > before && peak - before > seen &&
-             !growth.compare_exchange_weak(seen, peak - before)) {
-      }
-      return s;
-    });
+    double largest = 0;
+    StatusOr<double> seconds = TimeSaveWithRssGrowth(
+        c.world,
+        [&](const Rank& r) {
+          RankState& state = strided ? views[r.rank].state : states[r.rank];
+          return SaveStep(r, state, ws.StoreRoot(), id, StoreOptions(c), c.write_threads);
+        },
+        &largest, &rss_peak_reset);
     DCPKV_RETURN_IF_ERROR(seconds.status());
-    if (strided) {
-      DCPKV_ASSIGN_OR_RETURN(double largest,
-                             MaxOnRanks(c.world, [&](const Rank&) -> StatusOr<double> {
-                               return double(growth.load());
-                             }));
-      rss_growth = std::max(rss_growth, largest);
-    }
+    if (strided) rss_growth = std::max(rss_growth, largest);
     DCPKV_RETURN_IF_ERROR(DropPageCache(ws.path()));
     return seconds;
   };

@@ -1,8 +1,11 @@
 #include "io_steps.h"
 
+#include <atomic>
+
 #include "baselines.h"
 #include "dcpkv/api/kv_storage.h"
 #include "dcpkv/checkpoint.h"
+#include "stats.h"
 
 namespace dcpkv::bench {
 namespace {
@@ -27,6 +30,29 @@ ChunkStoreOptions StoreOptions(const Config& config) {
   o.chunk_size = config.chunk_size;
   o.write_path = config.write_path;
   return o;
+}
+
+StatusOr<double> TimeSaveWithRssGrowth(int world, const std::function<Status(const Rank&)>& save,
+                                       double* growth, bool* peak_reset) {
+  std::atomic<uint64_t> largest{0};
+  std::atomic<bool> reset{true};
+  StatusOr<double> seconds = TimeOnRanks(world, [&](const Rank& r) {
+    const uint64_t before = CurrentRssBytes();
+    if ((r.rank == 0 || InProcessWorld()) && !ResetPeakRss()) reset = false;
+    Status s = save(r);
+    const uint64_t peak = PeakRssBytes();
+    uint64_t seen = largest.load();
+    while (peak > before && peak - before > seen &&
+           !largest.compare_exchange_weak(seen, peak - before)) {
+    }
+    return s;
+  });
+  DCPKV_RETURN_IF_ERROR(seconds.status());
+  DCPKV_ASSIGN_OR_RETURN(*growth, MaxOnRanks(world, [&](const Rank&) -> StatusOr<double> {
+    return double(largest.load());
+  }));
+  if (!reset.load()) *peak_reset = false;
+  return seconds;
 }
 
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,

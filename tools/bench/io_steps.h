@@ -32,6 +32,13 @@ ChunkStoreOptions StoreOptions(const Config& config);
 // save unless `incremental_base` names the base of an incremental one. `write_threads` as
 // KvStorageOptions::write_threads. `committed`, if not null,
 // receives the committed Metadata.
+// Runs `save` on every rank, timed as TimeOnRanks, and returns in *growth the largest peak
+// resident memory of any rank (with --processes, of any process) above its RSS just before its
+// `save`; *peak_reset turns false where the peak could not be reset (the growth is then not a
+// save's own).
+StatusOr<double> TimeSaveWithRssGrowth(int world, const std::function<Status(const Rank&)>& save,
+                                       double* growth, bool* peak_reset);
+
 Status SaveStep(const Rank& r, RankState& state, const std::string& root, const std::string& id,
                 const ChunkStoreOptions& store_options, int write_threads = 0,
                 const std::string& incremental_base = "", Metadata* committed = nullptr);
