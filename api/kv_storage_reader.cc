@@ -207,6 +207,8 @@ constexpr uint64_t kWindowBytes = 512ull << 20;
 struct SourceRead {
   std::vector<const ReadItem*> items;
   std::vector<Tensor> dests;
+  // Per destination: its strides in bytes when it is strided, empty when contiguous.
+  std::vector<std::vector<uint64_t>> dest_byte_strides;
   Box rows;
   uint64_t row_bytes = 0;
   uint64_t begin = 0;
@@ -327,11 +329,16 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
                                ShapeToString(item->overlap_offsets) +
                                " does not fit its source or destination");
         }
-        if (!dest.is_contiguous() && LayoutOf(dest).MayOverlap()) {
-          return InvalidArgumentError(
-              "the tensor to load \"" + item->fqn + "\" into (shape " +
-              ShapeToString(dest.shape()) + ", strides " + ShapeToString(dest.strides()) +
-              ") has elements that share memory: a strided destination needs distinct elements");
+        std::vector<uint64_t>& byte_strides = source.dest_byte_strides.emplace_back();
+        if (!dest.is_contiguous()) {
+          if (LayoutOf(dest).MayOverlap()) {
+            return InvalidArgumentError(
+                "the tensor to load \"" + item->fqn + "\" into (shape " +
+                ShapeToString(dest.shape()) + ", strides " + ShapeToString(dest.strides()) +
+                ") has elements that share memory: a strided destination needs distinct elements");
+          }
+          byte_strides = dest.strides();
+          for (uint64_t& stride : byte_strides) stride *= element;
         }
         source.dests.push_back(std::move(dest));
       }
@@ -388,14 +395,12 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
             if (!Intersect(Box{item.overlap_offsets, item.overlap_sizes}, piece.band, &part)) {
               continue;
             }
-            const Tensor& dest = source.dests[k];
-            if (dest.is_contiguous()) {
-              CopyBox(buffer.data(), piece.band, dest.data(), dest_box, part, element);
+            const std::vector<uint64_t>& byte_strides = source.dest_byte_strides[k];
+            if (byte_strides.empty()) {
+              CopyBox(buffer.data(), piece.band, source.dests[k].data(), dest_box, part, element);
             } else {
-              std::vector<uint64_t> byte_strides = dest.strides();
-              for (uint64_t& stride : byte_strides) stride *= element;
-              CopyBoxToStrided(buffer.data(), piece.band, dest.data(), dest_box, byte_strides, part,
-                               element);
+              CopyBoxToStrided(buffer.data(), piece.band, source.dests[k].data(), dest_box,
+                               byte_strides, part, element);
             }
           }
         }

@@ -96,11 +96,17 @@ Status ReadAll(int fd, char* data, size_t size, Deadline deadline) {
   return Status::Ok();
 }
 
-Status CheckKey(std::string_view key) {
+// The client's limits on what it sends, whatever the protocol.
+Status CheckRequest(std::string_view key, std::string_view value) {
   if (key.empty() || key.size() > tcp_store::kMaxKeySize) {
     return InvalidArgumentError("rendezvous key of " + std::to_string(key.size()) +
                                 " bytes (allowed: 1.." + std::to_string(tcp_store::kMaxKeySize) +
                                 ")");
+  }
+  if (value.size() > tcp_store::kMaxValueSize) {
+    return InvalidArgumentError("rendezvous value of " + std::to_string(value.size()) +
+                                " bytes is over the limit of " +
+                                std::to_string(tcp_store::kMaxValueSize));
   }
   return Status::Ok();
 }
@@ -591,12 +597,6 @@ StatusOr<std::optional<std::string>> TcpStoreClient::TorchTryGetLocked(std::stri
 
 Status TcpStoreClient::RequestLocked(tcp_store::Op op, std::string_view key, std::string_view value,
                                      Deadline deadline, uint8_t* code, std::string* response) {
-  DCPKV_RETURN_IF_ERROR(CheckKey(key));
-  if (value.size() > tcp_store::kMaxValueSize) {
-    return InvalidArgumentError("rendezvous value of " + std::to_string(value.size()) +
-                                " bytes is over the limit of " +
-                                std::to_string(tcp_store::kMaxValueSize));
-  }
   DCPKV_RETURN_IF_ERROR(EnsureConnectedLocked(deadline));
   std::string request;
   request.reserve(kRequestHeaderSize + key.size() + value.size());
@@ -622,11 +622,9 @@ Status TcpStoreClient::RequestLocked(tcp_store::Op op, std::string_view key, std
 }
 
 Status TcpStoreClient::Set(std::string_view key, std::string_view value, Deadline deadline) {
+  DCPKV_RETURN_IF_ERROR(CheckRequest(key, value));
   std::lock_guard<std::mutex> lock(mu_);
-  if (protocol_ == RendezvousProtocol::kTorchTcpStore) {
-    DCPKV_RETURN_IF_ERROR(CheckKey(key));
-    return TorchSetLocked(key, value, deadline);
-  }
+  if (protocol_ == RendezvousProtocol::kTorchTcpStore) return TorchSetLocked(key, value, deadline);
   uint8_t code = 0;
   std::string response;
   DCPKV_RETURN_IF_ERROR(RequestLocked(tcp_store::kSet, key, value, deadline, &code, &response));
@@ -639,11 +637,9 @@ Status TcpStoreClient::Set(std::string_view key, std::string_view value, Deadlin
 
 StatusOr<std::optional<std::string>> TcpStoreClient::TryGet(std::string_view key,
                                                             Deadline deadline) {
+  DCPKV_RETURN_IF_ERROR(CheckRequest(key, {}));
   std::lock_guard<std::mutex> lock(mu_);
-  if (protocol_ == RendezvousProtocol::kTorchTcpStore) {
-    DCPKV_RETURN_IF_ERROR(CheckKey(key));
-    return TorchTryGetLocked(key, deadline);
-  }
+  if (protocol_ == RendezvousProtocol::kTorchTcpStore) return TorchTryGetLocked(key, deadline);
   uint8_t code = 0;
   std::string response;
   DCPKV_RETURN_IF_ERROR(RequestLocked(tcp_store::kGet, key, {}, deadline, &code, &response));

@@ -110,15 +110,13 @@ Status Tensor::Validate() const {
     }
     // The byte offset of the last element must fit 64 bits.
     uint64_t last = 0;
+    bool overflow = false;
     for (size_t d = 0; d < shape_.size() && *n > 0; ++d) {
       uint64_t step;
-      if (__builtin_mul_overflow(shape_[d] - 1, strides_[d], &step) ||
-          __builtin_add_overflow(last, step, &last)) {
-        return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " with strides " +
-                                    ShapeToString(strides_) + " overflows 64 bits");
-      }
+      overflow = overflow || __builtin_mul_overflow(shape_[d] - 1, strides_[d], &step) ||
+                 __builtin_add_overflow(last, step, &last);
     }
-    if (__builtin_mul_overflow(last, ElementSize(dtype_), &last)) {
+    if (overflow || __builtin_mul_overflow(last, ElementSize(dtype_), &last)) {
       return InvalidArgumentError("tensor of shape " + ShapeToString(shape_) + " with strides " +
                                   ShapeToString(strides_) + " overflows 64 bits");
     }

@@ -229,11 +229,8 @@ Status ChunkBatchWriter::AddShard(std::string_view checkpoint_id, std::string_vi
                                   const ShardGeometry& geometry, const void* data,
                                   const StridedLayout& layout,
                                   const std::vector<SavedChunk>* base) {
-  if (layout.contiguous()) {
-    return impl_->AddShard(checkpoint_id, fqn, geometry, ShardBytes{data, nullptr},
-                           layout.total_bytes, base);
-  }
-  return impl_->AddShard(checkpoint_id, fqn, geometry, ShardBytes{data, &layout},
+  return impl_->AddShard(checkpoint_id, fqn, geometry,
+                         ShardBytes{data, layout.contiguous() ? nullptr : &layout},
                          layout.total_bytes, base);
 }
 
