@@ -14,6 +14,7 @@
 #include "dcpkv/checkpointer.h"
 #include "dcpkv/core/strided.h"
 #include "dcpkv/gloo_process_group.h"
+#include "tests/util/checkpoint_options.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"
@@ -135,23 +136,16 @@ Tensor ColumnView(std::vector<float>& m, uint64_t rows, uint64_t cols, uint64_t 
   return Tensor::WrapStrided(DType::kFloat32, {rows, width}, {cols, 1}, m.data() + first);
 }
 
-// Chunks of `chunk_size` bytes (0: the default 4 MiB).
+using testing::LoadFrom;
+
+// testing::SaveTo, with chunks of `chunk_size` bytes (0: the default 4 MiB).
 SaveOptions SaveTo(const std::string& root, const std::string& id, uint64_t chunk_size = 0) {
-  SaveOptions o;
-  o.checkpoint_id = id;
-  o.store_root = root;
+  SaveOptions o = testing::SaveTo(root, id);
   if (chunk_size > 0) {
     KvStorageOptions storage{root, {}};
     storage.store_options.chunk_size = chunk_size;
     o.storage_writer = std::make_shared<KvStorageWriter>(storage);
   }
-  return o;
-}
-
-LoadOptions LoadFrom(const std::string& root, const std::string& id) {
-  LoadOptions o;
-  o.checkpoint_id = id;
-  o.store_root = root;
   return o;
 }
 

@@ -9,6 +9,7 @@
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/util/checkpoint_options.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
@@ -27,19 +28,8 @@ Tensor RandomTensor(DType dtype, const Shape& shape, uint64_t seed) {
   return t;
 }
 
-SaveOptions SaveTo(const std::string& root, const std::string& id) {
-  SaveOptions o;
-  o.checkpoint_id = id;
-  o.store_root = root;
-  return o;
-}
-
-LoadOptions LoadFrom(const std::string& root, const std::string& id) {
-  LoadOptions o;
-  o.checkpoint_id = id;
-  o.store_root = root;
-  return o;
-}
+using testing::LoadFrom;
+using testing::SaveTo;
 
 struct Case {
   std::string fqn;

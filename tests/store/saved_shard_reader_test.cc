@@ -22,6 +22,7 @@
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_layout.h"
+#include "tests/util/checkpoint_options.h"
 #include "tests/util/gloo_threads.h"
 #include "tests/util/incremental_store.h"
 #include "tests/util/raw_db.h"
@@ -392,13 +393,7 @@ TEST_F(IncrementalReadTest, RangedVerifyReportsDamageWithinTheRange) {
 
 // ---- dcpkv::Load of an incremental checkpoint --------------------------------------------------
 
-LoadOptions LoadFrom(const std::string& root, const std::string& id, ProcessGroup* pg = nullptr) {
-  LoadOptions o;
-  o.checkpoint_id = id;
-  o.store_root = root;
-  o.process_group = pg;
-  return o;
-}
+using testing::LoadFrom;
 
 TEST(IncrementalLoadTest, WholeLoadIsBitExact) {
   IncrementalStore store;
