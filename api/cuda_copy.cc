@@ -1,5 +1,6 @@
 #include "dcpkv/api/cuda_copy.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "dcpkv/api/cuda_device.h"
@@ -22,6 +23,16 @@ Event& Event::operator=(Event&& other) noexcept {
     device_ = other.device_;
   }
   return *this;
+}
+
+Status CopyStream::CopyPitchedToHost(void* host_base, const void* device_base,
+                                     const std::vector<PitchedCopy>& copies) {
+  return CopyPitched(host_base, device_base, copies, /*to_device=*/false);
+}
+
+Status CopyStream::CopyPitchedToDevice(void* device_base, const void* host_base,
+                                       const std::vector<PitchedCopy>& copies) {
+  return CopyPitched(device_base, host_base, copies, /*to_device=*/true);
 }
 
 #if DCPKV_WITH_CUDA
@@ -113,15 +124,40 @@ Status CopyStream::CopyToDevice(void* device_ptr, const void* host, size_t bytes
                "cudaMemcpyAsync (host to device)");
 }
 
-Status CopyStream::CopyRowsToDevice(void* device_ptr, const void* host, size_t pitch, size_t width,
-                                    size_t rows) {
-  if (width == 0 || rows == 0) return Status::Ok();
-  if (rows == 1) return CopyToDevice(device_ptr, host, width);
+Status CopyStream::CopyPitched(void* dst_base, const void* src_base,
+                               const std::vector<PitchedCopy>& copies, bool to_device) {
+  if (copies.empty()) return Status::Ok();
   DeviceGuard guard(device_);
   DCPKV_RETURN_IF_ERROR(guard.status());
-  return Check(cudaMemcpy2DAsync(device_ptr, pitch, host, pitch, width, rows,
-                                 cudaMemcpyHostToDevice, AsStream(stream_)),
-               "cudaMemcpy2DAsync (host to device)");
+  const cudaMemcpyKind kind = to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+  auto* dst = static_cast<uint8_t*>(dst_base);
+  const auto* src = static_cast<const uint8_t*>(src_base);
+  // cudaMemcpy2D takes pitches up to the device's maximum pitch (cudaDevAttrMaxPitch, 2^31 - 1
+  // on current devices); copies with larger pitches are made a row at a time.
+  constexpr uint64_t kMaxPitch = (uint64_t{1} << 31) - 1;
+  for (const PitchedCopy& c : copies) {
+    if (c.width == 0 || c.rows == 0) continue;
+    if (c.rows > 1 && (c.src_pitch > kMaxPitch || c.dst_pitch > kMaxPitch)) {
+      std::vector<PitchedCopy> rows;
+      for (uint64_t r = 0; r < c.rows; ++r) {
+        rows.push_back(
+            {c.src_offset + r * c.src_pitch, c.dst_offset + r * c.dst_pitch, 0, 0, c.width, 1});
+      }
+      DCPKV_RETURN_IF_ERROR(CopyPitched(dst_base, src_base, rows, to_device));
+      continue;
+    }
+    if (c.rows == 1) {
+      DCPKV_RETURN_IF_ERROR(Check(
+          cudaMemcpyAsync(dst + c.dst_offset, src + c.src_offset, c.width, kind, AsStream(stream_)),
+          to_device ? "cudaMemcpyAsync (host to device)" : "cudaMemcpyAsync (device to host)"));
+    } else {
+      DCPKV_RETURN_IF_ERROR(Check(
+          cudaMemcpy2DAsync(dst + c.dst_offset, c.dst_pitch, src + c.src_offset, c.src_pitch,
+                            c.width, c.rows, kind, AsStream(stream_)),
+          to_device ? "cudaMemcpy2DAsync (host to device)" : "cudaMemcpy2DAsync (device to host)"));
+    }
+  }
+  return Status::Ok();
 }
 
 StatusOr<Event> CopyStream::Record() {
@@ -183,7 +219,7 @@ CopyStream::~CopyStream() {}
 Status CopyStream::WaitForDefaultStream() { return DeviceCount().status(); }
 Status CopyStream::CopyToHost(void*, const void*, size_t) { return DeviceCount().status(); }
 Status CopyStream::CopyToDevice(void*, const void*, size_t) { return DeviceCount().status(); }
-Status CopyStream::CopyRowsToDevice(void*, const void*, size_t, size_t, size_t) {
+Status CopyStream::CopyPitched(void*, const void*, const std::vector<PitchedCopy>&, bool) {
   return DeviceCount().status();
 }
 StatusOr<Event> CopyStream::Record() { return DeviceCount().status(); }

@@ -56,7 +56,6 @@ DeviceGuard::~DeviceGuard() {
 }
 
 Status CheckTensor(const Tensor& tensor, std::string_view what) {
-  DCPKV_RETURN_IF_ERROR(CheckDeviceLayout(tensor, what));
   DCPKV_RETURN_IF_ERROR(CheckDevice(tensor.device(), what));
   if (!tensor.is_cuda() || tensor.data() == nullptr) return Status::Ok();
   cudaPointerAttributes attributes{};
@@ -100,20 +99,10 @@ DeviceGuard::DeviceGuard(int device) {}
 DeviceGuard::~DeviceGuard() {}
 
 Status CheckTensor(const Tensor& tensor, std::string_view what) {
-  DCPKV_RETURN_IF_ERROR(CheckDeviceLayout(tensor, what));
   return CheckDevice(tensor.device(), what);
 }
 
 #endif
-
-Status CheckDeviceLayout(const Tensor& tensor, std::string_view what) {
-  if (!tensor.is_cuda() || tensor.is_contiguous()) return Status::Ok();
-  return FailedPreconditionError(
-      std::string(what) + " is a strided view of memory of " + tensor.device().ToString() +
-      " (strides " + ShapeToString(tensor.strides()) +
-      "): CUDA tensors are copied to and from the device whole, so they must be contiguous "
-      "(strided views are supported in host memory)");
-}
 
 Status CheckDevice(const Device& device, std::string_view what) {
   if (!device.is_cuda()) return Status::Ok();

@@ -191,7 +191,12 @@ Status SaveStaging::Launch(const DeviceSource& source, Slot& slot) {
     DCPKV_ASSIGN_OR_RETURN(slot.buffer, AcquireHostBuffer(source.bytes));
   }
   DCPKV_ASSIGN_OR_RETURN(CopyStream * stream, streams_.Get(source.device));
-  DCPKV_RETURN_IF_ERROR(stream->CopyToHost(slot.buffer.data(), source.data, source.bytes));
+  if (source.copies.empty()) {
+    DCPKV_RETURN_IF_ERROR(stream->CopyToHost(slot.buffer.data(), source.data, source.bytes));
+  } else {
+    DCPKV_RETURN_IF_ERROR(
+        stream->CopyPitchedToHost(slot.buffer.data(), source.data, source.copies));
+  }
   DCPKV_ASSIGN_OR_RETURN(slot.done, stream->Record());
   slot.holds = true;
   return Status::Ok();
@@ -288,13 +293,10 @@ Status LoadStaging::Commit(const std::string& key, const Shape& offsets, const S
   if (it == pending_.end()) return Status::Ok();
   Pending& p = it->second;
   DCPKV_ASSIGN_OR_RETURN(CopyStream * stream, streams_.Get(p.target.device().index));
-  auto* device = static_cast<uint8_t*>(p.target.data());
-  const auto* host = static_cast<const uint8_t*>(p.buffer.data());
-  for (const RowBlock& b :
-       RegionRowBlocks(p.target.shape(), offsets, sizes, ElementSize(p.target.dtype()))) {
-    DCPKV_RETURN_IF_ERROR(
-        stream->CopyRowsToDevice(device + b.offset, host + b.offset, b.pitch, b.width, b.rows));
-  }
+  const RegionCopies region = PlanRegionCopies(p.target, offsets, sizes);
+  DCPKV_RETURN_IF_ERROR(stream->CopyPitchedToDevice(
+      static_cast<uint8_t*>(p.target.data()) + region.target_offset,
+      static_cast<const uint8_t*>(p.buffer.data()) + region.packed_offset, region.copies));
   if (p.remaining != SIZE_MAX && --p.remaining == 0) {
     DCPKV_ASSIGN_OR_RETURN(Event done, stream->Record());
     in_flight_.push_back(InFlight{std::move(p.buffer), std::move(done)});
@@ -314,38 +316,17 @@ Status LoadStaging::Finish() {
   return s;
 }
 
-std::vector<RowBlock> RegionRowBlocks(const Shape& shape, const Shape& offsets, const Shape& sizes,
-                                      size_t element) {
-  const size_t n = shape.size();
-  if (n == 0) return {RowBlock{0, element, element, 1}};
-  for (uint64_t s : sizes) {
-    if (s == 0) return {};
+RegionCopies PlanRegionCopies(const Tensor& target, const Shape& offsets, const Shape& sizes) {
+  const uint64_t element = ElementSize(target.dtype());
+  const std::vector<uint64_t> packed = RowMajorByteStrides(target.shape(), element);
+  const std::vector<uint64_t> strided = ByteStridesOf(target);
+  RegionCopies region;
+  for (size_t d = 0; d < offsets.size(); ++d) {
+    region.packed_offset += offsets[d] * packed[d];
+    region.target_offset += offsets[d] * strided[d];
   }
-  std::vector<size_t> stride(n);
-  stride[n - 1] = element;
-  for (size_t d = n - 1; d-- > 0;) stride[d] = stride[d + 1] * shape[d + 1];
-  // Dimensions after k are whole: a run spans sizes[k] of dimension k.
-  size_t k = n - 1;
-  while (k > 0 && sizes[k] == shape[k]) --k;
-  const size_t width = sizes[k] * stride[k];
-  if (k == 0) return {RowBlock{offsets[0] * stride[0], width, width, 1}};
-  // Runs along dimension r = k - 1 form the rows of one block; dimensions before r iterate.
-  const size_t r = k - 1;
-  std::vector<RowBlock> blocks;
-  std::vector<uint64_t> index(r, 0);
-  for (;;) {
-    size_t offset = offsets[r] * stride[r] + offsets[k] * stride[k];
-    for (size_t d = 0; d < r; ++d) offset += (offsets[d] + index[d]) * stride[d];
-    blocks.push_back(RowBlock{offset, stride[r], width, sizes[r]});
-    size_t d = r;
-    while (d > 0) {
-      --d;
-      if (++index[d] < sizes[d]) break;
-      index[d] = 0;
-      if (d == 0) return blocks;
-    }
-    if (r == 0) return blocks;
-  }
+  region.copies = PlanPitchedCopies(sizes, packed, strided, element);
+  return region;
 }
 
 }  // namespace dcpkv::cuda

@@ -4,6 +4,7 @@
 #include "dcpkv/api/cuda_device.h"
 #include "dcpkv/api/cuda_staging.h"
 #include "dcpkv/core/box.h"
+#include "dcpkv/core/strided.h"
 #include "dcpkv/planner.h"
 
 namespace dcpkv {
@@ -60,10 +61,10 @@ std::string DestinationKey(const ReadItem& item) {
 
 Status CheckDestination(const std::string& fqn, const Shape& offsets, const Tensor& t,
                         bool sharded) {
-  if (!t.is_cuda()) return Status::Ok();
   std::string what = "tensor \"" + fqn + "\"";
   if (sharded) what += " (shard at " + ShapeToString(offsets) + ")";
-  return cuda::CheckTensor(t, what);
+  DCPKV_RETURN_IF_ERROR(CheckDistinctElements(t, what));
+  return t.is_cuda() ? cuda::CheckTensor(t, what) : Status::Ok();
 }
 
 }  // namespace

@@ -39,7 +39,11 @@ const Tensor* FindTensor(const FlatStateDict& state, const std::string& fqn, con
 }
 
 cuda::DeviceSource SourceOf(const Tensor& t) {
-  return cuda::DeviceSource{t.device().index, t.data(), static_cast<size_t>(t.nbytes())};
+  cuda::DeviceSource source{t.device().index, t.data(), static_cast<size_t>(t.nbytes()), {}};
+  if (!t.is_contiguous()) {  // a strided view: packed into the host buffer by pitched copies
+    source.copies = PlanPackingCopies(t);
+  }
+  return source;
 }
 
 std::string DescribeItem(const WriteItem& item) {

@@ -331,12 +331,8 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
         }
         std::vector<uint64_t>& byte_strides = source.dest_byte_strides.emplace_back();
         if (!dest.is_contiguous()) {
-          if (LayoutOf(dest).MayOverlap()) {
-            return InvalidArgumentError(
-                "the tensor to load \"" + item->fqn + "\" into (shape " +
-                ShapeToString(dest.shape()) + ", strides " + ShapeToString(dest.strides()) +
-                ") has elements that share memory: a strided destination needs distinct elements");
-          }
+          DCPKV_RETURN_IF_ERROR(
+              CheckDistinctElements(dest, "the tensor to load \"" + item->fqn + "\" into"));
           byte_strides = dest.strides();
           for (uint64_t& stride : byte_strides) stride *= element;
         }

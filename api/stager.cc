@@ -146,7 +146,8 @@ Status DefaultStager::CopyOut(const Tensor& t, void* dst) {
   if (streams_ == nullptr) streams_ = std::make_unique<cuda::StreamSet>();
   DCPKV_ASSIGN_OR_RETURN(cuda::CopyStream * stream, streams_->Get(t.device().index));
   copies_pending_ = true;
-  return stream->CopyToHost(dst, t.data(), t.nbytes());
+  if (t.is_contiguous()) return stream->CopyToHost(dst, t.data(), t.nbytes());
+  return stream->CopyPitchedToHost(dst, t.data(), PlanPackingCopies(t));  // staged packed
 }
 
 uint64_t DefaultStager::bytes_reserved() const {

@@ -1,7 +1,9 @@
 #include "dcpkv/core/strided.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <string>
 
 namespace dcpkv {
 namespace {
@@ -159,6 +161,103 @@ void CopyBoxToStrided(const void* src, const Box& src_box, void* dst, const Box&
       if (++index[d] < region.sizes[d]) break;
       from -= region.sizes[d] * src_strides[d];
       to -= region.sizes[d] * dst_byte_strides[d];
+      index[d] = 0;
+    }
+  }
+}
+
+std::vector<uint64_t> RowMajorByteStrides(const Shape& shape, uint64_t element_size) {
+  std::vector<uint64_t> strides(shape.size());
+  uint64_t step = element_size;
+  for (size_t d = shape.size(); d-- > 0;) {
+    strides[d] = step;
+    step *= shape[d];
+  }
+  return strides;
+}
+
+std::vector<uint64_t> ByteStridesOf(const Tensor& t) {
+  const uint64_t element = ElementSize(t.dtype());
+  if (t.is_contiguous()) return RowMajorByteStrides(t.shape(), element);
+  std::vector<uint64_t> strides = t.strides();
+  for (uint64_t& s : strides) s *= element;
+  return strides;
+}
+
+Status CheckDistinctElements(const Tensor& t, std::string_view what) {
+  if (t.is_contiguous() || !LayoutOf(t).MayOverlap()) return Status::Ok();
+  return InvalidArgumentError(std::string(what) + " (shape " + ShapeToString(t.shape()) +
+                              ", strides " + ShapeToString(t.strides()) +
+                              ") has elements that share memory: a strided destination of a "
+                              "load needs distinct elements");
+}
+
+std::vector<PitchedCopy> PlanPackingCopies(const Tensor& t) {
+  const uint64_t element = ElementSize(t.dtype());
+  return PlanPitchedCopies(t.shape(), ByteStridesOf(t), RowMajorByteStrides(t.shape(), element),
+                           element);
+}
+
+std::vector<PitchedCopy> PlanPitchedCopies(const Shape& shape,
+                                           const std::vector<uint64_t>& src_byte_strides,
+                                           const std::vector<uint64_t>& dst_byte_strides,
+                                           uint64_t element_size) {
+  struct Dim {
+    uint64_t size, src, dst;
+  };
+  // Dimensions that matter (size > 1), outermost first.
+  std::vector<Dim> dims;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 0) return {};
+    if (shape[d] != 1) dims.push_back({shape[d], src_byte_strides[d], dst_byte_strides[d]});
+  }
+  // The width: innermost dimensions contiguous on both sides.
+  uint64_t width = element_size;
+  while (!dims.empty() && dims.back().src == width && dims.back().dst == width) {
+    width *= dims.back().size;
+    dims.pop_back();
+  }
+  // Merge dimensions that continue one another on both sides.
+  std::vector<Dim> outer;
+  for (const Dim& d : dims) {
+    if (!outer.empty() && outer.back().src == d.size * d.src &&
+        outer.back().dst == d.size * d.dst) {
+      outer.back() = {outer.back().size * d.size, d.src, d.dst};
+    } else {
+      outer.push_back(d);
+    }
+  }
+  // The rows: the longest dimension whose pitches are at least the width on both sides.
+  PitchedCopy copy;
+  copy.width = width;
+  size_t rows_dim = outer.size();
+  for (size_t d = 0; d < outer.size(); ++d) {
+    if (outer[d].src < width || outer[d].dst < width) continue;
+    if (rows_dim == outer.size() || outer[d].size > outer[rows_dim].size) rows_dim = d;
+  }
+  if (rows_dim < outer.size()) {
+    copy.rows = outer[rows_dim].size;
+    copy.src_pitch = outer[rows_dim].src;
+    copy.dst_pitch = outer[rows_dim].dst;
+    outer.erase(outer.begin() + static_cast<std::ptrdiff_t>(rows_dim));
+  }
+  // One copy per index of the other dimensions, the innermost varying fastest.
+  uint64_t count = 1;
+  for (const Dim& d : outer) count *= d.size;
+  std::vector<PitchedCopy> copies;
+  copies.reserve(count);
+  std::vector<uint64_t> index(outer.size(), 0);
+  for (;;) {
+    copies.push_back(copy);
+    size_t d = outer.size();
+    for (;;) {
+      if (d == 0) return copies;
+      --d;
+      copy.src_offset += outer[d].src;
+      copy.dst_offset += outer[d].dst;
+      if (++index[d] < outer[d].size) break;
+      copy.src_offset -= outer[d].size * outer[d].src;
+      copy.dst_offset -= outer[d].size * outer[d].dst;
       index[d] = 0;
     }
   }

@@ -1,5 +1,6 @@
-// Device tensors without a device: the Tensor API, the row blocks of load's host-to-device
-// copies, and the errors of save, load and staging when a CUDA tensor cannot be used.
+// Device tensors without a device: the Tensor API, the pitched copies of load's host-to-device
+// copies (into row-major and strided targets), and the errors of save, load and staging when a
+// CUDA tensor cannot be used.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/core/box.h"
+#include "dcpkv/core/strided.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"
@@ -46,24 +48,32 @@ TEST(GpuDeviceTensorTest, DevicesAndWrappedTensors) {
   EXPECT_THAT(std::string(negative.message()), HasSubstr("cuda:-1"));
 }
 
-// Copies `region` from `src` into `dst` (both row-major tensors of `shape`) block by block, as
-// load's host-to-device copies do.
-void CopyByBlocks(const std::vector<uint8_t>& src, std::vector<uint8_t>* dst, const Shape& shape,
-                  const Box& region, size_t element) {
-  for (const cuda::RowBlock& b :
-       cuda::RegionRowBlocks(shape, region.offsets, region.sizes, element)) {
-    for (size_t row = 0; row < b.rows; ++row) {
-      const size_t at = b.offset + row * b.pitch;
-      ASSERT_LE(at + b.width, dst->size());
-      std::memcpy(dst->data() + at, src.data() + at, b.width);
+// Copies `region` of a packed stand-in into a target of `shape` with `strides` (empty:
+// row-major) as load's host-to-device copies do, on host memory.
+void CopyRegion(const std::vector<uint8_t>& packed, std::vector<uint8_t>* target,
+                const Shape& shape, const std::vector<uint64_t>& strides, const Box& region,
+                DType dtype) {
+  const Tensor t = strides.empty() ? Tensor::Wrap(dtype, shape, target->data())
+                                   : Tensor::WrapStrided(dtype, shape, strides, target->data());
+  const cuda::RegionCopies plan = cuda::PlanRegionCopies(t, region.offsets, region.sizes);
+  for (const PitchedCopy& c : plan.copies) {
+    for (uint64_t row = 0; row < c.rows; ++row) {
+      const uint64_t to = plan.target_offset + c.dst_offset + row * c.dst_pitch;
+      const uint64_t from = plan.packed_offset + c.src_offset + row * c.src_pitch;
+      ASSERT_LE(to + c.width, target->size());
+      ASSERT_LE(from + c.width, packed.size());
+      std::memcpy(target->data() + to, packed.data() + from, c.width);
     }
   }
 }
 
-TEST(GpuDeviceTensorTest, RowBlocksCoverExactlyTheRegion) {
+TEST(GpuDeviceTensorTest, RegionCopiesCoverExactlyTheRegion) {
   std::mt19937 rng(7);
+  const DType dtypes[] = {DType::kUInt8, DType::kBFloat16, DType::kFloat32, DType::kFloat64};
   for (int trial = 0; trial < 400; ++trial) {
     const size_t ndim = trial % 5;  // scalars to 4-d
+    const DType dtype = dtypes[rng() % 4];
+    const size_t element = ElementSize(dtype);
     Shape shape(ndim);
     for (uint64_t& d : shape) d = 1 + rng() % 6;
     Box region{Shape(ndim), Shape(ndim)};
@@ -72,27 +82,52 @@ TEST(GpuDeviceTensorTest, RowBlocksCoverExactlyTheRegion) {
       region.sizes[d] = rng() % (shape[d] - region.offsets[d] + 1);        // may be empty
       if (trial % 3 == 0) region.sizes[d] = shape[d] - region.offsets[d];  // to the end
     }
-    const size_t element = 1 + rng() % 4;
+    // Odd trials: the target is a transposed view (dimensions reversed) of its own buffer.
+    std::vector<uint64_t> strides;
+    if (trial % 2 == 1 && ndim > 1) {
+      strides.resize(ndim);
+      uint64_t step = 1;
+      for (size_t d = 0; d < ndim; ++d) {
+        strides[d] = step;
+        step *= shape[d];
+      }
+    }
     const Box whole{Shape(ndim, 0), shape};
     const size_t bytes = Volume(whole) * element;
-    std::vector<uint8_t> src(bytes);
-    for (size_t i = 0; i < bytes; ++i) src[i] = static_cast<uint8_t>(1 + i % 255);
+    std::vector<uint8_t> packed(bytes);
+    for (size_t i = 0; i < bytes; ++i) packed[i] = static_cast<uint8_t>(1 + i % 255);
+    // Expected: the region copied element-wise into the target's layout.
     std::vector<uint8_t> expected(bytes, 0), actual(bytes, 0);
-    CopyBox(src.data(), whole, expected.data(), whole, region, element);
-    CopyByBlocks(src, &actual, shape, region, element);
+    const std::vector<uint64_t> packed_strides = RowMajorByteStrides(shape, 1);
+    const uint64_t count = Volume(region);
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t rest = i, from = 0, to = 0;
+      for (size_t d = ndim; d-- > 0;) {
+        const uint64_t at = region.offsets[d] + rest % region.sizes[d];
+        rest /= region.sizes[d];
+        from += at * packed_strides[d];
+        to += at * (strides.empty() ? packed_strides[d] : strides[d]);
+      }
+      std::memcpy(expected.data() + to * element, packed.data() + from * element, element);
+    }
+    CopyRegion(packed, &actual, shape, strides, region, dtype);
     ASSERT_EQ(actual, expected) << "trial " << trial << " shape " << ShapeToString(shape)
                                 << " region " << ShapeToString(region.offsets) << "+"
                                 << ShapeToString(region.sizes);
   }
 }
 
-TEST(GpuDeviceTensorTest, ColumnRegionIsOneStridedBlock) {
-  const std::vector<cuda::RowBlock> blocks = cuda::RegionRowBlocks({8, 10}, {0, 2}, {8, 3}, 4);
-  ASSERT_EQ(blocks.size(), 1u);
-  EXPECT_EQ(blocks[0].offset, 8u);
-  EXPECT_EQ(blocks[0].pitch, 40u);
-  EXPECT_EQ(blocks[0].width, 12u);
-  EXPECT_EQ(blocks[0].rows, 8u);
+TEST(GpuDeviceTensorTest, ColumnRegionIsOnePitchedCopy) {
+  float fake[80];
+  const cuda::RegionCopies plan =
+      cuda::PlanRegionCopies(Tensor::Wrap(DType::kFloat32, {8, 10}, fake), {0, 2}, {8, 3});
+  ASSERT_EQ(plan.copies.size(), 1u);
+  EXPECT_EQ(plan.packed_offset, 8u);
+  EXPECT_EQ(plan.target_offset, 8u);
+  EXPECT_EQ(plan.copies[0].src_pitch, 40u);
+  EXPECT_EQ(plan.copies[0].dst_pitch, 40u);
+  EXPECT_EQ(plan.copies[0].width, 12u);
+  EXPECT_EQ(plan.copies[0].rows, 8u);
 }
 
 // Every way a CUDA tensor is used fails the same clear way when the process cannot use it.

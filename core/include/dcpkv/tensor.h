@@ -17,11 +17,12 @@
 // A CUDA tensor (WrapCuda, or Wrap with Device::Cuda) views device memory of one device: data()
 // is a device pointer, never dereferenced on the host. Save copies it to host memory, load
 // copies into it, and async_save's stager copies it to its staging memory, each on a stream of
-// its own (docs/gpu.md). Work that writes a CUDA tensor must be complete, or enqueued on the
-// device's legacy default stream, when save, load or a stager reads or writes it; work on other
-// streams must be synchronized by the caller first. A CUDA tensor in a process without a usable
-// CUDA device (or a dcpkv built without CUDA) makes save, load and staging fail with
-// FAILED_PRECONDITION naming the tensor.
+// its own (docs/gpu.md); a strided CUDA view is copied by pitched copies (cudaMemcpy2DAsync)
+// between its elements and packed host bytes, without a device-side copy. Work that writes a CUDA
+// tensor must be complete, or enqueued on the device's legacy default stream, when save, load or a
+// stager reads or writes it; work on other streams must be synchronized by the caller first. A CUDA
+// tensor in a process without a usable CUDA device (or a dcpkv built without CUDA) makes save, load
+// and staging fail with FAILED_PRECONDITION naming the tensor.
 //
 // A ShardedTensor is one rank's part of a larger global tensor: its dtype, the global shape and
 // the shards this rank holds, each with its N-d offsets in the global tensor. Each shard may be

@@ -18,7 +18,9 @@
 
 #include <cstddef>
 #include <memory>
+#include <vector>
 
+#include "dcpkv/core/strided.h"
 #include "dcpkv/status.h"
 
 namespace dcpkv::cuda {
@@ -64,15 +66,20 @@ class CopyStream {
   // asynchronous (pageable memory works, but the call may block until the copy is done).
   Status CopyToHost(void* host, const void* device_ptr, size_t bytes);
   Status CopyToDevice(void* device_ptr, const void* host, size_t bytes);
-  // `rows` rows of `width` bytes, rows `pitch` bytes apart in both buffers.
-  Status CopyRowsToDevice(void* device_ptr, const void* host, size_t pitch, size_t width,
-                          size_t rows);
+  // Enqueue copies between strided blocks: each of `copies` (PlanPitchedCopies, offsets
+  // relative to the bases) as one cudaMemcpy2DAsync (cudaMemcpyAsync for a single row).
+  Status CopyPitchedToHost(void* host_base, const void* device_base,
+                           const std::vector<PitchedCopy>& copies);
+  Status CopyPitchedToDevice(void* device_base, const void* host_base,
+                             const std::vector<PitchedCopy>& copies);
   // An event after every copy enqueued so far.
   StatusOr<Event> Record();
   // Blocks until every copy enqueued so far is complete.
   Status Synchronize();
 
  private:
+  Status CopyPitched(void* dst_base, const void* src_base, const std::vector<PitchedCopy>& copies,
+                     bool to_device);
   CopyStream(void* stream, void* start, int device)
       : stream_(stream), default_done_(start), device_(device) {}
 

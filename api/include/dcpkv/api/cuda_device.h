@@ -28,13 +28,9 @@ StatusOr<int> DeviceCount();
 // FAILED_PRECONDITION: "<what> is on cuda:N but <why>".
 Status CheckDevice(const Device& device, std::string_view what);
 
-// FAILED_PRECONDITION if `tensor` is a strided view (not contiguous) of CUDA memory: device
-// tensors are copied to and from the device whole. OK otherwise.
-Status CheckDeviceLayout(const Tensor& tensor, std::string_view what);
-
-// For a CUDA tensor: CheckDeviceLayout, CheckDevice, then that data() is memory of that device
-// (device or managed memory); host memory wrapped as a CUDA tensor is INVALID_ARGUMENT. OK for
-// CPU tensors.
+// For a CUDA tensor (contiguous or a strided view): CheckDevice, then that data() is memory of that
+// device (device or managed memory); host memory wrapped as a CUDA tensor is INVALID_ARGUMENT. OK
+// for CPU tensors.
 Status CheckTensor(const Tensor& tensor, std::string_view what);
 
 // Makes `device` the calling thread's current CUDA device until destroyed, then restores the

@@ -10,9 +10,10 @@
 //
 // Load (LoadStaging, used by DefaultLoadPlanner): a CUDA tensor to fill is stood in for by a
 // host tensor of its shape; once the reader has filled a region of it and commits that region,
-// the region is copied host-to-device at once (row blocks, cudaMemcpy2DAsync), so reads of the
-// next shards overlap the copies. A stand-in is returned to the buffer cache when all of its
-// regions are copied; Finish waits for every copy (Load returns only after it).
+// the region is copied host-to-device at once (pitched copies, cudaMemcpy2DAsync, into the
+// target's layout, strided or not), so reads of the next shards overlap the copies. A stand-in is
+// returned to the buffer cache when all of its regions are copied; Finish waits for every copy
+// (Load returns only after it).
 //
 // Host buffers come from a process-wide cache of page-locked buffers (pageable memory when
 // page-locked memory cannot be had), so repeated saves and loads do not pay cudaHostAlloc
@@ -87,6 +88,9 @@ struct DeviceSource {
   int device = 0;
   const void* data = nullptr;
   size_t bytes = 0;
+  // A strided source: the copies that pack its `bytes` logical bytes into a host buffer.
+  // Empty: `bytes` contiguous bytes from `data`.
+  std::vector<PitchedCopy> copies;
 };
 
 class SaveStaging {
@@ -165,17 +169,15 @@ class LoadStaging {
   StreamSet streams_;
 };
 
-// Row blocks of a box region inside a row-major tensor of shape `shape` (element size
-// `element`): each block is `rows` runs of `width` contiguous bytes, `pitch` bytes apart, from
-// byte `offset`. Blocks cover the region exactly.
-struct RowBlock {
-  size_t offset = 0;
-  size_t pitch = 0;
-  size_t width = 0;
-  size_t rows = 0;
+// The copies of a box region (`offsets`, `sizes`) of a packed row-major host stand-in of
+// `target` into `target`'s own layout (strided or not): copies' source offsets are relative to
+// packed_offset in the stand-in, destination offsets to target_offset in the target.
+struct RegionCopies {
+  uint64_t packed_offset = 0;
+  uint64_t target_offset = 0;
+  std::vector<PitchedCopy> copies;
 };
-std::vector<RowBlock> RegionRowBlocks(const Shape& shape, const Shape& offsets, const Shape& sizes,
-                                      size_t element);
+RegionCopies PlanRegionCopies(const Tensor& target, const Shape& offsets, const Shape& sizes);
 
 }  // namespace dcpkv::cuda
 

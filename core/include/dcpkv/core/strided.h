@@ -12,9 +12,11 @@
 #define DCPKV_CORE_STRIDED_H_
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "dcpkv/core/box.h"
+#include "dcpkv/status.h"
 #include "dcpkv/tensor.h"
 
 namespace dcpkv {
@@ -58,6 +60,44 @@ void ScatterBytes(void* base, const StridedLayout& layout, uint64_t offset, uint
 void CopyBoxToStrided(const void* src, const Box& src_box, void* dst, const Box& dst_box,
                       const std::vector<uint64_t>& dst_byte_strides, const Box& region,
                       size_t element_size);
+
+// One two-dimensional copy, as cudaMemcpy2D makes them: `rows` runs of `width` bytes, run r
+// from src + src_offset + r * src_pitch to dst + dst_offset + r * dst_pitch. When rows > 1 both
+// pitches are at least `width`.
+struct PitchedCopy {
+  uint64_t src_offset = 0;
+  uint64_t dst_offset = 0;
+  uint64_t src_pitch = 0;
+  uint64_t dst_pitch = 0;
+  uint64_t width = 0;
+  uint64_t rows = 1;
+};
+
+// The pitched copies that move every element of a block of `shape` from a source laid out with
+// `src_byte_strides` to a destination laid out with `dst_byte_strides` (one stride in bytes per
+// dimension; RowMajorByteStrides for a packed side). As few copies as the layouts allow:
+// dimensions contiguous on both sides form each copy's width, the longest remaining dimension
+// whose pitches allow it forms its rows, and one copy is made per index of the others. A
+// contiguous block on both sides is one copy; a column shard of a row-major matrix, one copy of
+// many rows. A source may repeat elements (a stride of 0); the destination must not.
+std::vector<PitchedCopy> PlanPitchedCopies(const Shape& shape,
+                                           const std::vector<uint64_t>& src_byte_strides,
+                                           const std::vector<uint64_t>& dst_byte_strides,
+                                           uint64_t element_size);
+
+// OK unless `t` is a strided view whose elements may share memory (LayoutOf(t).MayOverlap());
+// then INVALID_ARGUMENT naming `what` (e.g. "tensor \"w\""), its shape and strides: such a
+// view can be saved but not loaded into.
+Status CheckDistinctElements(const Tensor& t, std::string_view what);
+
+// The pitched copies that pack the elements of `t` into row-major bytes (one copy when `t` is
+// contiguous).
+std::vector<PitchedCopy> PlanPackingCopies(const Tensor& t);
+
+// Byte strides of a row-major block of `shape`.
+std::vector<uint64_t> RowMajorByteStrides(const Shape& shape, uint64_t element_size);
+// Byte strides of `t`: its strides times its element size (row-major ones when contiguous).
+std::vector<uint64_t> ByteStridesOf(const Tensor& t);
 
 }  // namespace dcpkv
 
