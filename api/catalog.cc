@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "dcpkv/api/kv_storage.h"
 #include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/store_layout.h"
@@ -72,6 +73,20 @@ StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
            std::tie(b.committed_unix_micros, b.checkpoint_id);
   });
   return out;
+}
+
+StatusOr<std::string> ResolveCheckpointId(const std::string& root, std::string_view checkpoint_id) {
+  if (checkpoint_id != "latest") return std::string(checkpoint_id);
+  DCPKV_ASSIGN_OR_RETURN(std::vector<CheckpointSummary> all, ListCommittedCheckpoints(root));
+  if (all.empty()) return NotFoundError("no committed checkpoint under " + root + " (\"latest\")");
+  return all.back().checkpoint_id;
+}
+
+StatusOr<Metadata> ReadCommittedMetadata(const std::string& root, std::string_view checkpoint_id) {
+  DCPKV_ASSIGN_OR_RETURN(std::string id, ResolveCheckpointId(root, checkpoint_id));
+  KvStorageReader reader(KvStorageOptions{root, {}});
+  DCPKV_RETURN_IF_ERROR(reader.Reset(id));
+  return reader.ReadMetadata();
 }
 
 std::string HumanBytes(uint64_t bytes) {

@@ -277,6 +277,7 @@ StatusOr<Metadata> Saver::Run() {
   if (!writer_ && !options_.store_root.empty()) {
     KvStorageOptions storage{options_.store_root, {}};
     storage.store_options.diagnostics = options_.diagnostics;
+    if (options_.chunk_size != 0) storage.store_options.chunk_size = options_.chunk_size;
     writer_ = std::make_shared<KvStorageWriter>(storage);
   }
   if (!writer_) {

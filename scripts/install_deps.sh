@@ -15,7 +15,7 @@ PACKAGES=(
   libxxhash-dev libzstd-dev
   libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
   libssl-dev openssl
-  python3 python3-numpy python3-venv
+  python3 python3-numpy python3-venv python3-dev
   clang-format
   clang libclang-rt-14-dev
 )

@@ -205,6 +205,30 @@ TEST_F(SaveLoadTest, SaveRejectsBadInputAndCommitsNothing) {
   EXPECT_TRUE(committed->empty());
 }
 
+TEST_F(SaveLoadTest, LatestAndCommittedMetadataAndChunkSize) {
+  StatusOr<std::string> none = ResolveCheckpointId(tmp_.path(), "latest");
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound) << none.status();
+  StateDict state;
+  state.Set("w", RandomTensor(DType::kFloat32, {64, 64}, 3));  // 16 KiB
+  SaveOptions small = SaveTo("first");
+  small.chunk_size = 4096;
+  ASSERT_TRUE(Save(state, small).ok());
+  ASSERT_TRUE(Save(state, SaveTo("second")).ok());
+  EXPECT_EQ(*ResolveCheckpointId(tmp_.path(), "latest"), "second");
+  EXPECT_EQ(*ResolveCheckpointId(tmp_.path(), "first"), "first");
+
+  StatusOr<Metadata> first = ReadCommittedMetadata(tmp_.path(), "first");
+  ASSERT_TRUE(first.ok()) << first.status();
+  const EntryMetadata& w = first->entries.at("w");
+  EXPECT_EQ(w.dtype, DType::kFloat32);
+  EXPECT_EQ(w.global_shape, (Shape{64, 64}));
+  EXPECT_EQ(w.shards.at(0).chunks, 4u);  // 16 KiB in chunks of 4 KiB
+  StatusOr<Metadata> latest = ReadCommittedMetadata(tmp_.path(), "latest");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(latest->checkpoint_id, "second");
+  EXPECT_EQ(ReadCommittedMetadata(tmp_.path(), "third").status().code(), StatusCode::kNotFound);
+}
+
 TEST_F(SaveLoadTest, DeprecatedSaveStateDictStillSaves) {
   StateDict state;
   state.Set("w", MakeGlobal({3}, 7));

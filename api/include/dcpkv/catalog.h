@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dcpkv/export.h"
@@ -40,6 +41,18 @@ struct DCPKV_EXPORT DamagedManifest {
 // listing goes on without it.
 DCPKV_EXPORT StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
     const std::string& root, std::vector<DamagedManifest>* damaged = nullptr);
+
+// The checkpoint `checkpoint_id` names under `root`: "latest" (a reserved id, never a
+// checkpoint's own) is the newest committed checkpoint, NOT_FOUND if there is none; any other id
+// is returned as it is.
+DCPKV_EXPORT StatusOr<std::string> ResolveCheckpointId(const std::string& root,
+                                                       std::string_view checkpoint_id);
+
+// The committed Metadata of checkpoint `checkpoint_id` ("latest" allowed) under `root`: its
+// entries with their dtypes, global shapes and saved shards, tags and sizes. NOT_FOUND if it is
+// not committed; DATA_LOSS if its manifest is damaged.
+DCPKV_EXPORT StatusOr<Metadata> ReadCommittedMetadata(const std::string& root,
+                                                      std::string_view checkpoint_id);
 
 // "1.5 GiB", "812 B"
 DCPKV_EXPORT std::string HumanBytes(uint64_t bytes);

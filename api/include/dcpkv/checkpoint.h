@@ -38,6 +38,9 @@ struct DCPKV_EXPORT SaveOptions {
   // Where to write. Default: null, meaning a KvStorageWriter on store_root (one of the two is
   // required).
   std::shared_ptr<StorageWriter> storage_writer;
+  // Payload bytes per stored chunk of the KvStorageWriter on store_root (not used with a
+  // storage_writer). Default: 0, meaning 4 MiB.
+  uint64_t chunk_size = 0;
   // How to plan. Default: null, meaning a DefaultSavePlanner.
   std::shared_ptr<SavePlanner> planner;
   // Ranks that save together; not owned. Default: null, meaning a single process (no_dist).

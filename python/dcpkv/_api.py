@@ -1,0 +1,442 @@
+"""The direct API: save, load, async_save, the Checkpointer, the catalog and process groups."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import _native
+from ._errors import InvalidArgumentError, NotFoundError
+from ._state import Builder, decode_value
+
+PathLike = str | os.PathLike
+
+
+# ---- results ----
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """What was saved under one fully-qualified name."""
+
+    dtype: str  # "float32", "bfloat16", ..., "bytes"
+    shape: tuple[int, ...]
+    shards: list[dict] = field(repr=False)
+
+    @property
+    def is_bytes(self) -> bool:
+        return self.dtype == "bytes"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint: its id, entries and sizes."""
+
+    checkpoint_id: str
+    world_size: int
+    committed_unix_micros: int
+    entries: dict[str, EntryInfo] = field(repr=False)
+    base_checkpoint_id: str
+    stored_bytes: int
+    logical_bytes: int
+    tags: dict[str, str]
+
+    @classmethod
+    def _from_native(cls, md: dict) -> "CheckpointInfo":
+        entries = {
+            fqn: EntryInfo(e["dtype"], tuple(e["shape"]), e["shards"])
+            for fqn, e in md["entries"].items()
+        }
+        return cls(
+            md["checkpoint_id"],
+            md["world_size"],
+            md["committed_unix_micros"],
+            entries,
+            md["base_checkpoint_id"],
+            md["stored_bytes"],
+            md["logical_bytes"],
+            dict(md["tags"]),
+        )
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """One line of :func:`list_checkpoints`."""
+
+    checkpoint_id: str
+    committed_unix_micros: int
+    world_size: int
+    coordinator_rank: int
+    num_entries: int
+    logical_bytes: int
+    stored_bytes: int
+    base_checkpoint_id: str
+    tags: dict[str, str]
+
+
+# ---- process groups ----
+
+ProcessGroup = _native.ProcessGroup
+
+_default_group: ProcessGroup | None = None
+_default_group_lock = threading.Lock()
+
+
+def init_process_group(timeout: float = 60.0) -> ProcessGroup:
+    """The process group of this job's ranks, made from the torchrun environment (RANK,
+    WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and torchrun's agent store). Made once per process;
+    every rank calls it (it is a rendezvous). Saves and loads use it by default when
+    WORLD_SIZE is more than 1."""
+    global _default_group
+    with _default_group_lock:
+        if _default_group is None:
+            _default_group = _native.gloo_group_from_env(float(timeout))
+        return _default_group
+
+
+def new_process_group(
+    rank: int,
+    world_size: int,
+    master_addr: str = "127.0.0.1",
+    master_port: int = 29500,
+    *,
+    timeout: float = 60.0,
+    prefix: str = "",
+) -> ProcessGroup:
+    """A gloo process group whose rendezvous server runs on rank 0 at master_addr:master_port
+    (for launchers other than torchrun)."""
+    return _native.gloo_group(
+        int(rank), int(world_size), master_addr, int(master_port), float(timeout), prefix
+    )
+
+
+def _group(process_group: ProcessGroup | None, no_dist: bool) -> ProcessGroup | None:
+    if process_group is not None or no_dist:
+        return process_group
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return init_process_group()
+    return None
+
+
+# ---- save and load ----
+
+
+def _save_options(
+    incremental: bool,
+    incremental_base: str | None,
+    tags: Mapping[str, str] | None,
+    keep_last: int,
+    chunk_size: int | None,
+    coordinator_rank: int,
+    no_dist: bool,
+) -> Any:
+    o = _native.SaveOptions()
+    o.incremental = bool(incremental)
+    o.incremental_base = incremental_base or ""
+    if tags:
+        for k, v in tags.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidArgumentError(f"tag {k!r}: tags map strings to strings")
+        o.tags = dict(tags)
+    if keep_last < 0:
+        raise InvalidArgumentError(f"keep_last must be 0 (keep all) or more, not {keep_last}")
+    o.keep_last = int(keep_last)
+    if chunk_size is not None:
+        if chunk_size <= 0:
+            raise InvalidArgumentError(f"chunk_size must be positive bytes, not {chunk_size}")
+        o.chunk_size = int(chunk_size)
+    o.coordinator_rank = int(coordinator_rank)
+    o.no_dist = bool(no_dist)
+    return o
+
+
+def save(
+    state_dict: Mapping[str, Any],
+    root: PathLike,
+    checkpoint_id: str,
+    *,
+    process_group: ProcessGroup | None = None,
+    incremental: bool = True,
+    incremental_base: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    keep_last: int = 0,
+    chunk_size: int | None = None,
+    coordinator_rank: int = 0,
+    no_dist: bool = False,
+) -> CheckpointInfo:
+    """Saves ``state_dict`` as checkpoint ``checkpoint_id`` under the store ``root``, on every
+    rank of the process group (by default the torchrun job's when WORLD_SIZE > 1). Returns the
+    committed checkpoint once the coordinator has committed it.
+
+    ``incremental``: chunks equal to those of the base (``incremental_base``, default the newest
+    committed checkpoint) are not stored again. ``tags``: strings stored with the manifest
+    ("keep" protects from retention). ``keep_last``: after the commit, keep the newest N
+    checkpoints (and those tagged "keep"), delete the others. ``chunk_size``: payload bytes per
+    stored chunk (default 4 MiB)."""
+    builder = Builder(writable=False).add(state_dict)
+    options = _save_options(
+        incremental, incremental_base, tags, keep_last, chunk_size, coordinator_rank, no_dist
+    )
+    md = _native.save(
+        builder.native, os.fspath(root), checkpoint_id, options, _group(process_group, no_dist)
+    )
+    return CheckpointInfo._from_native(md)
+
+
+def load(
+    state_dict: Mapping[str, Any],
+    root: PathLike,
+    checkpoint_id: str = "latest",
+    *,
+    process_group: ProcessGroup | None = None,
+    strict: bool = True,
+    coordinator_rank: int = 0,
+    no_dist: bool = False,
+) -> None:
+    """Fills ``state_dict`` in place from checkpoint ``checkpoint_id`` ("latest": the newest
+    committed one), resharding as needed: arrays and tensors are written where they lie; bytes
+    and Python values are replaced in their dicts; objects with ``load_state_dict`` get their
+    filled state. ``strict=False`` leaves entries the checkpoint lacks alone."""
+    root = os.fspath(root)
+    checkpoint_id = _native.resolve_checkpoint_id(root, checkpoint_id)
+    builder = Builder(writable=True).add(state_dict)
+    _native.load(
+        builder.native,
+        root,
+        checkpoint_id,
+        not strict,
+        int(coordinator_rank),
+        bool(no_dist),
+        _group(process_group, no_dist),
+    )
+    builder.finish_load()
+
+
+_NUMPY_DTYPES = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "float16": np.float16,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
+_TORCH_DTYPES = {
+    "bfloat16": "bfloat16",
+    "float8_e4m3fn": "float8_e4m3fn",
+    "float8_e5m2": "float8_e5m2",
+}
+
+
+def _allocate(dtype: str, shape: tuple[int, ...], fqn: str, framework: str) -> Any:
+    if framework == "torch" or dtype in _TORCH_DTYPES:
+        try:
+            import torch
+        except ImportError as e:
+            raise InvalidArgumentError(
+                f"entry {fqn!r} is {dtype}, which numpy lacks: install torch to load it"
+            ) from e
+        return torch.empty(shape, dtype=getattr(torch, dtype if dtype != "bool" else "bool"))
+    return np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
+
+
+def load_keys(
+    root: PathLike,
+    checkpoint_id: str,
+    keys: Iterable[str],
+    *,
+    framework: str = "numpy",
+) -> dict[str, Any]:
+    """Reads only ``keys`` (fully-qualified names) of a checkpoint into new arrays, in this
+    process alone: numpy arrays (``framework="torch"``: torch tensors; bfloat16 and float8
+    entries are always torch tensors), bytes, or the Python values that were saved."""
+    if framework not in ("numpy", "torch"):
+        raise InvalidArgumentError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+    root = os.fspath(root)
+    info = CheckpointInfo._from_native(_native.read_metadata(root, checkpoint_id))
+    keys = list(keys)
+    state: dict[str, Any] = {}
+    for fqn in keys:
+        entry = info.entries.get(fqn)
+        if entry is None:
+            raise NotFoundError(f"no entry {fqn!r} in checkpoint {info.checkpoint_id!r}")
+        state[fqn] = b"" if entry.is_bytes else _allocate(entry.dtype, entry.shape, fqn, framework)
+    # Flat fqns as top-level keys: the names need no nesting to match.
+    builder = Builder(writable=True).add(state)
+    _native.load(builder.native, root, info.checkpoint_id, True, 0, True, None)
+    builder.finish_load()
+    return state
+
+
+def list_checkpoints(root: PathLike) -> list[CheckpointSummary]:
+    """Every committed checkpoint under ``root``, oldest commit first."""
+    return [CheckpointSummary(**s) for s in _native.list_checkpoints(os.fspath(root))]
+
+
+def checkpoint_info(root: PathLike, checkpoint_id: str = "latest") -> CheckpointInfo:
+    """The committed manifest of one checkpoint: entries, dtypes, shapes, shards, tags."""
+    return CheckpointInfo._from_native(_native.read_metadata(os.fspath(root), checkpoint_id))
+
+
+# ---- async save ----
+
+
+class AsyncSaveResult:
+    """An async save in flight: ``staging`` is done once the sources may change again,
+    ``upload`` once the checkpoint is committed."""
+
+    def __init__(self, native: Any):
+        self._native = native
+        self.staging = _Waitable(native.wait_staging, native.staging_result)
+        self.upload = _Waitable(native.wait_upload, self._upload_result)
+        self._info: CheckpointInfo | None = None
+
+    def _upload_result(self) -> CheckpointInfo:
+        if self._info is None:
+            self._info = CheckpointInfo._from_native(self._native.upload_result())
+        return self._info
+
+
+class _Waitable:
+    def __init__(self, wait: Any, result: Any):
+        self._wait = wait
+        self._result = result
+
+    def done(self) -> bool:
+        return bool(self._wait(0.0))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks until done or ``timeout`` seconds; True if done."""
+        return bool(self._wait(-1.0 if timeout is None else float(timeout)))
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Waits, then returns the outcome (the committed checkpoint for an upload) or raises
+        its error; a timeout raises TimeoutError."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"not done within {timeout} s")
+        return self._result()
+
+
+def async_save(
+    state_dict: Mapping[str, Any],
+    root: PathLike,
+    checkpoint_id: str,
+    *,
+    process_group: ProcessGroup | None = None,
+    incremental: bool = True,
+    incremental_base: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    keep_last: int = 0,
+    chunk_size: int | None = None,
+    coordinator_rank: int = 0,
+    no_dist: bool = False,
+    refuse_overlap: bool = False,
+) -> AsyncSaveResult:
+    """Stages ``state_dict`` into host memory and uploads it in the background (options as
+    :func:`save`). Change the sources only after ``result.staging`` is done; the checkpoint is
+    committed when ``result.upload`` is. A new async save to the same store waits for the
+    previous upload (``refuse_overlap=True``: fails with FailedPreconditionError instead)."""
+    builder = Builder(writable=False).add(state_dict)
+    options = _save_options(
+        incremental, incremental_base, tags, keep_last, chunk_size, coordinator_rank, no_dist
+    )
+    native = _native.async_save(
+        builder.native,
+        os.fspath(root),
+        checkpoint_id,
+        options,
+        _group(process_group, no_dist),
+        bool(refuse_overlap),
+    )
+    return AsyncSaveResult(native)
+
+
+# ---- Checkpointer ----
+
+
+class Checkpointer:
+    """Saves and loads one store again and again with the same options, as a training loop
+    does: incremental saves against the previous checkpoint by default, retention, tags."""
+
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        process_group: ProcessGroup | None = None,
+        incremental: bool = True,
+        keep_last: int = 0,
+        chunk_size: int | None = None,
+        coordinator_rank: int = 0,
+    ):
+        self.root = os.fspath(root)
+        self.process_group = _group(process_group, False)
+        self.incremental = incremental
+        self.keep_last = keep_last
+        self.chunk_size = chunk_size
+        self.coordinator_rank = coordinator_rank
+        self._pending: AsyncSaveResult | None = None
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(
+            process_group=self.process_group,
+            incremental=self.incremental,
+            keep_last=self.keep_last,
+            chunk_size=self.chunk_size,
+            coordinator_rank=self.coordinator_rank,
+        )
+
+    def save(
+        self, state_dict: Mapping[str, Any], checkpoint_id: str, tags: Mapping[str, str] | None = None
+    ) -> CheckpointInfo:
+        self.wait()
+        return save(state_dict, self.root, checkpoint_id, tags=tags, **self._kwargs())
+
+    def async_save(
+        self, state_dict: Mapping[str, Any], checkpoint_id: str, tags: Mapping[str, str] | None = None
+    ) -> AsyncSaveResult:
+        self._pending = async_save(state_dict, self.root, checkpoint_id, tags=tags, **self._kwargs())
+        return self._pending
+
+    def wait(self) -> CheckpointInfo | None:
+        """Waits for the last async save's upload; its committed checkpoint (or its error)."""
+        pending, self._pending = self._pending, None
+        return pending.upload.result() if pending is not None else None
+
+    def load(self, state_dict: Mapping[str, Any], checkpoint_id: str = "latest", *, strict: bool = True) -> None:
+        self.wait()
+        load(
+            state_dict,
+            self.root,
+            checkpoint_id,
+            process_group=self.process_group,
+            strict=strict,
+            coordinator_rank=self.coordinator_rank,
+        )
+
+    def list(self) -> list[CheckpointSummary]:
+        return list_checkpoints(self.root)
+
+
+__all__ = [
+    "AsyncSaveResult",
+    "CheckpointInfo",
+    "CheckpointSummary",
+    "Checkpointer",
+    "EntryInfo",
+    "ProcessGroup",
+    "async_save",
+    "checkpoint_info",
+    "decode_value",
+    "init_process_group",
+    "list_checkpoints",
+    "load",
+    "load_keys",
+    "new_process_group",
+    "save",
+]
