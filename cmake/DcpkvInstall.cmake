@@ -18,6 +18,7 @@ install(DIRECTORY core/include/dcpkv api/include/dcpkv
   FILES_MATCHING PATTERN "*.h"
   PATTERN "core" EXCLUDE
   PATTERN "api" EXCLUDE)
+install(FILES tools/inspect/public/dcpkv/maintenance.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/dcpkv)
 install(DIRECTORY replication/include/dcpkv
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h"

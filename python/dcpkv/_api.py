@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _native
 from ._errors import InvalidArgumentError, NotFoundError
-from ._state import Builder, decode_value
+from ._state import Builder
 
 PathLike = str | os.PathLike
 
@@ -122,6 +122,60 @@ def _group(process_group: ProcessGroup | None, no_dist: bool) -> ProcessGroup | 
     return None
 
 
+# ---- replication ----
+
+
+class Replication:
+    """Copies each committed manifest (and each deletion) to gRPC replicas (`dcpkv serve`),
+    under ``namespace``. Synchronous (default): a save returns once ``write_quorum`` replicas
+    (0: all) acknowledged, else raises UnavailableError although the checkpoint is committed.
+    Asynchronous: replicas are updated in the background, retrying until they acknowledge.
+    Pass it as ``replication=`` to saves and the Checkpointer."""
+
+    def __init__(
+        self,
+        namespace: str,
+        targets: Iterable[str],
+        *,
+        synchronous: bool = True,
+        write_quorum: int = 0,
+        deadline: float = 10.0,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
+    ):
+        self._native = _native.Replication(
+            namespace,
+            list(targets),
+            bool(synchronous),
+            int(write_quorum),
+            float(deadline),
+            token or "",
+            tls_ca_file or "",
+            tls_cert_file or "",
+            tls_key_file or "",
+            tls_server_name or "",
+        )
+
+    def state(self, checkpoint_id: str) -> str:
+        """ "2/2 replicas", "1/2 replicas, retrying ...": where a checkpoint's record is."""
+        return self._native.state(checkpoint_id)
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Waits until nothing is queued (asynchronous mode); DeadlineExceededError otherwise."""
+        self._native.wait_idle(float(timeout))
+
+
+def recover(
+    root: PathLike, target: str, namespace: str, *, token: str | None = None, deadline: float = 10.0
+) -> dict:
+    """Restores the manifests the store lacks (its coordinator's database lost) from a replica;
+    returns the ids ``restored`` and those already ``present``."""
+    return _native.recover(os.fspath(root), target, namespace, token or "", float(deadline))
+
+
 # ---- save and load ----
 
 
@@ -133,8 +187,13 @@ def _save_options(
     chunk_size: int | None,
     coordinator_rank: int,
     no_dist: bool,
+    replication: Replication | None = None,
 ) -> Any:
     o = _native.SaveOptions()
+    if replication is not None:
+        if not isinstance(replication, Replication):
+            raise InvalidArgumentError("replication must be a dcpkv.Replication")
+        o.replication = replication._native
     o.incremental = bool(incremental)
     o.incremental_base = incremental_base or ""
     if tags:
@@ -167,6 +226,7 @@ def save(
     chunk_size: int | None = None,
     coordinator_rank: int = 0,
     no_dist: bool = False,
+    replication: Replication | None = None,
 ) -> CheckpointInfo:
     """Saves ``state_dict`` as checkpoint ``checkpoint_id`` under the store ``root``, on every
     rank of the process group (by default the torchrun job's when WORLD_SIZE > 1). Returns the
@@ -176,10 +236,18 @@ def save(
     committed checkpoint) are not stored again. ``tags``: strings stored with the manifest
     ("keep" protects from retention). ``keep_last``: after the commit, keep the newest N
     checkpoints (and those tagged "keep"), delete the others. ``chunk_size``: payload bytes per
-    stored chunk (default 4 MiB)."""
+    stored chunk (default 4 MiB). ``replication``: a :class:`Replication` to copy the manifest
+    to. The longest wait for another rank is the process group's timeout."""
     builder = Builder(writable=False).add(state_dict)
     options = _save_options(
-        incremental, incremental_base, tags, keep_last, chunk_size, coordinator_rank, no_dist
+        incremental,
+        incremental_base,
+        tags,
+        keep_last,
+        chunk_size,
+        coordinator_rank,
+        no_dist,
+        replication,
     )
     md = _native.save(
         builder.native, os.fspath(root), checkpoint_id, options, _group(process_group, no_dist)
@@ -284,6 +352,71 @@ def checkpoint_info(root: PathLike, checkpoint_id: str = "latest") -> Checkpoint
     return CheckpointInfo._from_native(_native.read_metadata(os.fspath(root), checkpoint_id))
 
 
+def show(root: PathLike, checkpoint_id: str = "latest") -> CheckpointInfo:
+    """What ``dcpkv show`` prints: the committed manifest of one checkpoint."""
+    return checkpoint_info(root, checkpoint_id)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` read and the problems it found (``ok`` when there are none)."""
+
+    checkpoints: int
+    entries: int
+    shards: int
+    chunks: int
+    bytes: int
+    problems: list[dict]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(root: PathLike, checkpoint_ids: Iterable[str] = ()) -> Verification:
+    """Reads every chunk of the given checkpoints (default: all committed ones) and checks its
+    checksum and structure. Damage is reported in ``problems`` (each with checkpoint_id, fqn,
+    shard_offsets, rank, byte range and a description), not raised; an unknown id or root
+    raises NotFoundError."""
+    return Verification(**_native.verify(os.fspath(root), list(checkpoint_ids)))
+
+
+@dataclass(frozen=True)
+class EntryDiff:
+    fqn: str
+    kind: str  # "added", "removed", "changed", "unchanged"
+    detail: str  # changed: "dtype ... -> ...", "shape ... -> ..." or "values"
+    dtype: str
+    shape: tuple[int, ...]
+    elements_changed: int
+    max_abs_diff: float
+
+
+def diff(root: PathLike, a: str, b: str = "latest") -> list[EntryDiff]:
+    """Compares checkpoints ``a`` and ``b`` entry by entry, by value (any sharding)."""
+    d = _native.diff(os.fspath(root), a, b)
+    return [EntryDiff(**e) for e in d["entries"]]
+
+
+def export_safetensors(root: PathLike, checkpoint_id: str, path: PathLike) -> dict:
+    """Writes one consolidated safetensors file of a checkpoint (every rank's shards assembled);
+    returns the resolved checkpoint_id, the number of entries and the file's size."""
+    return _native.export_safetensors(os.fspath(root), checkpoint_id, os.fspath(path))
+
+
+def rm(root: PathLike, checkpoint_ids: str | Iterable[str]) -> dict:
+    """Deletes checkpoints and reclaims what nothing else refers to; no job may be writing to
+    the root. Returns the ids removed and reclaimed and the bytes freed."""
+    ids = [checkpoint_ids] if isinstance(checkpoint_ids, str) else list(checkpoint_ids)
+    return _native.rm(os.fspath(root), ids)
+
+
+def gc(root: PathLike) -> dict:
+    """Reclaims deleted checkpoints' data and that of saves that never committed; no job may
+    be writing to the root."""
+    return _native.gc(os.fspath(root))
+
+
 # ---- async save ----
 
 
@@ -336,6 +469,7 @@ def async_save(
     chunk_size: int | None = None,
     coordinator_rank: int = 0,
     no_dist: bool = False,
+    replication: Replication | None = None,
     refuse_overlap: bool = False,
 ) -> AsyncSaveResult:
     """Stages ``state_dict`` into host memory and uploads it in the background (options as
@@ -344,7 +478,14 @@ def async_save(
     previous upload (``refuse_overlap=True``: fails with FailedPreconditionError instead)."""
     builder = Builder(writable=False).add(state_dict)
     options = _save_options(
-        incremental, incremental_base, tags, keep_last, chunk_size, coordinator_rank, no_dist
+        incremental,
+        incremental_base,
+        tags,
+        keep_last,
+        chunk_size,
+        coordinator_rank,
+        no_dist,
+        replication,
     )
     native = _native.async_save(
         builder.native,
@@ -373,8 +514,10 @@ class Checkpointer:
         keep_last: int = 0,
         chunk_size: int | None = None,
         coordinator_rank: int = 0,
+        replication: Replication | None = None,
     ):
         self.root = os.fspath(root)
+        self.replication = replication
         self.process_group = _group(process_group, False)
         self.incremental = incremental
         self.keep_last = keep_last
@@ -389,6 +532,7 @@ class Checkpointer:
             keep_last=self.keep_last,
             chunk_size=self.chunk_size,
             coordinator_rank=self.coordinator_rank,
+            replication=self.replication,
         )
 
     def save(
@@ -432,7 +576,16 @@ __all__ = [
     "ProcessGroup",
     "async_save",
     "checkpoint_info",
-    "decode_value",
+    "Verification",
+    "EntryDiff",
+    "Replication",
+    "recover",
+    "diff",
+    "export_safetensors",
+    "gc",
+    "rm",
+    "show",
+    "verify",
     "init_process_group",
     "list_checkpoints",
     "load",

@@ -22,6 +22,8 @@
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/checkpointer.h"
 #include "dcpkv/gloo_process_group.h"
+#include "dcpkv/maintenance.h"
+#include "dcpkv/replication/replicator.h"
 #include "dcpkv/state_dict.h"
 #include "dlpack.h"
 
@@ -337,6 +339,7 @@ struct PySaveOptions {
   uint64_t chunk_size = 0;
   int coordinator_rank = 0;
   bool no_dist = false;
+  std::shared_ptr<replication::GrpcManifestReplication> replication;
 };
 
 SaveOptions MakeSaveOptions(const std::string& root, const std::string& id, const PySaveOptions& o,
@@ -352,6 +355,7 @@ SaveOptions MakeSaveOptions(const std::string& root, const std::string& id, cons
   s.tags = o.tags;
   s.keep_last = o.keep_last;
   s.chunk_size = o.chunk_size;
+  s.replication = o.replication;
   return s;
 }
 
@@ -472,7 +476,48 @@ PYBIND11_MODULE(_native, m) {
       .def_readwrite("keep_last", &PySaveOptions::keep_last)
       .def_readwrite("chunk_size", &PySaveOptions::chunk_size)
       .def_readwrite("coordinator_rank", &PySaveOptions::coordinator_rank)
-      .def_readwrite("no_dist", &PySaveOptions::no_dist);
+      .def_readwrite("no_dist", &PySaveOptions::no_dist)
+      .def_readwrite("replication", &PySaveOptions::replication);
+
+  py::class_<replication::GrpcManifestReplication,
+             std::shared_ptr<replication::GrpcManifestReplication>>(m, "Replication")
+      .def(
+          py::init([](const std::string& ns, const std::vector<std::string>& targets,
+                      bool synchronous, int write_quorum, double deadline, const std::string& token,
+                      const std::string& tls_ca_file, const std::string& tls_cert_file,
+                      const std::string& tls_key_file, const std::string& tls_server_name) {
+            replication::ReplicatorOptions o;
+            o.ns = ns;
+            o.targets = targets;
+            o.mode = synchronous ? replication::ReplicationMode::kSync
+                                 : replication::ReplicationMode::kAsync;
+            o.write_quorum = write_quorum;
+            o.client.deadline = Millis(deadline);
+            o.client.token = token;
+            o.client.tls_ca_file = tls_ca_file;
+            o.client.tls_cert_file = tls_cert_file;
+            o.client.tls_key_file = tls_key_file;
+            o.client.tls_server_name = tls_server_name;
+            return ValueOrThrow(replication::GrpcManifestReplication::Create(std::move(o)));
+          }))
+      .def("state", [](const replication::GrpcManifestReplication& r,
+                       const std::string& id) { return ValueOrThrow(r.State(id)); })
+      .def("wait_idle", [](replication::GrpcManifestReplication& r, double timeout) {
+        ThrowIfError(WithoutGil([&] { return r.WaitIdle(Millis(timeout)); }));
+      });
+
+  m.def("recover", [](const std::string& root, const std::string& target, const std::string& ns,
+                      const std::string& token, double deadline) {
+    replication::ReplicaClientOptions client;
+    client.token = token;
+    client.deadline = Millis(deadline);
+    replication::RecoverReport r = ValueOrThrow(
+        WithoutGil([&] { return replication::RecoverManifests(root, target, ns, client); }));
+    py::dict out;
+    out["restored"] = r.restored;
+    out["present"] = r.present;
+    return out;
+  });
 
   m.def("save",
         [](const std::shared_ptr<PyState>& state, const std::string& root, const std::string& id,
@@ -546,6 +591,76 @@ PYBIND11_MODULE(_native, m) {
   m.def("resolve_checkpoint_id", [](const std::string& root, const std::string& id) {
     StatusOr<std::string> r = WithoutGil([&] { return ResolveCheckpointId(root, id); });
     return ValueOrThrow(std::move(r));
+  });
+  m.def("verify", [](const std::string& root, const std::vector<std::string>& ids) {
+    StoreVerification v = ValueOrThrow(WithoutGil([&] { return VerifyStore(root, ids); }));
+    py::list problems;
+    for (const StoreProblem& p : v.problems) {
+      py::dict d;
+      d["checkpoint_id"] = p.checkpoint_id;
+      d["fqn"] = p.fqn;
+      d["shard_offsets"] = py::tuple(py::cast(p.shard_offsets));
+      d["rank"] = p.rank;
+      d["byte_offset"] = p.byte_offset;
+      d["byte_end"] = p.byte_end;
+      d["description"] = p.description;
+      problems.append(d);
+    }
+    py::dict out;
+    out["checkpoints"] = v.checkpoints;
+    out["entries"] = v.tensors;
+    out["shards"] = v.shards;
+    out["chunks"] = v.chunks;
+    out["bytes"] = v.bytes;
+    out["problems"] = problems;
+    return out;
+  });
+  m.def("diff", [](const std::string& root, const std::string& a, const std::string& b) {
+    CheckpointDifference d =
+        ValueOrThrow(WithoutGil([&] { return DiffStoredCheckpoints(root, a, b); }));
+    py::list entries;
+    for (const EntryDifference& e : d.entries) {
+      py::dict x;
+      x["fqn"] = e.fqn;
+      x["kind"] = e.kind;
+      x["detail"] = e.detail;
+      x["dtype"] = std::string(DTypeName(e.dtype));
+      x["shape"] = py::tuple(py::cast(e.shape));
+      x["elements_changed"] = e.elements_changed;
+      x["max_abs_diff"] = e.max_abs_diff;
+      entries.append(x);
+    }
+    py::dict out;
+    out["a"] = d.a;
+    out["b"] = d.b;
+    out["entries"] = entries;
+    return out;
+  });
+  m.def("export_safetensors", [](const std::string& root, const std::string& id,
+                                 const std::string& path) {
+    SafetensorsExport e =
+        ValueOrThrow(WithoutGil([&] { return ExportCheckpointToSafetensors(root, id, path); }));
+    py::dict out;
+    out["checkpoint_id"] = e.checkpoint_id;
+    out["entries"] = e.tensors;
+    out["file_bytes"] = e.file_bytes;
+    return out;
+  });
+  auto cleanup = [](const StoreCleanup& c) {
+    py::dict out;
+    out["removed_ids"] = c.removed_ids;
+    out["reclaimed_ids"] = c.reclaimed_ids;
+    out["pending_ids"] = c.pending_ids;
+    out["orphan_ids"] = c.orphan_ids;
+    out["payload_bytes_deleted"] = c.payload_bytes_deleted;
+    out["disk_bytes_freed"] = c.disk_bytes_freed;
+    return out;
+  };
+  m.def("rm", [cleanup](const std::string& root, const std::vector<std::string>& ids) {
+    return cleanup(ValueOrThrow(WithoutGil([&] { return RemoveStoredCheckpoints(root, ids); })));
+  });
+  m.def("gc", [cleanup](const std::string& root) {
+    return cleanup(ValueOrThrow(WithoutGil([&] { return CollectStoreGarbage(root); })));
   });
   m.def("read_metadata", [](const std::string& root, const std::string& id) {
     StatusOr<Metadata> md = WithoutGil([&] { return ReadCommittedMetadata(root, id); });

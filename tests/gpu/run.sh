@@ -10,7 +10,8 @@
 # missing. Configures a RelWithDebInfo build with CUDA and NCCL required, builds only the GPU
 # test and benchmark targets, runs the "gpu" ctest label and the staging benchmark, prints a
 # summary (each test's result, the staging ratio against raw cudaMemcpyAsync, target >= 0.8)
-# and exits non-zero if anything failed or missed its target.
+# and exits non-zero if anything failed or missed its target. Then the Python package's CUDA
+# tests, where a Python with a CUDA-enabled torch is at hand (step 5b).
 set -uo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -97,6 +98,24 @@ if [ "$bench_rc" -ne 0 ]; then
   failed=1
 fi
 
+# 5b. The Python package's CUDA tests (pytest -m cuda), with a Python whose torch sees the GPU:
+# $DCPKV_TORCH_PYTHON, else the project's venv (build/venv) if it has one. torch is not
+# downloaded here (about 6 GiB; GPU machines may have no network): without such a Python the
+# summary says the Python CUDA tests did not run (the C++ results above stand on their own).
+py_status="not run"
+PY="${DCPKV_TORCH_PYTHON:-build/venv/bin/python}"
+if [ -x "$PY" ] && "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    > /dev/null 2>&1; then
+  if bash scripts/python_tests.sh "$PY" -m cuda > "$LOG_DIR/python.log" 2>&1; then
+    py_status="passed"
+  else
+    py_status="FAILED"
+    failed=1
+  fi
+else
+  py_status="NOT RUN: no Python with a CUDA torch here (set DCPKV_TORCH_PYTHON)"
+fi
+
 # 6. Summary.
 echo
 say "summary ($(( $(date +%s) - start )) s)"
@@ -115,6 +134,10 @@ if [ -n "$unexpected" ]; then
   first=$(echo "$unexpected" | head -1 | sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/')
   say "why $first skipped:"
   "$BUILD_DIR/tests/gpu/dcpkv_gpu_tests" --gtest_filter="$first" 2>&1 | grep -A1 "Skipped" | head -3
+fi
+say "python CUDA tests (python/tests -m cuda): $py_status"
+if [ "$py_status" = "FAILED" ]; then
+  tail -40 "$LOG_DIR/python.log"
 fi
 echo
 sed 's/^/  /' "$LOG_DIR/bench.log"
