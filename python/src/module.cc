@@ -267,6 +267,21 @@ class PyState {
   std::shared_ptr<std::vector<std::unique_ptr<Imported>>> owners_;
 };
 
+bool HasCudaTensor(const StateDict& dict) {
+  for (const auto& [key, value] : dict) {
+    if (const auto* t = std::get_if<Tensor>(&value)) {
+      if (t->is_cuda()) return true;
+    } else if (const auto* st = std::get_if<ShardedTensor>(&value)) {
+      for (const Shard& s : st->local_shards) {
+        if (s.tensor.is_cuda()) return true;
+      }
+    } else if (const auto* d = std::get_if<std::shared_ptr<StateDict>>(&value)) {
+      if (HasCudaTensor(**d)) return true;
+    }
+  }
+  return false;
+}
+
 // ---- process groups ----
 
 struct PyGroup {
@@ -573,6 +588,9 @@ PYBIND11_MODULE(_native, m) {
               AsyncSaveOptions a;
               a.save = MakeSaveOptions(root, id, o, upload_group);
               a.overlap_policy = refuse_overlap ? OverlapPolicy::kRefuse : OverlapPolicy::kWait;
+              // Page-locked staging pays off only for device-to-host copies; without a CUDA
+              // tensor, pageable memory is staged into without a note about it on stderr.
+              a.staging_options.use_pinned_memory = HasCudaTensor(state->dict());
               r = AsyncSave(state->dict(), a);
             } else {
               r = made_group;

@@ -1,6 +1,8 @@
 """Errors as exception classes, each from a real failure; async saves and incremental saves."""
 
 import socket
+import subprocess
+import sys
 import threading
 import types
 
@@ -102,6 +104,15 @@ def test_async_save_stages_then_uploads_and_sources_may_change_after_staging(roo
     dcpkv.load(step, root, "a")
     assert np.array_equal(got_w, original_w) and torch.equal(got_t, original_t)
     assert step["step"] == 5
+
+
+def test_async_save_of_host_tensors_says_nothing_on_stderr(root):
+    # In a process of its own: dcpkv notes some things once per process.
+    code = ("import dcpkv, numpy as np, sys; "
+            "dcpkv.async_save({'w': np.ones(1000)}, sys.argv[1], 'q').upload.result(timeout=60)")
+    run = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 def test_async_save_errors_arrive_through_the_upload(root):
