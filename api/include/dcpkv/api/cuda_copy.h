@@ -83,8 +83,9 @@ class CopyStream {
   CopyStream(void* stream, void* start, int device)
       : stream_(stream), default_done_(start), device_(device) {}
 
-  void* stream_;        // cudaStream_t
-  void* default_done_;  // cudaEvent_t recorded on the legacy default stream
+  // Unused in a build without CUDA, where no CopyStream is ever made.
+  [[maybe_unused]] void* stream_;        // cudaStream_t
+  [[maybe_unused]] void* default_done_;  // cudaEvent_t recorded on the legacy default stream
   int device_;
 };
 
