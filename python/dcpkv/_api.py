@@ -293,13 +293,16 @@ _NUMPY_DTYPES = {
     "int32": np.int32,
     "int64": np.int64,
     "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
     "bool": np.bool_,
+    "complex64": np.complex64,
+    "complex128": np.complex128,
 }
-_TORCH_DTYPES = {
-    "bfloat16": "bfloat16",
-    "float8_e4m3fn": "float8_e4m3fn",
-    "float8_e5m2": "float8_e5m2",
-}
+# dcpkv dtypes numpy lacks (torch has them all, under the same names).
+_TORCH_DTYPES = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                 "float8_e5m2fnuz", "float8_e8m0fnu", "complex32"}
 
 
 def _allocate(dtype: str, shape: tuple[int, ...], fqn: str, framework: str) -> Any:
@@ -310,7 +313,7 @@ def _allocate(dtype: str, shape: tuple[int, ...], fqn: str, framework: str) -> A
             raise InvalidArgumentError(
                 f"entry {fqn!r} is {dtype}, which numpy lacks: install torch to load it"
             ) from e
-        return torch.empty(shape, dtype=getattr(torch, dtype if dtype != "bool" else "bool"))
+        return torch.empty(shape, dtype=getattr(torch, dtype))
     return np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
 
 

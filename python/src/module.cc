@@ -109,6 +109,14 @@ StatusOr<DType> DTypeOf(const DLDataType& t, const std::string& what) {
         break;
       case kDLUInt:
         if (t.bits == 8) return DType::kUInt8;
+        if (t.bits == 16) return DType::kUInt16;
+        if (t.bits == 32) return DType::kUInt32;
+        if (t.bits == 64) return DType::kUInt64;
+        break;
+      case kDLComplex:
+        if (t.bits == 32) return DType::kComplex32;
+        if (t.bits == 64) return DType::kComplex64;
+        if (t.bits == 128) return DType::kComplex128;
         break;
       case kDLBool:
         if (t.bits == 8) return DType::kBool;
@@ -119,20 +127,33 @@ StatusOr<DType> DTypeOf(const DLDataType& t, const std::string& what) {
       case kDLFloat8_e5m2:
         if (t.bits == 8) return DType::kFloat8E5M2;
         break;
+      case kDLFloat8_e4m3fnuz:
+        if (t.bits == 8) return DType::kFloat8E4M3Fnuz;
+        break;
+      case kDLFloat8_e5m2fnuz:
+        if (t.bits == 8) return DType::kFloat8E5M2Fnuz;
+        break;
+      case kDLFloat8_e8m0fnu:
+        if (t.bits == 8) return DType::kFloat8E8M0;
+        break;
       default: break;
     }
   }
   static const char* const kCodes[] = {
-      "int",    "uint",   "float",         "opaque",   "bfloat",     "complex", "bool",
-      "f8e3m4", "f8e4m3", "f8e4m3b11fnuz", "f8e4m3fn", "f8e4m3fnuz", "f8e5m2"};
+      "int",    "uint",       "float",     "opaque",        "bfloat",   "complex",
+      "bool",   "f8e3m4",     "f8e4m3",    "f8e4m3b11fnuz", "f8e4m3fn", "f8e4m3fnuz",
+      "f8e5m2", "f8e5m2fnuz", "f8e8m0fnu", "f6e2m3fn",      "f6e3m2fn", "f4e2m1fn"};
   const std::string name = t.code < sizeof(kCodes) / sizeof(kCodes[0])
                                ? kCodes[t.code]
                                : "code " + std::to_string(t.code);
-  return InvalidArgumentError(what + " has a dtype dcpkv does not store (DLPack " + name +
-                              std::to_string(t.bits) +
-                              (t.lanes != 1 ? " x" + std::to_string(t.lanes) : "") +
-                              "); dcpkv stores float64/32/16, bfloat16, int8/16/32/64, uint8, "
-                              "bool, float8_e4m3fn and float8_e5m2");
+  std::string known;
+  for (DType d : kAllDTypes) {
+    if (d == DType::kBytes) continue;
+    known += (known.empty() ? "" : ", ") + std::string(DTypeName(d));
+  }
+  return InvalidArgumentError(
+      what + " has a dtype dcpkv does not store (DLPack " + name + std::to_string(t.bits) +
+      (t.lanes != 1 ? " x" + std::to_string(t.lanes) : "") + "); dcpkv stores " + known);
 }
 
 // Takes ownership of a DLPack capsule and views its memory as a Tensor.

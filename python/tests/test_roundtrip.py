@@ -8,10 +8,12 @@ import torch
 import dcpkv
 
 NUMPY_DTYPES = [np.float64, np.float32, np.float16, np.int8, np.int16, np.int32, np.int64,
-                np.uint8, np.bool_]
+                np.uint8, np.uint16, np.uint32, np.uint64, np.bool_, np.complex64, np.complex128]
 TORCH_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int8,
-                torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
-                torch.float8_e4m3fn, torch.float8_e5m2]
+                torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32,
+                torch.uint64, torch.bool, torch.float8_e4m3fn, torch.float8_e5m2,
+                torch.float8_e4m3fnuz, torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
+                torch.complex32, torch.complex64, torch.complex128]
 
 
 def random_bits_numpy(dtype, shape, seed):
@@ -60,6 +62,8 @@ def test_every_torch_dtype_round_trips_bit_exact_in_place(root):
     info = dcpkv.save(state, root, "t")
     assert info.entries["bfloat16"].dtype == "bfloat16"
     assert info.entries["float8_e4m3fn"].dtype == "float8_e4m3fn"
+    assert info.entries["complex128"].dtype == "complex128"
+    assert info.entries["float8_e8m0fnu"].dtype == "float8_e8m0fnu"
     targets = {k: torch.zeros_like(v) for k, v in state.items()}
     pointers = {k: v.data_ptr() for k, v in targets.items()}
     dcpkv.load(targets, root, "t")

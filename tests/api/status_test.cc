@@ -56,7 +56,7 @@ TEST(DTypeTest, SizesAndNamesRoundTrip) {
     EXPECT_EQ(*back, d);
   }
   EXPECT_FALSE(IsValidDType(0));
-  EXPECT_FALSE(IsValidDType(14));
+  EXPECT_FALSE(IsValidDType(23));
   EXPECT_FALSE(DTypeFromName("float128").has_value());
 }
 

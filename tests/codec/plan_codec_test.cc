@@ -281,7 +281,7 @@ TEST(PlanCodecTest, BadEnumsAreDataLoss) {
   std::string bad_type = enc;
   bad_type[6] = 3;
   ExpectDataLoss(DecodeSavePlan(bad_type).status(), "write item 0: type: invalid WriteItemType 3");
-  for (uint8_t dtype : {uint8_t{0}, uint8_t{14}, uint8_t{255}}) {
+  for (uint8_t dtype : {uint8_t{0}, uint8_t{23}, uint8_t{255}}) {
     std::string bad_dtype = enc;
     bad_dtype[7] = static_cast<char>(dtype);
     ExpectDataLoss(DecodeSavePlan(bad_dtype).status(),

@@ -24,6 +24,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dcpkv/api/kv_storage.h"
@@ -617,6 +618,35 @@ TEST(ValuesTest, ElementsOfEveryDtype) {
   EXPECT_EQ(ElementToDouble(DType::kFloat8E4M3, buf + 1), 1.0);
   put(uint8_t{0x3C});
   EXPECT_EQ(ElementToDouble(DType::kFloat8E5M2, buf + 1), 1.0);
+  // The appended dtypes; the float8 bit patterns are torch 2.15's for the values expected.
+  put(uint16_t{65000});
+  EXPECT_EQ(ElementToDouble(DType::kUInt16, buf + 1), 65000.0);
+  put(uint32_t{4000000000u});
+  EXPECT_EQ(ElementToDouble(DType::kUInt32, buf + 1), 4000000000.0);
+  put(uint64_t{1} << 63);
+  EXPECT_EQ(ElementToDouble(DType::kUInt64, buf + 1), std::ldexp(1.0, 63));
+  for (const auto& [dtype, bits, want] : std::vector<std::tuple<DType, uint8_t, double>>{
+           {DType::kFloat8E4M3Fnuz, 0x40, 1.0},
+           {DType::kFloat8E4M3Fnuz, 0xB8, -0.5},
+           {DType::kFloat8E4M3Fnuz, 0x7F, 240.0},
+           {DType::kFloat8E4M3Fnuz, 0x01, std::ldexp(1.0, -10)},
+           {DType::kFloat8E5M2Fnuz, 0x40, 1.0},
+           {DType::kFloat8E5M2Fnuz, 0xBC, -0.5},
+           {DType::kFloat8E5M2Fnuz, 0x7F, 57344.0},
+           {DType::kFloat8E5M2Fnuz, 0x01, std::ldexp(1.0, -17)},
+           {DType::kFloat8E8M0, 0x7F, 1.0},
+           {DType::kFloat8E8M0, 0x7E, 0.5},
+           {DType::kFloat8E8M0, 0xFE, std::ldexp(1.0, 127)},
+           {DType::kFloat8E8M0, 0x00, std::ldexp(1.0, -127)}}) {
+    put(bits);
+    EXPECT_EQ(ElementToDouble(dtype, buf + 1), want) << DTypeName(dtype) << " " << int(bits);
+  }
+  put(uint8_t{0x80});
+  EXPECT_TRUE(std::isnan(ElementToDouble(DType::kFloat8E4M3Fnuz, buf + 1)));
+  EXPECT_TRUE(std::isnan(ElementToDouble(DType::kFloat8E5M2Fnuz, buf + 1)));
+  put(uint8_t{0xFF});
+  EXPECT_TRUE(std::isnan(ElementToDouble(DType::kFloat8E8M0, buf + 1)));
+  EXPECT_TRUE(std::isnan(ElementToDouble(DType::kComplex64, buf + 1)));
 
   // ElementsToDouble equals element-wise decoding for every dtype, at an unaligned address.
   for (int i = 0; i < 32; ++i) buf[i] = static_cast<uint8_t>(i * 37 + 11);

@@ -17,8 +17,8 @@ EXPECTED.json:
     ],
     "metadata": {"key": "value", ...}
   }
-- "dtype" is the safetensors dtype string (F64 F32 F16 BF16 F8_E4M3 F8_E5M2 BOOL I8 I16 I32 I64
-  U8); "shape" is [] for a scalar.
+- "dtype" is the safetensors dtype string (F64 F32 F16 BF16 F8_E4M3 F8_E5M2 F8_E8M0 BOOL I8 I16
+  I32 I64 U8 U16 U32 U64 C64); "shape" is [] for a scalar.
 - "file" holds the tensor's expected raw bytes (row-major, little-endian); a relative path is
   relative to the directory of EXPECTED.json.
 - "bytes_entry" (optional, default false): the tensor is a dcpkv bytes entry, so it must be a 1-d
@@ -59,6 +59,11 @@ NUMPY_DTYPES = {
     "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
     "U8": np.dtype("u1"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "U64": np.dtype("<u8"),
+    "F8_E8M0": np.dtype("u1"),
+    "C64": np.dtype("<c8"),
 }
 
 

@@ -115,7 +115,10 @@ std::vector<uint8_t> ReadTensor(const SafetensorsReader& reader, const Safetenso
 TEST(SafetensorsDTypeTest, NamesRoundTrip) {
   for (DType dtype : kAllDTypes) {
     std::string_view name = SafetensorsDTypeName(dtype);
-    ASSERT_FALSE(name.empty()) << DTypeName(dtype);
+    const bool unnamed = dtype == DType::kComplex32 || dtype == DType::kComplex128 ||
+                         dtype == DType::kFloat8E4M3Fnuz || dtype == DType::kFloat8E5M2Fnuz;
+    ASSERT_EQ(name.empty(), unnamed) << DTypeName(dtype);
+    if (unnamed) continue;
     const DType expected = dtype == DType::kBytes ? DType::kUInt8 : dtype;
     EXPECT_EQ(DTypeFromSafetensorsName(name), expected) << name;
   }
@@ -123,8 +126,9 @@ TEST(SafetensorsDTypeTest, NamesRoundTrip) {
   EXPECT_EQ(SafetensorsDTypeName(DType::kFloat8E4M3), "F8_E4M3");
   EXPECT_EQ(SafetensorsDTypeName(DType::kFloat8E5M2), "F8_E5M2");
   EXPECT_EQ(SafetensorsDTypeName(DType::kBool), "BOOL");
-  EXPECT_EQ(DTypeFromSafetensorsName("U16"), std::nullopt);
-  EXPECT_EQ(DTypeFromSafetensorsName("C64"), std::nullopt);
+  EXPECT_EQ(DTypeFromSafetensorsName("U16"), DType::kUInt16);
+  EXPECT_EQ(DTypeFromSafetensorsName("C64"), DType::kComplex64);
+  EXPECT_EQ(DTypeFromSafetensorsName("C128"), std::nullopt);
   EXPECT_EQ(DTypeFromSafetensorsName("f32"), std::nullopt);
 }
 
@@ -133,6 +137,7 @@ TEST(SafetensorsDTypeTest, NamesRoundTrip) {
 std::vector<TestTensor> EveryKindOfTensor() {
   std::vector<TestTensor> tensors;
   for (DType dtype : kAllDTypes) {
+    if (SafetensorsDTypeName(dtype).empty()) continue;  // no safetensors dtype: refused below
     Shape shape = dtype == DType::kBytes ? Shape{15} : Shape{3, 5};
     tensors.push_back(MakeTensor("t." + std::string(DTypeName(dtype)), dtype, shape,
                                  static_cast<uint64_t>(dtype)));
@@ -354,6 +359,7 @@ TEST(SafetensorsWriterTest, CreateRejectsBadLists) {
       {{{"a", DType::kUInt8, {big * 3}}, {"b", DType::kUInt8, {big * 3}}}, {}, "overflows"},
       {{{"a", DType::kInt8, {1}}}, {{kSafetensorsBytesEntriesKey, "[]"}}, "reserved"},
       {{{"bad\xff", DType::kInt8, {1}}}, {}, "UTF-8"},
+      {{{"c", DType::kComplex128, {2}}}, {}, "\"c\" is complex128, which the safetensors"},
   };
   for (const Case& c : cases) {
     StatusOr<std::unique_ptr<SafetensorsWriter>> writer =
@@ -475,8 +481,8 @@ std::vector<MalformedCase> MalformedCases() {
        StatusCode::kInvalidArgument, "tensor \"t\": missing string field \"dtype\""},
       {"NonStringDType", RawFile(OneTensor(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), 8),
        StatusCode::kInvalidArgument, "\"dtype\""},
-      {"UnknownDType", RawFile(OneTensor(R"({"dtype":"U16","shape":[2],"data_offsets":[0,4]})"), 4),
-       StatusCode::kInvalidArgument, "tensor \"t\": dtype U16 is not supported"},
+      {"UnknownDType", RawFile(OneTensor(R"({"dtype":"C128","shape":[2],"data_offsets":[0,4]})"), 4),
+       StatusCode::kInvalidArgument, "tensor \"t\": dtype C128 is not supported"},
       {"MissingShape", RawFile(OneTensor(R"({"dtype":"F32","data_offsets":[0,8]})"), 8),
        StatusCode::kInvalidArgument, "\"shape\""},
       {"NegativeShape",

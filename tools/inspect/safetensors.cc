@@ -52,6 +52,11 @@ constexpr DTypeNameEntry kDTypeNames[] = {
     {DType::kBool, "BOOL"},
     {DType::kFloat8E4M3, "F8_E4M3"},
     {DType::kFloat8E5M2, "F8_E5M2"},
+    {DType::kUInt16, "U16"},
+    {DType::kUInt32, "U32"},
+    {DType::kUInt64, "U64"},
+    {DType::kFloat8E8M0, "F8_E8M0"},
+    {DType::kComplex64, "C64"},
 };
 
 Status ErrnoError(std::string_view what, const std::string& path) {
@@ -196,6 +201,13 @@ std::string HeaderJson(const std::vector<SafetensorsTensor>& tensors,
 // The file's first bytes: the length, then the JSON padded with spaces to a multiple of 8.
 StatusOr<std::string> EncodeHeader(const std::vector<SafetensorsTensor>& tensors,
                                    const std::map<std::string, std::string>& metadata) {
+  for (const SafetensorsTensor& t : tensors) {
+    if (SafetensorsDTypeName(t.dtype).empty()) {
+      return InvalidArgumentError("tensor \"" + t.name + "\" is " +
+                                  std::string(DTypeName(t.dtype)) +
+                                  ", which the safetensors format has no dtype for");
+    }
+  }
   std::string json;
   try {
     json = HeaderJson(tensors, metadata);

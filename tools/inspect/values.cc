@@ -52,6 +52,23 @@ double Float8E4M3ToDouble(uint8_t bits) {
 
 double Float8E5M2ToDouble(uint8_t bits) { return MiniFloat(bits, 5, 2, true); }
 
+// The fnuz formats: one more of exponent bias than their fn/IEEE siblings (so every value is
+// half theirs), no infinities, no negative zero: 0x80 is the only NaN.
+double Float8E4M3FnuzToDouble(uint8_t bits) {
+  if (bits == 0x80) return std::numeric_limits<double>::quiet_NaN();
+  return MiniFloat(bits, 4, 3, false) / 2;
+}
+
+double Float8E5M2FnuzToDouble(uint8_t bits) {
+  if (bits == 0x80) return std::numeric_limits<double>::quiet_NaN();
+  return MiniFloat(bits, 5, 2, false) / 2;
+}
+
+double Float8E8M0ToDouble(uint8_t bits) {
+  if (bits == 0xFF) return std::numeric_limits<double>::quiet_NaN();
+  return std::ldexp(1.0, static_cast<int>(bits) - 127);
+}
+
 double ElementToDouble(DType dtype, const uint8_t* p) {
   switch (dtype) {
     case DType::kFloat64: return Load<double>(p);
@@ -67,6 +84,15 @@ double ElementToDouble(DType dtype, const uint8_t* p) {
     case DType::kFloat8E4M3: return Float8E4M3ToDouble(*p);
     case DType::kFloat8E5M2: return Float8E5M2ToDouble(*p);
     case DType::kBytes: return *p;
+    case DType::kUInt16: return Load<uint16_t>(p);
+    case DType::kUInt32: return Load<uint32_t>(p);
+    case DType::kUInt64: return static_cast<double>(Load<uint64_t>(p));
+    case DType::kFloat8E4M3Fnuz: return Float8E4M3FnuzToDouble(*p);
+    case DType::kFloat8E5M2Fnuz: return Float8E5M2FnuzToDouble(*p);
+    case DType::kFloat8E8M0: return Float8E8M0ToDouble(*p);
+    case DType::kComplex32:
+    case DType::kComplex64:
+    case DType::kComplex128: break;  // not one real number
   }
   return std::numeric_limits<double>::quiet_NaN();
 }
