@@ -177,10 +177,8 @@ std::vector<uint64_t> RowMajorByteStrides(const Shape& shape, uint64_t element_s
 }
 
 std::vector<uint64_t> ByteStridesOf(const Tensor& t) {
-  const uint64_t element = ElementSize(t.dtype());
-  if (t.is_contiguous()) return RowMajorByteStrides(t.shape(), element);
-  std::vector<uint64_t> strides = t.strides();
-  for (uint64_t& s : strides) s *= element;
+  std::vector<uint64_t> strides = t.strides();  // row-major ones when contiguous
+  for (uint64_t& s : strides) s *= ElementSize(t.dtype());
   return strides;
 }
 

@@ -146,6 +146,8 @@ struct ChunkIterator::Impl {
   rocksdb::Slice upper_slice;
   std::unique_ptr<rocksdb::Iterator> it;
   std::string store_dir;
+  // What the range holds, for errors that name no key (a table failing its checksum).
+  std::string what;
   ChunkKey key;
   ChunkValueDecoder decoder;
   ChunkView view;
@@ -156,7 +158,8 @@ struct ChunkIterator::Impl {
   void Load() {
     valid = false;
     if (!it->Valid()) {
-      status = FromRocksDB(it->status(), "iterating chunks of " + store_dir);
+      status = FromRocksDB(
+          it->status(), "iterating chunks of " + (what.empty() ? "" : what + " in ") + store_dir);
       return;
     }
     StatusOr<ChunkKey> k = DecodeChunkKey(std::string_view(it->key().data(), it->key().size()));
@@ -191,10 +194,13 @@ namespace {
 
 // An iterator over the keys that start with `lower`. If `seek_for_prev` is not empty the
 // iterator is positioned at the last key <= it (within the range), else at the first key.
+// `what` describes the range in errors.
 StatusOr<std::unique_ptr<ChunkIterator::Impl>> NewRangeIterator(ChunkStore::Impl* store,
                                                                 std::string lower,
-                                                                std::string seek_for_prev = "") {
+                                                                std::string seek_for_prev = "",
+                                                                std::string what = "") {
   auto impl = std::make_unique<ChunkIterator::Impl>();
+  impl->what = std::move(what);
   impl->lower = std::move(lower);
   impl->upper = PrefixUpperBound(impl->lower);
   impl->lower_slice = rocksdb::Slice(impl->lower);
@@ -281,14 +287,7 @@ Status ChunkStore::ReadShard(std::string_view checkpoint_id, std::string_view fq
     next += it->view.payload_size;
     any = true;
   }
-  if (!it->status.ok()) {
-    // A table that fails its block checksum says only which file: name what was being read.
-    if (it->status.message().find("\"" + std::string(fqn) + "\"") != std::string::npos) {
-      return it->status;
-    }
-    shard_key.byte_offset = next;
-    return it->status.WithContext("reading " + DescribeChunkKey(shard_key));
-  }
+  DCPKV_RETURN_IF_ERROR(it->status);
   if (!any) return NotFoundError("no chunks for " + DescribeChunkKey(shard_key));
   if (next != size) {
     shard_key.byte_offset = next;
@@ -313,8 +312,9 @@ Status ChunkStore::ReadShardRange(std::string_view checkpoint_id, std::string_vi
   ChunkKey shard_key{std::string(checkpoint_id), std::string(fqn), geometry.offsets, begin};
   DCPKV_ASSIGN_OR_RETURN(std::string target, EncodeChunkKey(shard_key));
   DCPKV_ASSIGN_OR_RETURN(
-      auto it, NewRangeIterator(impl_.get(),
-                                ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets), target));
+      auto it,
+      NewRangeIterator(impl_.get(), ChunkKeyShardPrefix(checkpoint_id, fqn, geometry.offsets),
+                       target, DescribeChunkKey(shard_key)));
   uint64_t next = begin;  // first byte not yet copied
   bool any = false;
   // Stops as soon as the range is copied: the chunk after it is neither read nor checked.

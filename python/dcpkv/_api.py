@@ -179,16 +179,22 @@ def recover(
 # ---- save and load ----
 
 
-def _save_options(
-    incremental: bool,
-    incremental_base: str | None,
-    tags: Mapping[str, str] | None,
-    keep_last: int,
-    chunk_size: int | None,
-    coordinator_rank: int,
-    no_dist: bool,
+def _prepare_save(
+    state_dict: Mapping[str, Any],
+    root: PathLike,
+    *,
+    process_group: ProcessGroup | None = None,
+    incremental: bool = True,
+    incremental_base: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    keep_last: int = 0,
+    chunk_size: int | None = None,
+    coordinator_rank: int = 0,
+    no_dist: bool = False,
     replication: Replication | None = None,
-) -> Any:
+) -> tuple[Any, str, Any, ProcessGroup | None]:
+    """The native state dict, root, options and group of a save: the options of save() and
+    async_save(), checked before anything is written."""
     o = _native.SaveOptions()
     if replication is not None:
         if not isinstance(replication, Replication):
@@ -210,49 +216,26 @@ def _save_options(
         o.chunk_size = int(chunk_size)
     o.coordinator_rank = int(coordinator_rank)
     o.no_dist = bool(no_dist)
-    return o
+    native = Builder(writable=False).add(state_dict).native
+    return native, os.fspath(root), o, _group(process_group, no_dist)
 
 
 def save(
-    state_dict: Mapping[str, Any],
-    root: PathLike,
-    checkpoint_id: str,
-    *,
-    process_group: ProcessGroup | None = None,
-    incremental: bool = True,
-    incremental_base: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    keep_last: int = 0,
-    chunk_size: int | None = None,
-    coordinator_rank: int = 0,
-    no_dist: bool = False,
-    replication: Replication | None = None,
+    state_dict: Mapping[str, Any], root: PathLike, checkpoint_id: str, **options: Any
 ) -> CheckpointInfo:
     """Saves ``state_dict`` as checkpoint ``checkpoint_id`` under the store ``root``, on every
     rank of the process group (by default the torchrun job's when WORLD_SIZE > 1). Returns the
     committed checkpoint once the coordinator has committed it.
 
-    ``incremental``: chunks equal to those of the base (``incremental_base``, default the newest
-    committed checkpoint) are not stored again. ``tags``: strings stored with the manifest
-    ("keep" protects from retention). ``keep_last``: after the commit, keep the newest N
-    checkpoints (and those tagged "keep"), delete the others. ``chunk_size``: payload bytes per
-    stored chunk (default 4 MiB). ``replication``: a :class:`Replication` to copy the manifest
-    to. The longest wait for another rank is the process group's timeout."""
-    builder = Builder(writable=False).add(state_dict)
-    options = _save_options(
-        incremental,
-        incremental_base,
-        tags,
-        keep_last,
-        chunk_size,
-        coordinator_rank,
-        no_dist,
-        replication,
-    )
-    md = _native.save(
-        builder.native, os.fspath(root), checkpoint_id, options, _group(process_group, no_dist)
-    )
-    return CheckpointInfo._from_native(md)
+    Options (keywords): ``process_group``; ``incremental`` (default True): chunks equal to those
+    of the base (``incremental_base``, default the newest committed checkpoint) are not stored
+    again; ``tags``: strings stored with the manifest ("keep" protects from retention);
+    ``keep_last``: after the commit, keep the newest N checkpoints (and those tagged "keep"),
+    delete the others; ``chunk_size``: payload bytes per stored chunk (default 4 MiB);
+    ``coordinator_rank``; ``no_dist``; ``replication``: a :class:`Replication` to copy the
+    manifest to. The longest wait for another rank is the process group's timeout."""
+    native, root, o, group = _prepare_save(state_dict, root, **options)
+    return CheckpointInfo._from_native(_native.save(native, root, checkpoint_id, o, group))
 
 
 def load(
@@ -464,41 +447,17 @@ def async_save(
     root: PathLike,
     checkpoint_id: str,
     *,
-    process_group: ProcessGroup | None = None,
-    incremental: bool = True,
-    incremental_base: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    keep_last: int = 0,
-    chunk_size: int | None = None,
-    coordinator_rank: int = 0,
-    no_dist: bool = False,
-    replication: Replication | None = None,
     refuse_overlap: bool = False,
+    **options: Any,
 ) -> AsyncSaveResult:
     """Stages ``state_dict`` into host memory and uploads it in the background (options as
     :func:`save`). Change the sources only after ``result.staging`` is done; the checkpoint is
     committed when ``result.upload`` is. A new async save to the same store waits for the
     previous upload (``refuse_overlap=True``: fails with FailedPreconditionError instead)."""
-    builder = Builder(writable=False).add(state_dict)
-    options = _save_options(
-        incremental,
-        incremental_base,
-        tags,
-        keep_last,
-        chunk_size,
-        coordinator_rank,
-        no_dist,
-        replication,
+    native, root, o, group = _prepare_save(state_dict, root, **options)
+    return AsyncSaveResult(
+        _native.async_save(native, root, checkpoint_id, o, group, bool(refuse_overlap))
     )
-    native = _native.async_save(
-        builder.native,
-        os.fspath(root),
-        checkpoint_id,
-        options,
-        _group(process_group, no_dist),
-        bool(refuse_overlap),
-    )
-    return AsyncSaveResult(native)
 
 
 # ---- Checkpointer ----

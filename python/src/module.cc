@@ -232,13 +232,10 @@ class PyState {
   PyState()
       : dict_(std::make_shared<StateDict>()),
         owners_(std::make_shared<std::vector<std::unique_ptr<Imported>>>()) {}
+  // Destroyed by Python (with the GIL, which numpy's DLPack deleters need) once the last
+  // reference from Python or from an async save in flight is gone.
   PyState(std::shared_ptr<StateDict> dict, std::shared_ptr<PyState> root)
       : dict_(std::move(dict)), root_(std::move(root)) {}
-  ~PyState() {
-    // The owners' deleters may call into Python (numpy's does): release them with the GIL,
-    // which a destructor called by Python's collector holds.
-    dict_.reset();
-  }
 
   StateDict& dict() { return *dict_; }
   std::vector<std::unique_ptr<Imported>>* owners() {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -26,6 +27,13 @@ def cli() -> str:
     path = shutil.which(path) or path
     assert os.path.exists(path), f"the dcpkv CLI is needed at {path} (set DCPKV_CLI)"
     return path
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

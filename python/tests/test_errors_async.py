@@ -1,6 +1,5 @@
 """Errors as exception classes, each from a real failure; async saves and incremental saves."""
 
-import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 import dcpkv
-from conftest import flip_stored_byte
+from conftest import free_port, flip_stored_byte
 
 
 def test_every_error_is_a_dcpkv_error_named_for_its_code():
@@ -76,12 +75,6 @@ def test_bad_input_is_invalid_argument_before_anything_is_written(root):
     frozen = {"w": np.zeros((3, 4), np.float32), "cfg": types.MappingProxyType({"lr": 0.1})}
     with pytest.raises(dcpkv.InvalidArgumentError, match="'cfg.lr' is in a mappingproxy"):
         dcpkv.load(frozen, root, "ok", strict=False)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_rank_that_never_joins_is_deadline_exceeded():

@@ -3,7 +3,6 @@ after the coordinator's database is lost, and an unreachable replica."""
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import dcpkv
-from conftest import cli
+from conftest import free_port, cli
 
 
 @pytest.fixture
@@ -26,12 +25,6 @@ def replica(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def two_ranks(fn):

@@ -3,7 +3,6 @@
 // safetensors, remove and garbage collection.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,6 +13,7 @@
 #include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/maintenance.h"
+#include "tests/util/temp_dir.h"
 
 namespace dcpkv {
 namespace {
@@ -23,16 +23,11 @@ namespace fs = std::filesystem;
 class MaintenanceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string templ = (fs::temp_directory_path() / "dcpkv-maintenance-XXXXXX").string();
-    ASSERT_NE(mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
-    root_ = dir_ + "/store";
+    root_ = tmp_.Sub("store");
     std::mt19937 rng(5);
     for (uint8_t& b : w_) b = static_cast<uint8_t>(rng());
     for (size_t i = 0; i < v_.size(); ++i) v_[i] = static_cast<float>(i);
   }
-  void TearDown() override { fs::remove_all(dir_); }
-
   void SaveAs(const std::string& id) {
     StateDict sd;
     sd.Set("w", Tensor::Wrap(DType::kUInt8, {w_.size()}, w_.data()));
@@ -61,7 +56,8 @@ class MaintenanceTest : public ::testing::Test {
     FAIL() << "w's payload is in no table file";
   }
 
-  std::string dir_, root_;
+  testing::TempDir tmp_;
+  std::string root_;
   std::vector<uint8_t> w_ = std::vector<uint8_t>(1 << 16);
   std::vector<float> v_ = std::vector<float>(1000);
 };
@@ -82,7 +78,7 @@ TEST_F(MaintenanceTest, VerifyFindsADamagedByteAndNamesIt) {
   EXPECT_NE(damaged->problems[0].description.find("checkpoint \"a\""), std::string::npos)
       << damaged->problems[0].description;
   EXPECT_EQ(VerifyStore(root_, {"absent"}).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(VerifyStore(dir_ + "/nothing").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(VerifyStore(tmp_.Sub("nothing")).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(MaintenanceTest, DiffExportRemoveAndGc) {
@@ -99,7 +95,7 @@ TEST_F(MaintenanceTest, DiffExportRemoveAndGc) {
   EXPECT_DOUBLE_EQ(diff->entries[0].max_abs_diff, 2.5);
   EXPECT_EQ(diff->entries[1].kind, "unchanged");
 
-  const std::string path = dir_ + "/b.safetensors";
+  const std::string path = tmp_.Sub("b.safetensors");
   StatusOr<SafetensorsExport> exported = ExportCheckpointToSafetensors(root_, "b", path);
   ASSERT_TRUE(exported.ok()) << exported.status();
   EXPECT_EQ(exported->tensors, 2u);
