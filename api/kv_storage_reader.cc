@@ -39,8 +39,9 @@ Box RowsNeeded(const SavedShard& shard, const std::vector<const ReadItem*>& item
 // tensor: without collectives nothing is deduplicated) is kept once, from the lowest rank.
 Status MergePart(const Metadata& part, Metadata* merged) {
   for (const auto& [fqn, entry] : part.entries) {
-    auto [it, inserted] =
-        merged->entries.try_emplace(fqn, EntryMetadata{entry.dtype, entry.global_shape, {}});
+    EntryMetadata first = entry;  // dtype, shape and the torch fields of the lowest rank's
+    first.shards.clear();
+    auto [it, inserted] = merged->entries.try_emplace(fqn, std::move(first));
     EntryMetadata& into = it->second;
     if (into.dtype != entry.dtype || into.global_shape != entry.global_shape) {
       return DataLossError("fqn \"" + fqn + "\" differs between the parts of rank " +

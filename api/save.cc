@@ -12,6 +12,7 @@
 #include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/core/names.h"
 #include "dcpkv/core/plan_codec.h"
+#include "dcpkv/kv_storage_factory.h"
 #include "plan_metadata.h"
 #include "protocol.h"
 #include "save_internal.h"
@@ -358,16 +359,7 @@ StatusOr<Metadata> Saver::Run() {
 
 void Saver::FinishMetadata(Metadata* md) {
   md->tags = options_.tags;
-  md->stored_bytes = 0;
-  for (const auto& [fqn, entry] : md->entries) {
-    for (const SavedShard& shard : entry.shards) {
-      if (shard.chunk_list.empty()) md->stored_bytes += shard.bytes;
-      for (const SavedChunk& c : shard.chunk_list) {
-        if (c.source.empty()) md->stored_bytes += c.length;
-      }
-    }
-  }
-  writer_->AmendMetadata(md);
+  FillCommitMetadata(*writer_, md);
 }
 
 void Saver::AfterCommit(const Metadata& committed) {

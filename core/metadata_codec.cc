@@ -1,17 +1,22 @@
 // Checkpoint metadata layout (docs/format.md, "Checkpoint metadata (manifest payload)"): a
 // FlatBuffer with file identifier "DKVD" and root table dcpkv.format.CheckpointMetadata:
 //   format_version u16 | checkpoint_id string | world_size i32 | coordinator_rank i32 |
-//   committed_unix_micros i64 | entries [Entry], sorted by fqn, unique | per_rank_commit bool
+//   committed_unix_micros i64 | entries [Entry], sorted by fqn, unique | per_rank_commit bool |
+//   data_sources [string] | base_checkpoint_id string | stored_bytes u64 | tags [Tag] |
+//   torch_dcp TorchDcpMetadata
 // Entry (shards stored column-wise; n = len(global_shape), s = len(shard_ranks)):
 //   fqn string (required, key) | dtype u8 | global_shape [u64]{n} | shard_ranks [i32]{s} |
 //   shard_offsets [u64]{s*n} | shard_sizes [u64]{s*n} | shard_bytes [u64]{s} |
-//   shard_chunks [u32]{s}
+//   shard_chunks [u32]{s} | chunk_lengths, chunk_hashes, chunk_sources, chunk_source_ranks |
+//   torch_properties TorchTensorProperties | bytes_encoding u8
 // Shard i's offsets and sizes are elements [i*n, i*n+n) of shard_offsets and shard_sizes.
 #include "dcpkv/core/metadata_codec.h"
 
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -23,9 +28,10 @@ namespace {
 
 namespace fb = ::dcpkv::format;
 
-// Verifier limits: the root table plus one table per entry, at most four levels deep.
+// Verifier limits: the root table, per entry one table and one of torch properties, the tags,
+// the torch metadata and one table per flattened name; at most three levels deep.
 constexpr flatbuffers::uoffset_t kMaxVerifierDepth = 16;
-constexpr flatbuffers::uoffset_t kMaxVerifierTables = kMaxMetadataEntries + 16;
+constexpr flatbuffers::uoffset_t kMaxVerifierTables = 3 * kMaxMetadataEntries + kMaxTags + 16;
 
 Status Corrupt(const std::string& what) {
   return DataLossError("corrupt checkpoint metadata: " + what);
@@ -77,6 +83,18 @@ bool ElementsAligned(const flatbuffers::Vector<T>* v) {
   return v == nullptr || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
 }
 
+bool IsKnownBytesEncoding(uint8_t value) {
+  return value <= static_cast<uint8_t>(BytesEncoding::kTorchSave);
+}
+
+std::string BytesEncodingName(BytesEncoding encoding) {
+  switch (encoding) {
+    case BytesEncoding::kRaw: return "raw";
+    case BytesEncoding::kTorchSave: return "torch.save";
+  }
+  return std::to_string(static_cast<int>(encoding));
+}
+
 // Chunks are recorded for an entry when every shard lists all of its chunks.
 size_t RecordedChunks(const EntryMetadata& e) {
   size_t c = 0;
@@ -85,6 +103,60 @@ size_t RecordedChunks(const EntryMetadata& e) {
     c += s.chunk_list.size();
   }
   return c;
+}
+
+flatbuffers::Offset<fb::TorchTensorProperties> EncodeTorchProperties(
+    flatbuffers::FlatBufferBuilder& b, const TorchTensorProperties& p) {
+  auto layout = b.CreateString(p.layout);
+  auto memory_format = b.CreateString(p.memory_format);
+  flatbuffers::Offset<flatbuffers::Vector<int64_t>> strides;
+  const bool write_strides = p.has_strides || !p.strides.empty();
+  if (write_strides) strides = b.CreateVector(p.strides);
+  fb::TorchTensorPropertiesBuilder pb(b);
+  if (write_strides) pb.add_strides(strides);
+  pb.add_memory_format(memory_format);
+  pb.add_layout(layout);
+  pb.add_requires_grad(p.requires_grad);
+  pb.add_pin_memory(p.pin_memory);
+  pb.add_has_strides(p.has_strides);
+  return pb.Finish();
+}
+
+flatbuffers::Offset<fb::TorchDcpMetadata> EncodeTorchDcp(flatbuffers::FlatBufferBuilder& b,
+                                                         const TorchDcpMetadata& t) {
+  // std::map's order is bytewise, as FlatBuffers' string keys compare.
+  std::vector<flatbuffers::Offset<fb::FlattenedName>> names;
+  names.reserve(t.flatten_mapping.size());
+  for (const auto& [fqn, path] : t.flatten_mapping) {
+    std::vector<flatbuffers::Offset<flatbuffers::String>> keys;
+    std::vector<int64_t> indices;
+    keys.reserve(path.size());
+    indices.reserve(path.size());
+    for (const TorchPathElement& element : path) {
+      keys.push_back(b.CreateString(element.key));
+      indices.push_back(element.index);
+    }
+    auto keys_vec = b.CreateVector(keys);
+    auto indices_vec = b.CreateVector(indices);
+    auto fqn_str = b.CreateString(fqn);
+    names.push_back(fb::CreateFlattenedName(b, fqn_str, keys_vec, indices_vec));
+  }
+  auto mapping = b.CreateVector(names);
+  auto version = b.CreateString(t.version);
+  auto storage_id = b.CreateString(t.storage_checkpoint_id);
+  auto save_id = b.CreateString(t.save_id);
+  auto load_id = b.CreateString(t.load_id);
+  auto modules = b.CreateVectorOfStrings(t.modules);
+  fb::TorchDcpMetadataBuilder tb(b);
+  tb.add_version(version);
+  tb.add_flatten_mapping(mapping);
+  tb.add_storage_checkpoint_id(storage_id);
+  tb.add_save_id(save_id);
+  tb.add_load_id(load_id);
+  tb.add_modules(modules);
+  tb.add_has_flatten_mapping(t.has_flatten_mapping);
+  tb.add_has_storage_meta(t.has_storage_meta);
+  return tb.Finish();
 }
 
 flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
@@ -160,6 +232,8 @@ flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
     }
   }
   auto shape_vec = b.CreateVector(e.global_shape);
+  flatbuffers::Offset<fb::TorchTensorProperties> properties;
+  if (e.torch_properties) properties = EncodeTorchProperties(b, *e.torch_properties);
   auto fqn_str = b.CreateString(fqn);
   fb::EntryBuilder eb(b);
   if (c > 0) {
@@ -174,8 +248,10 @@ flatbuffers::Offset<fb::Entry> EncodeEntry(flatbuffers::FlatBufferBuilder& b,
   eb.add_shard_offsets(offsets_vec);
   eb.add_shard_ranks(ranks_vec);
   eb.add_global_shape(shape_vec);
+  if (e.torch_properties) eb.add_torch_properties(properties);
   eb.add_fqn(fqn_str);
   eb.add_dtype(static_cast<uint8_t>(e.dtype));
+  eb.add_bytes_encoding(static_cast<fb::BytesEncoding>(e.bytes_encoding));
   return eb.Finish();
 }
 
@@ -271,6 +347,54 @@ Status ValidateEntry(const EntryMetadata& e, int32_t world_size, const std::stri
     }
     DCPKV_RETURN_IF_ERROR(ValidateChunkList(shard, world_size, self, error));
   }
+  if (!IsKnownBytesEncoding(static_cast<uint8_t>(e.bytes_encoding))) {
+    return InvalidArgumentError(where + "unknown bytes_encoding " +
+                                std::to_string(static_cast<int>(e.bytes_encoding)));
+  }
+  if (e.bytes_encoding != BytesEncoding::kRaw && !e.is_bytes()) {
+    return InvalidArgumentError(where + "bytes_encoding " + BytesEncodingName(e.bytes_encoding) +
+                                " on a tensor (bytes entries only)");
+  }
+  if (const std::optional<TorchTensorProperties>& p = e.torch_properties; p.has_value()) {
+    if (!p->has_strides && !p->strides.empty()) {
+      return InvalidArgumentError(where + "torch properties: strides without has_strides");
+    }
+    if (p->strides.size() > kMaxTensorDims) {
+      return InvalidArgumentError(where + "torch properties: " + std::to_string(p->strides.size()) +
+                                  " strides; the limit is " + std::to_string(kMaxTensorDims));
+    }
+  }
+  return Status::Ok();
+}
+
+// Checks the torch.distributed.checkpoint metadata; `ctx` ("checkpoint ...: ") prefixes every
+// message.
+Status ValidateTorchDcp(const TorchDcpMetadata& t, const std::string& ctx) {
+  const std::string where = ctx + "torch metadata: ";
+  if (!t.has_flatten_mapping && !t.flatten_mapping.empty()) {
+    return InvalidArgumentError(where + "flatten mapping without has_flatten_mapping");
+  }
+  if (t.flatten_mapping.size() > kMaxMetadataEntries) {
+    return InvalidArgumentError(where + std::to_string(t.flatten_mapping.size()) +
+                                " flattened names; the limit is " +
+                                std::to_string(kMaxMetadataEntries));
+  }
+  for (const auto& [fqn, path] : t.flatten_mapping) {
+    if (Status s = ValidateFqn(fqn); !s.ok()) {
+      return s.WithContext(where.substr(0, where.size() - 2) + ": flatten mapping");
+    }
+    for (size_t i = 0; i < path.size(); ++i) {
+      if (path[i].index < -1) {
+        return InvalidArgumentError(
+            where + "flatten mapping: fqn " + Quoted(fqn) + ": path element " + std::to_string(i) +
+            " has index " + std::to_string(path[i].index) + " (a list index is >= 0, a key -1)");
+      }
+    }
+  }
+  if (!t.has_storage_meta && (!t.storage_checkpoint_id.empty() || !t.save_id.empty() ||
+                              !t.load_id.empty() || !t.modules.empty())) {
+    return InvalidArgumentError(where + "storage meta fields without has_storage_meta");
+  }
   return Status::Ok();
 }
 
@@ -301,7 +425,8 @@ Status DecodeEntry(const fb::Entry& e, const std::string& where,
   }
   if (!ElementsAligned(e.global_shape()) || !ElementsAligned(e.shard_offsets()) ||
       !ElementsAligned(e.shard_sizes()) || !ElementsAligned(e.shard_bytes()) ||
-      !ElementsAligned(e.chunk_lengths()) || !ElementsAligned(e.chunk_hashes())) {
+      !ElementsAligned(e.chunk_lengths()) || !ElementsAligned(e.chunk_hashes()) ||
+      (e.torch_properties() && !ElementsAligned(e.torch_properties()->strides()))) {
     return Corrupt(where + "misaligned vector of 8-byte values");
   }
   const size_t data_bytes = e.fqn()->size() + 8 * n + s * (8 * n * 2 + 4 + 8 + 4);
@@ -311,6 +436,31 @@ Status DecodeEntry(const fb::Entry& e, const std::string& where,
   *budget -= data_bytes;
 
   out->dtype = static_cast<DType>(e.dtype());
+  const uint8_t encoding = static_cast<uint8_t>(e.bytes_encoding());
+  if (!IsKnownBytesEncoding(encoding)) {
+    return Corrupt(where + "unknown bytes_encoding " + std::to_string(encoding));
+  }
+  out->bytes_encoding = static_cast<BytesEncoding>(encoding);
+  if (const fb::TorchTensorProperties* p = e.torch_properties(); p != nullptr) {
+    const size_t strides = Len(p->strides());
+    if (strides > kMaxTensorDims) {
+      return Corrupt(where + "torch properties: " + std::to_string(strides) +
+                     " strides; the limit is " + std::to_string(kMaxTensorDims));
+    }
+    const size_t bytes = (p->layout() ? p->layout()->size() : 0) +
+                         (p->memory_format() ? p->memory_format()->size() : 0) + 8 * strides;
+    if (bytes > *budget) {
+      return Corrupt(where + "vectors overlap other data (decoded size exceeds the buffer)");
+    }
+    *budget -= bytes;
+    TorchTensorProperties& props = out->torch_properties.emplace();
+    if (p->layout()) props.layout = p->layout()->str();
+    if (p->memory_format()) props.memory_format = p->memory_format()->str();
+    props.requires_grad = p->requires_grad();
+    props.pin_memory = p->pin_memory();
+    props.has_strides = p->has_strides();
+    if (strides > 0) props.strides.assign(p->strides()->begin(), p->strides()->end());
+  }
   if (n > 0) out->global_shape.assign(e.global_shape()->begin(), e.global_shape()->end());
   out->shards.resize(s);
   for (size_t i = 0; i < s; ++i) {
@@ -366,6 +516,82 @@ Status DecodeEntry(const fb::Entry& e, const std::string& where,
   return Status::Ok();
 }
 
+// Charges the bytes of string `s` (if any) to the budget (see DecodeEntry); false if they do not
+// fit.
+bool Take(const flatbuffers::String* s, size_t* budget) {
+  const size_t n = s ? s->size() : 0;
+  if (n > *budget) return false;
+  *budget -= n;
+  return true;
+}
+
+// Decodes the torch.distributed.checkpoint metadata into `out` (its meaning is checked by
+// ValidateMetadata); `ctx` ("checkpoint ...: ") prefixes every message, `budget` as for
+// DecodeEntry.
+Status DecodeTorchDcp(const fb::TorchDcpMetadata& t, const std::string& ctx, size_t* budget,
+                      TorchDcpMetadata* out) {
+  const std::string where = ctx + "torch metadata: ";
+  const auto overlap = [&] {
+    return Corrupt(where + "vectors overlap other data (decoded size exceeds the buffer)");
+  };
+  if (!Take(t.version(), budget) || !Take(t.storage_checkpoint_id(), budget) ||
+      !Take(t.save_id(), budget) || !Take(t.load_id(), budget)) {
+    return overlap();
+  }
+  out->version = t.version() ? t.version()->str() : "";
+  out->has_flatten_mapping = t.has_flatten_mapping();
+  out->has_storage_meta = t.has_storage_meta();
+  out->storage_checkpoint_id = t.storage_checkpoint_id() ? t.storage_checkpoint_id()->str() : "";
+  out->save_id = t.save_id() ? t.save_id()->str() : "";
+  out->load_id = t.load_id() ? t.load_id()->str() : "";
+  for (size_t i = 0; i < Len(t.modules()); ++i) {
+    const flatbuffers::String* module = t.modules()->Get(i);
+    if (module == nullptr) return Corrupt(where + "bad module " + std::to_string(i));
+    if (!Take(module, budget)) return overlap();
+    out->modules.push_back(module->str());
+  }
+  const size_t count = Len(t.flatten_mapping());
+  if (count > kMaxMetadataEntries) {
+    return Corrupt(where + std::to_string(count) + " flattened names; the limit is " +
+                   std::to_string(kMaxMetadataEntries));
+  }
+  std::string_view previous;
+  for (size_t i = 0; i < count; ++i) {
+    const fb::FlattenedName* name = t.flatten_mapping()->Get(i);
+    const std::string_view fqn = name->fqn()->string_view();
+    if (i > 0 && fqn <= previous) {
+      return Corrupt(where + "flatten mapping: " +
+                     (fqn == previous
+                          ? "duplicate fqn " + Quoted(fqn)
+                          : "fqn " + Quoted(fqn) + " out of order after " + Quoted(previous)));
+    }
+    previous = fqn;
+    const std::string name_where = where + "flatten mapping: fqn " + Quoted(fqn) + ": ";
+    const size_t n = Len(name->path_keys());
+    if (Len(name->path_indices()) != n) {
+      return Corrupt(name_where + std::to_string(n) + " path_keys for " +
+                     std::to_string(Len(name->path_indices())) + " path_indices");
+    }
+    if (!ElementsAligned(name->path_indices())) {
+      return Corrupt(name_where + "misaligned vector of 8-byte values");
+    }
+    // n < 2^31 / 4: no overflow.
+    if (fqn.size() + 8 * n > *budget) return overlap();
+    *budget -= fqn.size() + 8 * n;
+    std::vector<TorchPathElement> path(n);
+    for (size_t k = 0; k < n; ++k) {
+      const flatbuffers::String* key = name->path_keys()->Get(k);
+      if (key == nullptr) return Corrupt(name_where + "bad path key " + std::to_string(k));
+      if (!Take(key, budget)) return overlap();
+      path[k].key = key->str();
+      path[k].index = name->path_indices()->Get(k);
+    }
+    out->flatten_mapping.emplace_hint(out->flatten_mapping.end(), std::string(fqn),
+                                      std::move(path));
+  }
+  return Status::Ok();
+}
+
 StatusOr<Metadata> DecodeAligned(const uint8_t* data, size_t size) {
   if (!fb::CheckpointMetadataBufferHasIdentifier(data)) {
     return Corrupt("missing file identifier \"DKVD\"");
@@ -409,6 +635,9 @@ StatusOr<Metadata> DecodeAligned(const uint8_t* data, size_t size) {
     if (!md.tags.emplace(tag->key()->str(), std::move(value)).second) {
       return Corrupt(ctx + "duplicate tag " + Quoted(tag->key()->string_view()));
     }
+  }
+  if (const fb::TorchDcpMetadata* t = m->torch_dcp(); t != nullptr) {
+    DCPKV_RETURN_IF_ERROR(DecodeTorchDcp(*t, ctx, &budget, &md.torch_dcp.emplace()));
   }
   std::string_view previous;
   for (size_t i = 0; i < count; ++i) {
@@ -468,6 +697,7 @@ Status ValidateMetadata(const Metadata& metadata) {
     DCPKV_RETURN_IF_ERROR(ValidateEntry(entry, metadata.world_size, metadata.checkpoint_id,
                                         ctx + "fqn " + Quoted(fqn) + ": "));
   }
+  if (metadata.torch_dcp) DCPKV_RETURN_IF_ERROR(ValidateTorchDcp(*metadata.torch_dcp, ctx));
   return Status::Ok();
 }
 
@@ -507,11 +737,14 @@ std::string EncodeMetadata(const Metadata& metadata) {
     tags.push_back(fb::CreateTag(b, k, v));
   }
   auto tags_vec = b.CreateVector(tags);
+  flatbuffers::Offset<fb::TorchDcpMetadata> torch_dcp;
+  if (metadata.torch_dcp) torch_dcp = EncodeTorchDcp(b, *metadata.torch_dcp);
   fb::CheckpointMetadataBuilder mb(b);
   mb.add_data_sources(sources_vec);
   if (!metadata.base_checkpoint_id.empty()) mb.add_base_checkpoint_id(base);
   mb.add_stored_bytes(metadata.stored_bytes);
   mb.add_tags(tags_vec);
+  if (metadata.torch_dcp) mb.add_torch_dcp(torch_dcp);
   mb.add_committed_unix_micros(metadata.committed_unix_micros);
   mb.add_checkpoint_id(id);
   mb.add_world_size(metadata.world_size);

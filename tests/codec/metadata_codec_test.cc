@@ -7,9 +7,11 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "dcpkv/core/schema/metadata_generated.h"
 #include "tests/util/test_data.h"
 
 namespace dcpkv {
@@ -74,6 +76,164 @@ TEST(MetadataCodecTest, RoundTrip) {
   EXPECT_EQ(d->entries.at("rng.state").shards[0].bytes, 5000u);
   // Encoding is deterministic.
   EXPECT_EQ(EncodeMetadata(*d), enc);
+}
+
+// SampleMetadata as saved through dcpkv.torch: torch properties on some tensors (strides given,
+// given as none, absent; defaults and others), a torch.save bytes entry, and the DCP metadata
+// with a flatten mapping of dict keys and list indices and a storage meta.
+Metadata SampleTorchMetadata() {
+  Metadata md = SampleMetadata();
+  md.entries.at("model.w").torch_properties = TorchTensorProperties{};  // all defaults
+  TorchTensorProperties grad;
+  grad.requires_grad = true;
+  grad.has_strides = true;
+  grad.strides = {1, 512};
+  md.entries.at("model.bias").torch_properties = grad;
+  TorchTensorProperties scalar;
+  scalar.has_strides = true;  // a 0-d tensor's strides: () is not None
+  md.entries.at("optim.step").torch_properties = scalar;
+  TorchTensorProperties odd;
+  odd.layout = "sparse_coo";
+  odd.memory_format = "channels_last";
+  odd.pin_memory = true;
+  odd.strides = {};
+  md.entries.at("model.layers.0.mlp.w1").torch_properties = odd;
+  md.entries.at("rng.state").bytes_encoding = BytesEncoding::kTorchSave;
+  // "config" stays a raw bytes entry, "model.empty" a tensor without properties.
+  TorchDcpMetadata& t = md.torch_dcp.emplace();
+  t.version = "1.0.0";
+  t.has_flatten_mapping = true;
+  t.flatten_mapping["model.w"] = {{"model", -1}, {"w", -1}};
+  t.flatten_mapping["model.layers.0.mlp.w1"] = {
+      {"model", -1}, {"layers", -1}, {"", 0}, {"mlp", -1}, {"w1", -1}};
+  t.flatten_mapping["optim.step"] = {{"optim", -1}, {"step", -1}};
+  t.flatten_mapping["rng.state"] = {{"rng", -1}, {"state", -1}};
+  t.flatten_mapping["lists.3.7"] = {{"lists", -1}, {"", 3}, {"", 7}};
+  t.flatten_mapping["x"] = {};  // an empty path: not what DCP writes, but representable
+  t.has_storage_meta = true;
+  t.storage_checkpoint_id = "/ckpt/step-100";
+  t.save_id = "3f2c9a";
+  t.load_id = "";
+  t.modules = {"model", "optim"};
+  return md;
+}
+
+TEST(MetadataCodecTest, TorchFieldsRoundTrip) {
+  const Metadata md = SampleTorchMetadata();
+  const std::string enc = EncodeMetadata(md);
+  ASSERT_TRUE(ValidateMetadata(md).ok()) << ValidateMetadata(md);
+  StatusOr<Metadata> d = DecodeMetadata(enc);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(*d == md);
+  EXPECT_EQ(EncodeMetadata(*d), enc);
+  // The fields one by one (operator== covers them too, but a mistake there would hide here).
+  ASSERT_TRUE(d->entries.at("model.w").torch_properties.has_value());
+  EXPECT_EQ(d->entries.at("model.w").torch_properties->layout, "strided");
+  EXPECT_EQ(d->entries.at("model.w").torch_properties->memory_format, "contiguous_format");
+  EXPECT_FALSE(d->entries.at("model.w").torch_properties->has_strides);
+  const std::optional<TorchTensorProperties>& bias = d->entries.at("model.bias").torch_properties;
+  ASSERT_TRUE(bias.has_value());
+  EXPECT_TRUE(bias->requires_grad);
+  EXPECT_FALSE(bias->pin_memory);
+  EXPECT_TRUE(bias->has_strides);
+  EXPECT_EQ(bias->strides, (std::vector<int64_t>{1, 512}));
+  ASSERT_TRUE(d->entries.at("optim.step").torch_properties.has_value());
+  EXPECT_TRUE(d->entries.at("optim.step").torch_properties->has_strides);
+  EXPECT_TRUE(d->entries.at("optim.step").torch_properties->strides.empty());
+  const std::optional<TorchTensorProperties>& odd =
+      d->entries.at("model.layers.0.mlp.w1").torch_properties;
+  ASSERT_TRUE(odd.has_value());
+  EXPECT_EQ(odd->layout, "sparse_coo");
+  EXPECT_EQ(odd->memory_format, "channels_last");
+  EXPECT_TRUE(odd->pin_memory);
+  EXPECT_FALSE(odd->requires_grad);
+  EXPECT_FALSE(odd->has_strides);
+  EXPECT_FALSE(d->entries.at("model.empty").torch_properties.has_value());
+  EXPECT_FALSE(d->entries.at("config").torch_properties.has_value());
+  EXPECT_EQ(d->entries.at("rng.state").bytes_encoding, BytesEncoding::kTorchSave);
+  EXPECT_EQ(d->entries.at("config").bytes_encoding, BytesEncoding::kRaw);
+  ASSERT_TRUE(d->torch_dcp.has_value());
+  const TorchDcpMetadata& t = *d->torch_dcp;
+  EXPECT_EQ(t.version, "1.0.0");
+  EXPECT_TRUE(t.has_flatten_mapping);
+  ASSERT_EQ(t.flatten_mapping.size(), 6u);
+  const std::vector<TorchPathElement>& lists = t.flatten_mapping.at("lists.3.7");
+  ASSERT_EQ(lists.size(), 3u);
+  EXPECT_EQ(lists[0].key, "lists");
+  EXPECT_EQ(lists[0].index, -1);
+  EXPECT_EQ(lists[1].index, 3);
+  EXPECT_EQ(lists[2].index, 7);
+  EXPECT_EQ(t.flatten_mapping.at("model.layers.0.mlp.w1")[2].index, 0);
+  EXPECT_EQ(t.flatten_mapping.at("model.layers.0.mlp.w1")[3].key, "mlp");
+  EXPECT_TRUE(t.flatten_mapping.at("x").empty());
+  EXPECT_TRUE(t.has_storage_meta);
+  EXPECT_EQ(t.storage_checkpoint_id, "/ckpt/step-100");
+  EXPECT_EQ(t.save_id, "3f2c9a");
+  EXPECT_EQ(t.load_id, "");
+  EXPECT_EQ(t.modules, (std::vector<std::string>{"model", "optim"}));
+  // And at any alignment.
+  for (size_t shift = 1; shift < 8; ++shift) {
+    std::string buf(shift, 'x');
+    buf += enc;
+    StatusOr<Metadata> s = DecodeMetadata(std::string_view(buf).substr(shift));
+    ASSERT_TRUE(s.ok()) << shift << ": " << s.status();
+    EXPECT_TRUE(*s == md) << shift;
+  }
+}
+
+TEST(MetadataCodecTest, TorchFieldsAreOptional) {
+  // Without them: absent stays absent, and the encoding is what it was before they existed
+  // (nothing is written for an absent table or a default bytes_encoding).
+  const Metadata plain = SampleMetadata();
+  const std::string plain_enc = EncodeMetadata(plain);
+  StatusOr<Metadata> d = DecodeMetadata(plain_enc);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(*d == plain);
+  EXPECT_FALSE(d->torch_dcp.has_value());
+  for (const auto& [fqn, e] : d->entries) {
+    EXPECT_FALSE(e.torch_properties.has_value()) << fqn;
+    EXPECT_EQ(e.bytes_encoding, BytesEncoding::kRaw) << fqn;
+  }
+  namespace fb = ::dcpkv::format;
+  auto has_field = [](const void* table, flatbuffers::voffset_t field) {
+    return reinterpret_cast<const flatbuffers::Table*>(table)->CheckField(field);
+  };
+  const fb::CheckpointMetadata* root = fb::GetCheckpointMetadata(plain_enc.data());
+  EXPECT_FALSE(has_field(root, fb::CheckpointMetadata::VT_TORCH_DCP));
+  EXPECT_TRUE(has_field(root, fb::CheckpointMetadata::VT_TAGS));  // the check can see a field
+  for (const fb::Entry* e : *root->entries()) {
+    EXPECT_FALSE(has_field(e, fb::Entry::VT_TORCH_PROPERTIES)) << e->fqn()->str();
+    EXPECT_FALSE(has_field(e, fb::Entry::VT_BYTES_ENCODING)) << e->fqn()->str();
+  }
+  const Metadata torch = SampleTorchMetadata();
+  EXPECT_FALSE(plain == torch);
+  EXPECT_GT(EncodeMetadata(torch).size(), plain_enc.size());
+  // Present but empty is not absent.
+  Metadata empty = plain;
+  empty.torch_dcp.emplace();
+  empty.entries.at("model.bias").torch_properties.emplace();
+  EXPECT_FALSE(empty == plain);
+  d = DecodeMetadata(EncodeMetadata(empty));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(*d == empty);
+  ASSERT_TRUE(d->torch_dcp.has_value());
+  EXPECT_FALSE(d->torch_dcp->has_flatten_mapping);
+  EXPECT_FALSE(d->torch_dcp->has_storage_meta);
+  EXPECT_TRUE(d->entries.at("model.bias").torch_properties.has_value());
+  EXPECT_FALSE(d->entries.at("model.w").torch_properties.has_value());
+  // Each new field takes part in operator==.
+  Metadata other = torch;
+  other.entries.at("rng.state").bytes_encoding = BytesEncoding::kRaw;
+  EXPECT_FALSE(other == torch);
+  other = torch;
+  other.entries.at("model.bias").torch_properties->strides[1] = 511;
+  EXPECT_FALSE(other == torch);
+  other = torch;
+  other.torch_dcp->flatten_mapping.at("lists.3.7")[1].index = 4;
+  EXPECT_FALSE(other == torch);
+  other = torch;
+  other.torch_dcp->modules.pop_back();
+  EXPECT_FALSE(other == torch);
 }
 
 TEST(MetadataCodecTest, RoundTripAtAnyAlignment) {
@@ -267,6 +427,95 @@ TEST(MetadataCodecTest, DuplicateAndUnsortedFqnsAreDataLoss) {
   ExpectDataLoss(unsorted, "fqn \"x0b\" out of order after \"xaa\"");
 }
 
+TEST(MetadataCodecTest, TorchFieldViolationsAreDataLoss) {
+  // A bytes_encoding this build does not know, named with its fqn and value.
+  Metadata md = SampleTorchMetadata();
+  md.entries.at("rng.state").bytes_encoding = static_cast<BytesEncoding>(7);
+  EXPECT_EQ(ValidateMetadata(md).code(), StatusCode::kInvalidArgument);
+  ExpectDataLoss(EncodeMetadata(md),
+                 "checkpoint \"step-100\": fqn \"rng.state\": unknown bytes_encoding 7");
+  md.entries.at("rng.state").bytes_encoding = static_cast<BytesEncoding>(255);
+  ExpectDataLoss(EncodeMetadata(md), "fqn \"rng.state\": unknown bytes_encoding 255");
+  // torch.save on a tensor.
+  md = SampleTorchMetadata();
+  md.entries.at("model.w").bytes_encoding = BytesEncoding::kTorchSave;
+  ExpectDataLoss(EncodeMetadata(md),
+                 "fqn \"model.w\": bytes_encoding torch.save on a tensor (bytes entries only)");
+  // Strides without has_strides, too many strides.
+  md = SampleTorchMetadata();
+  md.entries.at("model.w").torch_properties->strides = {512, 1};
+  ExpectDataLoss(EncodeMetadata(md),
+                 "fqn \"model.w\": torch properties: strides without has_strides");
+  md.entries.at("model.w").torch_properties->has_strides = true;
+  md.entries.at("model.w").torch_properties->strides.assign(65, 1);
+  ExpectDataLoss(EncodeMetadata(md), "fqn \"model.w\": torch properties: 65 strides");
+  // A flatten mapping without has_flatten_mapping; storage meta without has_storage_meta.
+  md = SampleTorchMetadata();
+  md.torch_dcp->has_flatten_mapping = false;
+  ExpectDataLoss(EncodeMetadata(md), "flatten mapping without has_flatten_mapping");
+  md = SampleTorchMetadata();
+  md.torch_dcp->has_storage_meta = false;
+  ExpectDataLoss(EncodeMetadata(md), "storage meta fields without has_storage_meta");
+  // A path index that is neither a list index nor -1; an invalid flattened name.
+  md = SampleTorchMetadata();
+  md.torch_dcp->flatten_mapping.at("lists.3.7")[2].index = -2;
+  ExpectDataLoss(EncodeMetadata(md),
+                 "torch metadata: flatten mapping: fqn \"lists.3.7\": path element 2 has index -2");
+  md = SampleTorchMetadata();
+  md.torch_dcp->flatten_mapping["has space"] = {{"has space", -1}};
+  ExpectDataLoss(EncodeMetadata(md), "fqn \"has space\" has invalid byte 0x20");
+  // Duplicate and unsorted flattened names: encode "xaa" and "xab", then patch the second.
+  md = SampleTorchMetadata();
+  md.torch_dcp->flatten_mapping.clear();
+  md.torch_dcp->flatten_mapping["xaa"] = {{"xaa", -1}};
+  md.torch_dcp->flatten_mapping["xab"] = {{"xyz", -1}};
+  const std::string enc = EncodeMetadata(md);
+  ASSERT_TRUE(DecodeMetadata(enc).ok());
+  std::string dup = enc;
+  dup[FindOnce(enc, "xab") + 2] = 'a';
+  ExpectDataLoss(dup, "torch metadata: flatten mapping: duplicate fqn \"xaa\"");
+  std::string unsorted = enc;
+  unsorted[FindOnce(enc, "xab") + 1] = '0';  // "x0b" < "xaa"
+  ExpectDataLoss(unsorted,
+                 "torch metadata: flatten mapping: fqn \"x0b\" out of order after \"xaa\"");
+}
+
+TEST(MetadataCodecTest, EveryFlippedByteOfTorchFieldsIsDetectedOrValid) {
+  Metadata md;
+  md.checkpoint_id = "ckpt-1";
+  md.world_size = 2;
+  md.entries["a.w"] = {DType::kFloat32, {4, 6}, {Shard({0, 0}, {4, 6}, 0, DType::kFloat32)}};
+  md.entries["a.w"].torch_properties = TorchTensorProperties{};
+  md.entries["a.w"].torch_properties->has_strides = true;
+  md.entries["a.w"].torch_properties->strides = {6, 1};
+  md.entries["b"] = {DType::kBytes, {9}, {Shard({0}, {9}, 1, DType::kBytes)}};
+  md.entries["b"].bytes_encoding = BytesEncoding::kTorchSave;
+  TorchDcpMetadata& t = md.torch_dcp.emplace();
+  t.version = "1.0.0";
+  t.has_flatten_mapping = true;
+  t.flatten_mapping["a.w"] = {{"a", -1}, {"w", -1}};
+  t.flatten_mapping["l.0"] = {{"l", -1}, {"", 0}};
+  t.has_storage_meta = true;
+  t.save_id = "s";
+  t.modules = {"m"};
+  const std::string enc = EncodeMetadata(md);
+  size_t detected = 0;
+  for (size_t at = 0; at < enc.size(); ++at) {
+    for (uint8_t mask : {uint8_t{0x01}, uint8_t{0x80}, uint8_t{0xFF}}) {
+      std::string bad = enc;
+      bad[at] = static_cast<char>(bad[at] ^ mask);
+      StatusOr<Metadata> d = DecodeMetadata(bad);
+      if (!d.ok()) {
+        ASSERT_EQ(d.status().code(), StatusCode::kDataLoss) << at << ": " << d.status();
+        ++detected;
+      } else {
+        EXPECT_TRUE(ValidateMetadata(*d).ok()) << at;  // e.g. a changed character of a key
+      }
+    }
+  }
+  EXPECT_GT(detected, enc.size());
+}
+
 // Writes `values` as a vector of 8-byte values whose elements start 4 bytes off an 8-byte
 // boundary of the finished buffer: no encoder does that, but the FlatBuffers Verifier (which
 // checks only the 4-byte length field) accepts it.
@@ -298,6 +547,13 @@ struct RawEntry {
   std::vector<uint32_t> chunks = {1};
 };
 
+// A FlattenedName of a raw torch_dcp table.
+struct RawFlattenedName {
+  std::string fqn = "w";
+  std::vector<std::string> keys = {"w"};
+  std::vector<int64_t> indices = {-1};
+};
+
 struct RawMetadata {
   uint16_t format_version = 1;
   std::string checkpoint_id = "raw";
@@ -305,8 +561,12 @@ struct RawMetadata {
   std::vector<RawEntry> entries = {RawEntry{}};
   // Entries after the first reuse the first one's vectors (no encoder does that).
   bool share_vectors = false;
-  // A string in the field slot after `entries`, as a later version might append.
+  // A string in the field slot after the last one (`torch_dcp`), as a later version might
+  // append.
   std::string future_field;
+  // If not empty, a torch_dcp table with this flatten mapping (names after the first reuse the
+  // first one's path columns if share_vectors).
+  std::vector<RawFlattenedName> flatten;
   // The first entry's shard_offsets are misaligned (MisalignedU64Vector).
   bool misaligned_offsets = false;
 
@@ -342,6 +602,29 @@ struct RawMetadata {
       tables.push_back(fbs::Offset<void>(b.EndTable(start)));
     }
     auto entries_vec = b.CreateVector(tables);
+    fbs::Offset<void> torch_dcp;
+    if (!flatten.empty()) {
+      std::vector<fbs::Offset<void>> names;
+      fbs::Offset<fbs::Vector<fbs::Offset<fbs::String>>> keys;
+      fbs::Offset<fbs::Vector<int64_t>> indices;
+      for (size_t i = 0; i < flatten.size(); ++i) {
+        if (i == 0 || !share_vectors) {
+          keys = b.CreateVectorOfStrings(flatten[i].keys);
+          indices = b.CreateVector(flatten[i].indices);
+        }
+        auto fqn = b.CreateString(flatten[i].fqn);
+        fbs::uoffset_t start = b.StartTable();
+        b.AddOffset(4, fqn);
+        b.AddOffset(6, keys);
+        b.AddOffset(8, indices);
+        names.push_back(fbs::Offset<void>(b.EndTable(start)));
+      }
+      auto mapping = b.CreateVector(names);
+      fbs::uoffset_t start = b.StartTable();
+      b.AddElement<uint8_t>(6, 1, 0);  // has_flatten_mapping
+      b.AddOffset(8, mapping);
+      torch_dcp = fbs::Offset<void>(b.EndTable(start));
+    }
     auto id = b.CreateString(checkpoint_id);
     fbs::Offset<fbs::String> future;
     if (!future_field.empty()) future = b.CreateString(future_field);
@@ -352,7 +635,8 @@ struct RawMetadata {
     b.AddElement<int32_t>(10, 0, 0);
     b.AddElement<int64_t>(12, 5, 0);
     b.AddOffset(14, entries_vec);
-    if (!future_field.empty()) b.AddOffset(26, future);  // after the last field of this version
+    if (!flatten.empty()) b.AddOffset(26, torch_dcp);
+    if (!future_field.empty()) b.AddOffset(28, future);  // after the last field of this version
     b.Finish(fbs::Offset<void>(b.EndTable(start)), "DKVD");
     return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
   }
@@ -443,6 +727,51 @@ TEST(MetadataCodecTest, MissingRequiredFqnIsDataLoss) {
   b.Finish(flatbuffers::Offset<void>(b.EndTable(start)), "DKVD");
   ExpectDataLoss(std::string_view(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize()),
                  "FlatBuffers verification failed");
+}
+
+TEST(MetadataCodecTest, RawTorchFlattenMappingMatchesSchema) {
+  RawMetadata raw;
+  raw.flatten = {RawFlattenedName{}, {"w.0", {"w", ""}, {-1, 0}}};
+  StatusOr<Metadata> d = DecodeMetadata(raw.Build());
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(d->torch_dcp.has_value());
+  EXPECT_TRUE(d->torch_dcp->has_flatten_mapping);
+  EXPECT_FALSE(d->torch_dcp->has_storage_meta);
+  EXPECT_EQ(d->torch_dcp->version, "");
+  ASSERT_EQ(d->torch_dcp->flatten_mapping.size(), 2u);
+  EXPECT_EQ(d->torch_dcp->flatten_mapping.at("w"), (std::vector<TorchPathElement>{{"w", -1}}));
+  EXPECT_EQ(d->torch_dcp->flatten_mapping.at("w.0"),
+            (std::vector<TorchPathElement>{{"w", -1}, {"", 0}}));
+}
+
+TEST(MetadataCodecTest, TorchPathColumnsMustAgree) {
+  RawMetadata raw;
+  raw.flatten = {RawFlattenedName{}, {"w.0", {"w", ""}, {-1}}};
+  ExpectDataLoss(raw.Build(),
+                 "checkpoint \"raw\": torch metadata: flatten mapping: fqn \"w.0\": 2 path_keys "
+                 "for 1 path_indices");
+  raw.flatten = {{"w", {}, {-1, 0}}};
+  ExpectDataLoss(raw.Build(), "fqn \"w\": 0 path_keys for 2 path_indices");
+  // Out of order as the raw builder writes them (EncodeMetadata cannot).
+  raw.flatten = {{"w.1", {"w", ""}, {-1, 1}}, {"w.0", {"w", ""}, {-1, 0}}};
+  ExpectDataLoss(raw.Build(), "fqn \"w.0\" out of order after \"w.1\"");
+}
+
+TEST(MetadataCodecTest, SharedTorchPathVectorsAreDataLoss) {
+  // 2000 flattened names that all point at the same 2000-element path columns would decode to
+  // far more than the buffer holds.
+  RawMetadata raw;
+  raw.share_vectors = true;
+  RawFlattenedName first{"n.0000", std::vector<std::string>(2000, "key"),
+                         std::vector<int64_t>(2000, -1)};
+  raw.flatten = {first};
+  for (int i = 1; i < 2000; ++i) {
+    std::string fqn = std::to_string(i);
+    raw.flatten.push_back({"n." + std::string(4 - fqn.size(), '0') + fqn, {}, {}});
+  }
+  ExpectDataLoss(raw.Build(), "torch metadata: vectors overlap other data");
+  raw.flatten.resize(1);
+  EXPECT_TRUE(DecodeMetadata(raw.Build()).ok());
 }
 
 }  // namespace

@@ -94,7 +94,31 @@ Metadata IncrementalMetadata() {
   return md;
 }
 
+// Saved through dcpkv.torch: torch properties, a torch.save bytes entry and DCP's metadata.
+Metadata TorchMetadata() {
+  Metadata md = IncrementalMetadata();
+  TorchTensorProperties p;
+  p.requires_grad = true;
+  p.has_strides = true;
+  p.strides = {4, 1};
+  md.entries["model.w"].torch_properties = p;
+  md.entries["model.b"].torch_properties = TorchTensorProperties{};
+  md.entries["rng"] = {DType::kBytes, {3}, {SavedShard{{0}, {3}, 0, 3, 0}}};
+  md.entries["rng"].bytes_encoding = BytesEncoding::kTorchSave;
+  TorchDcpMetadata& t = md.torch_dcp.emplace();
+  t.version = "1.0.0";
+  t.has_flatten_mapping = true;
+  t.flatten_mapping["model.w"] = {{"model", -1}, {"w", -1}};
+  t.flatten_mapping["rng"] = {{"rng", -1}};
+  t.flatten_mapping["l.0"] = {{"l", -1}, {"", 0}};
+  t.has_storage_meta = true;
+  t.save_id = "s";
+  t.modules = {"model"};
+  return md;
+}
+
 void MetadataSeeds(SeedWriter& w) {
+  w.Write("metadata_codec_fuzzer", "torch-dcp", EncodeMetadata(TorchMetadata()));
   w.Write("metadata_codec_fuzzer", "small", EncodeMetadata(SmallMetadata()));
   w.Write("metadata_codec_fuzzer", "incremental", EncodeMetadata(IncrementalMetadata()));
   Metadata per_rank = SmallMetadata();

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -31,6 +32,7 @@
 #include "dcpkv/api/kv_storage.h"
 #include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
+#include "dcpkv/core/metadata_codec.h"
 #include "dcpkv/replication/replica.h"
 #include "dcpkv/replication/replicator.h"
 #include "dcpkv/store/chunk_store.h"
@@ -391,6 +393,7 @@ TEST_F(CliStoreTest, ShowJsonOfAWorldThreeCheckpoint) {
   EXPECT_EQ(j["world_size"], 3);
   EXPECT_EQ(j["per_rank_commit"], false);
   EXPECT_EQ(j["logical_bytes"], FixtureBytes(state(1)));
+  EXPECT_TRUE(j.contains("torch_dcp") && j["torch_dcp"].is_null()) << Describe(r);
   const testing::FixtureState& s = state(1);
   ASSERT_EQ(j["tensors"].size(), s.size()) << Describe(r);
   auto it = s.begin();
@@ -400,6 +403,8 @@ TEST_F(CliStoreTest, ShowJsonOfAWorldThreeCheckpoint) {
     EXPECT_EQ(t["fqn"], fqn);
     EXPECT_EQ(t["kind"], want.is_bytes ? "bytes" : "tensor");
     EXPECT_EQ(t["bytes"], want.bytes.size());
+    EXPECT_TRUE(t.contains("torch_properties") && t["torch_properties"].is_null());
+    EXPECT_EQ(t["bytes_encoding"], want.is_bytes ? json("raw") : json(nullptr));
     const std::vector<int> ranks = t["ranks"];
     if (want.is_bytes) {
       EXPECT_EQ(t["shards"], 1);
@@ -443,6 +448,100 @@ TEST_F(CliStoreTest, ShowLatestAndText) {
                          "\nmodel\\.w +float32 +\\[13, 8\\] +2 +2 +416 B +416 B +0,1\n"));
   EXPECT_THAT(r.out, ::testing::ContainsRegex(
                          "\ntrainer\\.state +bytes +- +1 +1 +[0-9]+ B +[0-9]+ B +[01]\n"));
+}
+
+// A checkpoint saved through dcpkv.torch (its manifest rewritten here with the fields dcpkv.torch
+// writes): show prints the torch.distributed.checkpoint metadata and what differs from torch's
+// defaults per entry; the other commands read it as any checkpoint.
+TEST(CliShowTest, ShowsTorchDcpMetadata) {
+  testing::TempDir tmp;
+  const std::string root = tmp.Sub("store");
+  testing::FixtureState state = testing::SaveFixture(root, {.id = "dcp", .world = 2});
+  {
+    std::unique_ptr<ChunkStore> store;
+    ASSERT_TRUE(ChunkStore::Open(RankDirectory(root, 0), {}, &store).ok());
+    StatusOr<ManifestRecord> record = store->GetManifest("dcp");
+    ASSERT_TRUE(record.ok()) << record.status();
+    StatusOr<Metadata> md = DecodeMetadata(record->payload);
+    ASSERT_TRUE(md.ok()) << md.status();
+    TorchTensorProperties grad;
+    grad.requires_grad = true;
+    grad.has_strides = true;
+    grad.strides = {8, 1};
+    md->entries.at("model.w").torch_properties = grad;
+    TorchTensorProperties pinned;
+    pinned.pin_memory = true;
+    pinned.memory_format = "channels_last";
+    pinned.layout = "sparse_coo";
+    md->entries.at("model.bias").torch_properties = pinned;
+    md->entries.at("model.col").torch_properties = TorchTensorProperties{};  // defaults
+    md->entries.at("trainer.state").bytes_encoding = BytesEncoding::kTorchSave;
+    TorchDcpMetadata& t = md->torch_dcp.emplace();
+    t.version = "1.0.0";
+    t.has_flatten_mapping = true;
+    t.flatten_mapping["model.w"] = {{"model", -1}, {"w", -1}};
+    t.flatten_mapping["opt.step_count"] = {{"opt", -1}, {"step_count", -1}};
+    t.flatten_mapping["lists.0"] = {{"lists", -1}, {"", 0}};
+    t.has_storage_meta = true;
+    t.save_id = "save-42";
+    t.modules = {"model", "opt"};
+    record->payload = EncodeMetadata(*md);
+    ASSERT_TRUE(store->PutManifest(*record).ok());
+    ASSERT_TRUE(store->Close().ok());
+  }
+
+  CliResult r = RunCli({"show", root, "dcp"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 3 + state.size()) << Describe(r);
+  EXPECT_THAT(lines[0], HasSubstr("checkpoint dcp: committed"));
+  EXPECT_EQ(lines[1],
+            "torch.distributed.checkpoint: version 1.0.0, 3 flattened names, storage meta: "
+            "save_id save-42, modules model,opt");
+  EXPECT_THAT(lines[2], ::testing::ContainsRegex("^FQN +DTYPE .* RANKS +TORCH$"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\nmodel\\.w +float32 .* 0,1 +requires_grad=true\n"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                         "\nmodel\\.bias +float32 .* pin_memory=true layout=sparse_coo "
+                         "memory_format=channels_last\n"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\nmodel\\.col +bfloat16 .* 0,1 +-\n"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\nopt\\.empty +float32 .* [01] +-\n"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex("\ntrainer\\.state +bytes .* [01] +torch\\.save\n"));
+
+  r = RunCli({"show", "--json", root, "dcp"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  json j = ParseJson(r);
+  const json& dcp = j["torch_dcp"];
+  EXPECT_EQ(dcp["version"], "1.0.0") << Describe(r);
+  EXPECT_EQ(dcp["flattened_names"], 3);
+  EXPECT_EQ(dcp["flatten_mapping"]["lists.0"], json::array({"lists", 0}));
+  EXPECT_EQ(dcp["flatten_mapping"]["model.w"], json::array({"model", "w"}));
+  EXPECT_EQ(dcp["storage_meta"]["save_id"], "save-42");
+  EXPECT_EQ(dcp["storage_meta"]["load_id"], "");
+  EXPECT_EQ(dcp["storage_meta"]["modules"], json::array({"model", "opt"}));
+  std::map<std::string, json> tensors;
+  for (const json& e : j["tensors"]) tensors[e["fqn"].get<std::string>()] = e;
+  ASSERT_EQ(tensors.size(), state.size()) << Describe(r);
+  const json& w = tensors["model.w"]["torch_properties"];
+  EXPECT_EQ(w["requires_grad"], true) << Describe(r);
+  EXPECT_EQ(w["pin_memory"], false);
+  EXPECT_EQ(w["layout"], "strided");
+  EXPECT_EQ(w["memory_format"], "contiguous_format");
+  EXPECT_EQ(w["strides"], json::array({8, 1}));
+  const json& bias = tensors["model.bias"]["torch_properties"];
+  EXPECT_EQ(bias["pin_memory"], true);
+  EXPECT_EQ(bias["layout"], "sparse_coo");
+  EXPECT_EQ(bias["memory_format"], "channels_last");
+  EXPECT_TRUE(bias["strides"].is_null());
+  EXPECT_TRUE(tensors["opt.empty"]["torch_properties"].is_null());
+  EXPECT_TRUE(tensors["model.w"]["bytes_encoding"].is_null());
+  EXPECT_EQ(tensors["trainer.state"]["bytes_encoding"], "torch.save");
+
+  // The rest of the tools read it as any checkpoint.
+  r = RunCli({"verify", root});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  r = RunCli({"stats", "--json", root, "dcp", "model.w"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(ParseJson(r)["tensors"][0]["count"], 13 * 8);
 }
 
 TEST_F(CliStoreTest, StatsOfSpecialValues) {

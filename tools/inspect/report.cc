@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -58,6 +59,83 @@ std::string RanksToString(const std::vector<int>& ranks) {
   std::string out;
   for (int r : ranks) out += (out.empty() ? "" : ",") + std::to_string(r);
   return out.empty() ? "-" : out;
+}
+
+// What `show` notes about an entry saved through dcpkv.torch: its torch properties where they
+// differ from the defaults, and a torch.save bytes payload. Empty if there is nothing to note.
+std::string TorchNotes(const EntryMetadata& e) {
+  std::string out;
+  auto add = [&out](const std::string& note) { out += (out.empty() ? "" : " ") + note; };
+  if (e.torch_properties) {
+    const TorchTensorProperties defaults;
+    const TorchTensorProperties& p = *e.torch_properties;
+    if (p.requires_grad) add("requires_grad=true");
+    if (p.pin_memory) add("pin_memory=true");
+    if (p.layout != defaults.layout) add("layout=" + p.layout);
+    if (p.memory_format != defaults.memory_format) add("memory_format=" + p.memory_format);
+  }
+  if (e.bytes_encoding == BytesEncoding::kTorchSave) add("torch.save");
+  return out;
+}
+
+const char* BytesEncodingJson(BytesEncoding encoding) {
+  switch (encoding) {
+    case BytesEncoding::kRaw: return "raw";
+    case BytesEncoding::kTorchSave: return "torch.save";
+  }
+  return "unknown";
+}
+
+json TorchPropertiesJson(const std::optional<TorchTensorProperties>& p) {
+  if (!p) return nullptr;
+  return {{"layout", p->layout},
+          {"memory_format", p->memory_format},
+          {"requires_grad", p->requires_grad},
+          {"pin_memory", p->pin_memory},
+          {"strides", p->has_strides ? json(p->strides) : json(nullptr)}};
+}
+
+// The flatten mapping's paths as JSON arrays of keys (strings) and list indices (numbers).
+json TorchDcpJson(const std::optional<TorchDcpMetadata>& t) {
+  if (!t) return nullptr;
+  json mapping = nullptr;
+  if (t->has_flatten_mapping) {
+    mapping = json::object();
+    for (const auto& [fqn, path] : t->flatten_mapping) {
+      json elements = json::array();
+      for (const TorchPathElement& e : path) {
+        elements.push_back(e.index >= 0 ? json(e.index) : json(e.key));
+      }
+      mapping[fqn] = std::move(elements);
+    }
+  }
+  json storage = nullptr;
+  if (t->has_storage_meta) {
+    storage = {{"checkpoint_id", t->storage_checkpoint_id},
+               {"save_id", t->save_id},
+               {"load_id", t->load_id},
+               {"modules", t->modules}};
+  }
+  return {{"version", t->version.empty() ? json(nullptr) : json(t->version)},
+          {"flattened_names", t->flatten_mapping.size()},
+          {"flatten_mapping", std::move(mapping)},
+          {"storage_meta", std::move(storage)}};
+}
+
+// One line about the torch.distributed.checkpoint metadata of a checkpoint saved through
+// dcpkv.torch.
+std::string TorchDcpLine(const TorchDcpMetadata& t) {
+  std::string line =
+      "torch.distributed.checkpoint: version " + (t.version.empty() ? "none" : t.version) + ", ";
+  line += t.has_flatten_mapping ? std::to_string(t.flatten_mapping.size()) + " flattened names"
+                                : "no flatten mapping";
+  if (!t.has_storage_meta) return line + ", no storage meta";
+  std::string modules;
+  for (const std::string& m : t.modules) modules += (modules.empty() ? "" : ",") + m;
+  line += ", storage meta: save_id " + (t.save_id.empty() ? "-" : t.save_id);
+  if (!t.load_id.empty()) line += ", load_id " + t.load_id;
+  if (!t.storage_checkpoint_id.empty()) line += ", checkpoint_id " + t.storage_checkpoint_id;
+  return line + ", modules " + (modules.empty() ? "-" : modules);
 }
 
 int64_t NowNanos() {
@@ -151,6 +229,11 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
 void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
   json tensors = json::array();
   Table table({"FQN", "DTYPE", "SHAPE", "SHARDS", "CHUNKS", "BYTES", "STORED", "RANKS"});
+  // A TORCH column only for checkpoints with something to note there (saved through
+  // dcpkv.torch).
+  bool torch_column = false;
+  for (const auto& [fqn, entry] : md.entries) torch_column |= !TorchNotes(entry).empty();
+  if (torch_column) table.AddToLast("TORCH");
   for (const auto& [fqn, entry] : md.entries) {
     uint64_t bytes = 0, chunks = 0, stored = 0;
     std::set<int> ranks;
@@ -163,21 +246,29 @@ void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
     }
     std::vector<int> rank_list(ranks.begin(), ranks.end());
     if (format == OutputFormat::kJson) {
-      tensors.push_back({{"fqn", fqn},
-                         {"kind", entry.is_bytes() ? "bytes" : "tensor"},
-                         {"dtype", DTypeName(entry.dtype)},
-                         {"shape", entry.global_shape},
-                         {"shards", entry.shards.size()},
-                         {"chunks", chunks},
-                         {"bytes", bytes},
-                         {"stored_bytes", stored},
-                         {"ranks", rank_list}});
+      tensors.push_back(
+          {{"fqn", fqn},
+           {"kind", entry.is_bytes() ? "bytes" : "tensor"},
+           {"dtype", DTypeName(entry.dtype)},
+           {"shape", entry.global_shape},
+           {"shards", entry.shards.size()},
+           {"chunks", chunks},
+           {"bytes", bytes},
+           {"stored_bytes", stored},
+           {"ranks", rank_list},
+           {"torch_properties", TorchPropertiesJson(entry.torch_properties)},
+           {"bytes_encoding",
+            entry.is_bytes() ? json(BytesEncodingJson(entry.bytes_encoding)) : json(nullptr)}});
     } else {
       table.Add({fqn, entry.is_bytes() ? "bytes" : std::string(DTypeName(entry.dtype)),
                  entry.is_bytes() ? "-" : ShapeToString(entry.global_shape),
                  std::to_string(entry.shards.size()), std::to_string(chunks),
                  entry.is_bytes() ? std::to_string(bytes) + " B" : HumanBytes(bytes),
                  HumanBytes(stored), RanksToString(rank_list)});
+      if (torch_column) {
+        const std::string notes = TorchNotes(entry);
+        table.AddToLast(notes.empty() ? "-" : notes);
+      }
     }
   }
   if (format == OutputFormat::kJson) {
@@ -191,6 +282,7 @@ void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
                 {"base",
                  md.base_checkpoint_id.empty() ? json(nullptr) : json(md.base_checkpoint_id)},
                 {"tags", md.tags},
+                {"torch_dcp", TorchDcpJson(md.torch_dcp)},
                 {"tensors", std::move(tensors)}}
                .dump(2)
         << "\n";
@@ -199,6 +291,7 @@ void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {
   out << "checkpoint " << md.checkpoint_id << ": committed " << HumanTime(md.committed_unix_micros)
       << ", world size " << md.world_size << ", " << md.entries.size() << " entries, "
       << HumanBytes(md.logical_bytes()) << "\n";
+  if (md.torch_dcp) out << TorchDcpLine(*md.torch_dcp) << "\n";
   table.Print(out);
 }
 

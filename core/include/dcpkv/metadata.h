@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,15 +60,62 @@ struct DCPKV_EXPORT SavedShard {
   }
 };
 
+// How a bytes entry's payload is encoded. Numeric values are stored: DO NOT CHANGE.
+enum class BytesEncoding : uint8_t {
+  kRaw = 0,        // the bytes as saved (the C++ API, dcpkv's Python API)
+  kTorchSave = 1,  // a torch.save payload (torch.distributed.checkpoint's bytes entries)
+};
+
+// torch.distributed.checkpoint's TensorProperties of an entry saved through dcpkv.torch.
+struct DCPKV_EXPORT TorchTensorProperties {
+  std::string layout = "strided";                   // torch.layout, without "torch."
+  std::string memory_format = "contiguous_format";  // torch.memory_format, without "torch."
+  bool requires_grad = false;
+  bool pin_memory = false;
+  bool has_strides = false;  // TensorProperties.strides is not None
+  std::vector<int64_t> strides;
+  friend bool operator==(const TorchTensorProperties&, const TorchTensorProperties&) = default;
+};
+
+// One element of the path of a flattened name in the nested state dict it came from: a dict
+// key, or (index >= 0) a list index.
+struct DCPKV_EXPORT TorchPathElement {
+  std::string key;
+  int64_t index = -1;
+  friend bool operator==(const TorchPathElement&, const TorchPathElement&) = default;
+};
+
+// The parts of a torch.distributed.checkpoint Metadata that are not tensors' places (a
+// checkpoint saved through dcpkv.torch.KVStorageWriter).
+struct DCPKV_EXPORT TorchDcpMetadata {
+  std::string version;  // Metadata.version ("" for None)
+  // DefaultSavePlanner's planner_data: each flattened fqn's path in the nested state dict.
+  bool has_flatten_mapping = false;
+  std::map<std::string, std::vector<TorchPathElement>> flatten_mapping;
+  // Metadata.storage_meta (StorageMeta), if set.
+  bool has_storage_meta = false;
+  std::string storage_checkpoint_id;
+  std::string save_id;
+  std::string load_id;
+  std::vector<std::string> modules;
+  friend bool operator==(const TorchDcpMetadata&, const TorchDcpMetadata&) = default;
+};
+
 // What was saved under one fqn.
 struct DCPKV_EXPORT EntryMetadata {
   DType dtype = DType::kFloat32;  // kBytes for a bytes entry
   Shape global_shape;
   std::vector<SavedShard> shards;  // sorted by offsets
+  // torch.distributed.checkpoint's TensorProperties: absent unless saved through DCP
+  // (dcpkv.torch).
+  std::optional<TorchTensorProperties> torch_properties;
+  // How the payload is encoded (bytes entries only; kRaw for tensors).
+  BytesEncoding bytes_encoding = BytesEncoding::kRaw;
 
   bool is_bytes() const { return dtype == DType::kBytes; }
   friend bool operator==(const EntryMetadata& a, const EntryMetadata& b) {
-    return a.dtype == b.dtype && a.global_shape == b.global_shape && a.shards == b.shards;
+    return a.dtype == b.dtype && a.global_shape == b.global_shape && a.shards == b.shards &&
+           a.torch_properties == b.torch_properties && a.bytes_encoding == b.bytes_encoding;
   }
 };
 
@@ -87,6 +135,9 @@ struct DCPKV_EXPORT Metadata {
   uint64_t stored_bytes = 0;
   // User tags ("step" -> "1000", "note" -> "...", "keep" -> "" protects from retention).
   std::map<std::string, std::string> tags;
+  // What a torch.distributed.checkpoint Metadata holds besides the tensors' places: absent
+  // unless saved through dcpkv.torch.
+  std::optional<TorchDcpMetadata> torch_dcp;
 
   // Sum of the bytes of every saved shard.
   uint64_t logical_bytes() const;
@@ -96,7 +147,7 @@ struct DCPKV_EXPORT Metadata {
            a.coordinator_rank == b.coordinator_rank &&
            a.committed_unix_micros == b.committed_unix_micros && a.entries == b.entries &&
            a.per_rank_commit == b.per_rank_commit && a.base_checkpoint_id == b.base_checkpoint_id &&
-           a.stored_bytes == b.stored_bytes && a.tags == b.tags;
+           a.stored_bytes == b.stored_bytes && a.tags == b.tags && a.torch_dcp == b.torch_dcp;
   }
 };
 

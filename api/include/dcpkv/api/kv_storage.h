@@ -88,6 +88,7 @@ class KvStorageWriter : public StorageWriter {
   // This rank's database once SetUpStorageWriter succeeded, else nullptr. Owned by the writer.
   ChunkStore* store() const { return store_.get(); }
   int rank() const { return rank_; }
+  const std::string& options_root() const { return options_.root; }
 
  private:
   StatusOr<std::vector<WriteResult>> Write(const SavePlan& plan, SavePlanner& planner);

@@ -37,7 +37,11 @@ inline constexpr size_t kMaxMetadataEntries = size_t{1} << 20;
 // and for every entry a valid fqn and dtype, a global shape of at most kMaxTensorDims dimensions
 // whose byte size fits 64 bits (or is 0), and shards whose offsets and sizes have one value per
 // dimension and lie within the global shape, whose bytes equal product(sizes) * element size
-// and whose rank is in [0, world_size). INVALID_ARGUMENT naming the checkpoint, fqn and shard.
+// and whose rank is in [0, world_size), a known bytes_encoding (other than kRaw only for bytes
+// entries), torch properties' strides only with has_strides (at most kMaxTensorDims), and for
+// torch_dcp: a flatten mapping only with has_flatten_mapping, of at most kMaxMetadataEntries
+// valid fqns whose path indices are >= -1, and storage meta fields only with has_storage_meta.
+// INVALID_ARGUMENT naming the checkpoint, fqn and shard.
 // The coordinator calls it before committing a metadata it built.
 Status ValidateMetadata(const Metadata& metadata);
 
