@@ -146,9 +146,20 @@ class Replication:
         tls_key_file: str | None = None,
         tls_server_name: str | None = None,
     ):
+        self._args = (namespace, list(targets))
+        self._kwargs = dict(
+            synchronous=synchronous,
+            write_quorum=write_quorum,
+            deadline=deadline,
+            token=token,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_server_name=tls_server_name,
+        )
         self._native = _native.Replication(
             namespace,
-            list(targets),
+            self._args[1],
             bool(synchronous),
             int(write_quorum),
             float(deadline),
@@ -159,6 +170,10 @@ class Replication:
             tls_server_name or "",
         )
 
+    def __reduce__(self) -> tuple:
+        # Pickled as its arguments (a writer sent to another process connects anew there).
+        return (_replication_from_args, (self._args, self._kwargs))
+
     def state(self, checkpoint_id: str) -> str:
         """ "2/2 replicas", "1/2 replicas, retrying ...": where a checkpoint's record is."""
         return self._native.state(checkpoint_id)
@@ -166,6 +181,10 @@ class Replication:
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Waits until nothing is queued (asynchronous mode); DeadlineExceededError otherwise."""
         self._native.wait_idle(float(timeout))
+
+
+def _replication_from_args(args: tuple, kwargs: dict) -> Replication:
+    return Replication(*args, **kwargs)
 
 
 def recover(

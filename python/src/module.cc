@@ -10,9 +10,11 @@
 
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,7 +24,9 @@
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/checkpointer.h"
 #include "dcpkv/gloo_process_group.h"
+#include "dcpkv/kv_storage_factory.h"
 #include "dcpkv/maintenance.h"
+#include "dcpkv/planner.h"
 #include "dcpkv/replication/replicator.h"
 #include "dcpkv/state_dict.h"
 #include "dlpack.h"
@@ -334,6 +338,19 @@ py::dict MetadataToPython(const Metadata& md) {
       shards.push_back(std::move(shard));
     }
     entry["shards"] = shards;
+    entry["bytes_encoding"] = e.bytes_encoding == BytesEncoding::kTorchSave ? "torch.save" : "raw";
+    if (e.torch_properties.has_value()) {
+      const TorchTensorProperties& p = *e.torch_properties;
+      py::dict props;
+      props["layout"] = p.layout;
+      props["memory_format"] = p.memory_format;
+      props["requires_grad"] = p.requires_grad;
+      props["pin_memory"] = p.pin_memory;
+      props["strides"] = p.has_strides ? py::object(py::tuple(py::cast(p.strides))) : py::none();
+      entry["torch_properties"] = props;
+    } else {
+      entry["torch_properties"] = py::none();
+    }
     entries[py::str(fqn)] = entry;
   }
   py::dict out;
@@ -346,6 +363,41 @@ py::dict MetadataToPython(const Metadata& md) {
   out["stored_bytes"] = md.stored_bytes;
   out["logical_bytes"] = md.logical_bytes();
   out["tags"] = md.tags;
+  if (md.torch_dcp.has_value()) {
+    const TorchDcpMetadata& t = *md.torch_dcp;
+    py::dict dcp;
+    dcp["version"] = t.version;
+    if (t.has_flatten_mapping) {
+      py::dict mapping;
+      for (const auto& [fqn, path] : t.flatten_mapping) {
+        py::list elements;
+        for (const TorchPathElement& p : path) {
+          if (p.index >= 0) {
+            elements.append(py::int_(p.index));
+          } else {
+            elements.append(py::str(p.key));
+          }
+        }
+        mapping[py::str(fqn)] = py::tuple(elements);
+      }
+      dcp["flatten_mapping"] = mapping;
+    } else {
+      dcp["flatten_mapping"] = py::none();
+    }
+    if (t.has_storage_meta) {
+      py::dict meta;
+      meta["checkpoint_id"] = t.storage_checkpoint_id;
+      meta["save_id"] = t.save_id;
+      meta["load_id"] = t.load_id;
+      meta["modules"] = t.modules;
+      dcp["storage_meta"] = meta;
+    } else {
+      dcp["storage_meta"] = py::none();
+    }
+    out["torch_dcp"] = dcp;
+  } else {
+    out["torch_dcp"] = py::none();
+  }
   return out;
 }
 
@@ -431,6 +483,348 @@ class PyAsyncSave {
 
   AsyncSaveResponse response_;
   std::shared_ptr<PyState> state_;
+};
+
+// ---- torch.distributed.checkpoint's steps (python/dcpkv/torch.py) ----
+
+// DCP's WriteItemType values.
+constexpr int kDcpTensor = 0;
+constexpr int kDcpShard = 1;
+constexpr int kDcpBytes = 2;
+
+Shape ShapeOf(const py::handle& sequence) {
+  Shape out;
+  for (py::handle v : sequence) out.push_back(py::cast<uint64_t>(v));
+  return out;
+}
+
+std::vector<SavedChunk> ChunksOf(const py::handle& chunks) {
+  std::vector<SavedChunk> out;
+  for (py::handle c : chunks) {
+    auto t = py::cast<py::tuple>(c);
+    out.push_back(SavedChunk{py::cast<uint64_t>(t[0]), py::cast<uint64_t>(t[1]),
+                             py::cast<uint64_t>(t[2]), py::cast<std::string>(t[3]),
+                             py::cast<int32_t>(t[4])});
+  }
+  return out;
+}
+
+// One rank's side of a save that torch.distributed.checkpoint runs: the store's StorageWriter,
+// driven hook by hook.
+class DcpWriter {
+ public:
+  DcpWriter(const std::string& root, uint64_t chunk_size, int write_threads)
+      : root_(root),
+        writer_(CreateKvStorageWriter(KvStorageConfig{root, chunk_size, write_threads, 0})) {}
+
+  void Configure(bool incremental, const std::string& base, int keep_last,
+                 std::shared_ptr<replication::GrpcManifestReplication> replication) {
+    StorageSaveOptions o;
+    o.incremental = incremental;
+    o.incremental_base = base;
+    o.keep_last = keep_last;
+    o.replication = std::move(replication);
+    writer_->ConfigureSave(o);
+  }
+
+  void SetUp(const std::string& checkpoint_id, bool is_coordinator, int rank, int world_size) {
+    ThrowIfError(WithoutGil([&] {
+      DCPKV_RETURN_IF_ERROR(writer_->Reset(checkpoint_id));
+      return writer_->SetUpStorageWriter(is_coordinator, rank, world_size, true);
+    }));
+    rank_ = rank;
+  }
+
+  // Coordinator: checks the id is new and finds the incremental base ("" for a full save).
+  std::string PrepareGlobalPlan() {
+    StatusOr<std::vector<SavePlan>> plans =
+        WithoutGil([&] { return writer_->PrepareGlobalPlan(std::vector<SavePlan>(1)); });
+    return ValueOrThrow(std::move(plans)).front().storage_data;
+  }
+
+  // Writes one rank's items: (fqn, type, global_shape, offsets, DLPack capsule or bytes) each,
+  // against the base `base_id`. Returns (rank, bytes, chunks) per item, chunks as (length,
+  // hash_low, hash_high, source, source_rank).
+  py::list Write(const std::string& base_id, const py::list& items) {
+    std::vector<std::unique_ptr<Imported>> owners;
+    std::deque<Bytes> bytes;
+    FlatStateDict flat;
+    SavePlan plan;
+    plan.storage_data = base_id;
+    for (py::handle h : items) {
+      auto t = py::cast<py::tuple>(h);
+      WriteItem item;
+      item.fqn = py::cast<std::string>(t[0]);
+      const int type = py::cast<int>(t[1]);
+      if (type == kDcpBytes) {
+        Bytes& b = bytes.emplace_back(Bytes{py::cast<std::string>(t[4])});
+        item.type = WriteItemType::kBytes;
+        item.dtype = DType::kBytes;
+        item.global_shape = item.sizes = {b.data.size()};
+        item.offsets = {0};
+        if (!flat.emplace(item.fqn, &b).second) {
+          Throw(InvalidArgumentError("bytes entry \"" + item.fqn + "\" is written twice"));
+        }
+      } else {
+        const std::string what = "tensor \"" + item.fqn + "\"";
+        Tensor tensor = ValueOrThrow(Import(py::cast<py::capsule>(t[4]), what, false, &owners));
+        item.type = type == kDcpShard ? WriteItemType::kShard : WriteItemType::kTensor;
+        item.dtype = tensor.dtype();
+        item.global_shape = ShapeOf(t[2]);
+        item.offsets = ShapeOf(t[3]);
+        item.sizes = tensor.shape();
+        if (item.offsets.empty() && !item.sizes.empty()) item.offsets.assign(item.sizes.size(), 0);
+        auto [it, inserted] = flat.try_emplace(item.fqn, ShardedTensor{});
+        auto* st = std::get_if<ShardedTensor>(&it->second);
+        if (st == nullptr) Throw(InvalidArgumentError(what + " is also a bytes entry"));
+        st->global_shape = item.global_shape;
+        st->dtype = item.dtype;
+        st->local_shards.push_back(Shard{item.offsets, tensor});
+      }
+      plan.items.push_back(std::move(item));
+    }
+    StatusOr<std::vector<WriteResult>> written =
+        WithoutGil([&]() -> StatusOr<std::vector<WriteResult>> {
+          DefaultSavePlanner planner;
+          DCPKV_RETURN_IF_ERROR(planner.SetUpPlanner(&flat, false));
+          DCPKV_ASSIGN_OR_RETURN(SavePlan final_plan, planner.FinishPlan(plan));
+          return writer_->WriteData(final_plan, planner).get();
+        });
+    std::vector<WriteResult> results = ValueOrThrow(std::move(written));
+    py::list out;
+    for (const WriteResult& r : results) {
+      py::list chunks;
+      for (const SavedChunk& c : r.chunk_list) {
+        chunks.append(py::make_tuple(c.length, c.hash_low, c.hash_high, c.source, c.source_rank));
+      }
+      out.append(py::make_tuple(r.rank, r.bytes, chunks));
+    }
+    return out;
+  }
+
+  // Coordinator: commits the checkpoint. `entries`: (fqn, dtype name, global_shape, shards,
+  // torch properties or None, bytes encoding); shards: (offsets, sizes, rank, bytes, chunks).
+  // Returns the committed Metadata, or raises (after the commit, for a failed replication).
+  py::dict Commit(const std::string& checkpoint_id, int world_size, int coordinator_rank,
+                  const py::list& entries, const std::map<std::string, std::string>& tags,
+                  const py::object& torch_dcp) {
+    Metadata md;
+    md.checkpoint_id = checkpoint_id;
+    md.world_size = world_size;
+    md.coordinator_rank = coordinator_rank;
+    md.tags = tags;
+    for (py::handle h : entries) {
+      auto t = py::cast<py::tuple>(h);
+      const auto fqn = py::cast<std::string>(t[0]);
+      EntryMetadata e;
+      const auto dtype_name = py::cast<std::string>(t[1]);
+      std::optional<DType> dtype = DTypeFromName(dtype_name);
+      if (!dtype.has_value()) {
+        Throw(InvalidArgumentError("entry \"" + fqn + "\" has dtype " + dtype_name +
+                                   ", which dcpkv does not store"));
+      }
+      e.dtype = *dtype;
+      e.global_shape = ShapeOf(t[2]);
+      for (py::handle sh : t[3]) {
+        auto s = py::cast<py::tuple>(sh);
+        SavedShard shard;
+        shard.offsets = ShapeOf(s[0]);
+        shard.sizes = ShapeOf(s[1]);
+        shard.rank = py::cast<int32_t>(s[2]);
+        shard.bytes = py::cast<uint64_t>(s[3]);
+        shard.chunk_list = ChunksOf(s[4]);
+        shard.chunks = static_cast<uint32_t>(shard.chunk_list.size());
+        e.shards.push_back(std::move(shard));
+      }
+      std::sort(e.shards.begin(), e.shards.end(),
+                [](const SavedShard& a, const SavedShard& b) { return a.offsets < b.offsets; });
+      if (!t[4].is_none()) {
+        auto p = py::cast<py::dict>(t[4]);
+        TorchTensorProperties props;
+        props.layout = py::cast<std::string>(p["layout"]);
+        props.memory_format = py::cast<std::string>(p["memory_format"]);
+        props.requires_grad = py::cast<bool>(p["requires_grad"]);
+        props.pin_memory = py::cast<bool>(p["pin_memory"]);
+        if (!p["strides"].is_none()) {
+          props.has_strides = true;
+          props.strides = py::cast<std::vector<int64_t>>(p["strides"]);
+        }
+        e.torch_properties = std::move(props);
+      }
+      e.bytes_encoding = py::cast<std::string>(t[5]) == "torch.save" ? BytesEncoding::kTorchSave
+                                                                     : BytesEncoding::kRaw;
+      md.entries.emplace(fqn, std::move(e));
+    }
+    if (!torch_dcp.is_none()) {
+      auto d = py::cast<py::dict>(torch_dcp);
+      TorchDcpMetadata dcp;
+      dcp.version = py::cast<std::string>(d["version"]);
+      if (!d["flatten_mapping"].is_none()) {
+        dcp.has_flatten_mapping = true;
+        for (auto [fqn, path] : py::cast<py::dict>(d["flatten_mapping"])) {
+          std::vector<TorchPathElement>& elements = dcp.flatten_mapping[py::cast<std::string>(fqn)];
+          for (py::handle element : path) {
+            if (py::isinstance<py::int_>(element)) {
+              elements.push_back(TorchPathElement{"", py::cast<int64_t>(element)});
+            } else {
+              elements.push_back(TorchPathElement{py::cast<std::string>(element), -1});
+            }
+          }
+        }
+      }
+      if (!d["storage_meta"].is_none()) {
+        auto m = py::cast<py::dict>(d["storage_meta"]);
+        dcp.has_storage_meta = true;
+        dcp.storage_checkpoint_id = py::cast<std::string>(m["checkpoint_id"]);
+        dcp.save_id = py::cast<std::string>(m["save_id"]);
+        dcp.load_id = py::cast<std::string>(m["load_id"]);
+        dcp.modules = py::cast<std::vector<std::string>>(m["modules"]);
+      }
+      md.torch_dcp = std::move(dcp);
+    }
+    Status replicated;
+    ThrowIfError(WithoutGil([&]() -> Status {
+      md.committed_unix_micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count();
+      FillCommitMetadata(*writer_, &md);
+      DCPKV_RETURN_IF_ERROR(writer_->Finish(md, {}).WithContext("save of checkpoint \"" +
+                                                                checkpoint_id + "\": commit"));
+      replicated = writer_->AfterFinish(md);
+      Status housekeeping = writer_->AfterCommit(md);
+      ReportDiagnostic(nullptr, DiagnosticSeverity::kWarning,
+                       "save of checkpoint \"" + checkpoint_id +
+                           "\" (committed): housekeeping after the commit failed",
+                       housekeeping);
+      return Status::Ok();
+    }));
+    if (!replicated.ok()) {
+      Throw(replicated.WithContext("save of checkpoint \"" + checkpoint_id +
+                                   "\": the checkpoint is committed and loadable, but its "
+                                   "replication failed"));
+    }
+    return MetadataToPython(md);
+  }
+
+  // This rank's share of checkpoints retention deleted (non-coordinators get no hook after a
+  // commit in DCP, so each save starts with it).
+  void ReclaimGarbage() {
+    Status s = WithoutGil([&] { return ReclaimKvRankGarbage(*writer_); });
+    ReportDiagnostic(nullptr, DiagnosticSeverity::kWarning,
+                     "store " + root_ + ", rank " + std::to_string(rank_) +
+                         ": reclaiming deleted checkpoints' data",
+                     s);
+  }
+
+ private:
+  std::string root_;
+  std::unique_ptr<StorageWriter> writer_;
+  int rank_ = 0;
+};
+
+// Destinations of a DCP read: DCP resolves each read item to a view of exactly the box it reads
+// (ReadItem.lengths), so the box starts at the view's origin.
+class DcpDestinations : public LoadPlanner {
+ public:
+  std::map<std::pair<std::string, Shape>, Tensor> tensors;
+  std::map<std::string, std::string> bytes;
+
+  Status SetUpPlanner(FlatStateDict*, const Metadata*, bool) override { return Status::Ok(); }
+  StatusOr<LoadPlan> CreateLocalPlan() override { return LoadPlan{}; }
+  StatusOr<std::vector<LoadPlan>> CreateGlobalPlan(std::vector<LoadPlan> plans) override {
+    return plans;
+  }
+  StatusOr<LoadPlan> FinishPlan(LoadPlan plan) override { return plan; }
+  StatusOr<Tensor> ResolveTensor(const ReadItem& item) override {
+    auto it = tensors.find({item.fqn, item.dest_offsets});
+    if (it == tensors.end()) {
+      return InternalError("no destination for \"" + item.fqn + "\" at " +
+                           ShapeToString(item.dest_offsets));
+    }
+    return it->second;
+  }
+  Status CommitTensor(const ReadItem&, const Tensor&) override { return Status::Ok(); }
+  Status LoadBytes(const ReadItem& item, std::string data) override {
+    bytes[item.fqn] = std::move(data);
+    return Status::Ok();
+  }
+};
+
+// One rank's side of a load that torch.distributed.checkpoint runs.
+class DcpReader {
+ public:
+  DcpReader(const std::string& root, int read_threads)
+      : reader_(CreateKvStorageReader(KvStorageConfig{root, 0, 0, read_threads})) {}
+
+  // Reads the committed Metadata of `checkpoint_id` (a resolved id) and sets the reader up.
+  py::dict ReadMetadata(const std::string& checkpoint_id) {
+    StatusOr<Metadata> md = WithoutGil([&]() -> StatusOr<Metadata> {
+      DCPKV_RETURN_IF_ERROR(reader_->Reset(checkpoint_id));
+      DCPKV_ASSIGN_OR_RETURN(Metadata m, reader_->ReadMetadata());
+      DCPKV_RETURN_IF_ERROR(reader_->SetUpStorageReader(m, false, 0));
+      return m;
+    });
+    metadata_ = ValueOrThrow(std::move(md));
+    return MetadataToPython(metadata_);
+  }
+
+  // Reads `items`: (fqn, saved shard offsets, box offsets, box sizes, destination capsule or
+  // None for a bytes entry), in the order given. Returns {fqn: payload} of the bytes entries.
+  py::dict Read(const py::list& items) {
+    std::vector<std::unique_ptr<Imported>> owners;
+    DcpDestinations dests;
+    LoadPlan plan;
+    for (py::handle h : items) {
+      auto t = py::cast<py::tuple>(h);
+      ReadItem item;
+      item.fqn = py::cast<std::string>(t[0]);
+      auto entry = metadata_.entries.find(item.fqn);
+      if (entry == metadata_.entries.end()) {
+        Throw(NotFoundError("checkpoint \"" + metadata_.checkpoint_id + "\" has no entry \"" +
+                            item.fqn + "\""));
+      }
+      const Shape shard_offsets = ShapeOf(t[1]);
+      const SavedShard* source = nullptr;
+      for (const SavedShard& s : entry->second.shards) {
+        if (s.offsets == shard_offsets) source = &s;
+      }
+      if (source == nullptr) {
+        Throw(NotFoundError("checkpoint \"" + metadata_.checkpoint_id + "\" has no shard of \"" +
+                            item.fqn + "\" at " + ShapeToString(shard_offsets)));
+      }
+      item.dtype = entry->second.dtype;
+      item.source = *source;
+      if (entry->second.is_bytes()) {
+        item.type = WriteItemType::kBytes;
+        item.dest_offsets = item.overlap_offsets = source->offsets;
+        item.overlap_sizes = source->sizes;
+      } else {
+        item.type = WriteItemType::kShard;
+        item.overlap_offsets = ShapeOf(t[2]);
+        item.overlap_sizes = ShapeOf(t[3]);
+        item.dest_offsets = item.overlap_offsets;
+        const std::string what = "the tensor to load \"" + item.fqn + "\" into";
+        Tensor dest = ValueOrThrow(Import(py::cast<py::capsule>(t[4]), what, true, &owners));
+        if (dest.dtype() != item.dtype || dest.shape() != item.overlap_sizes || dest.is_cuda()) {
+          Throw(InternalError(what + " is not a host " + std::string(DTypeName(item.dtype)) +
+                              " tensor of shape " + ShapeToString(item.overlap_sizes)));
+        }
+        if (!dests.tensors.emplace(std::make_pair(item.fqn, item.dest_offsets), dest).second) {
+          Throw(InvalidArgumentError("two read items of \"" + item.fqn + "\" start at " +
+                                     ShapeToString(item.dest_offsets)));
+        }
+      }
+      plan.items.push_back(std::move(item));
+    }
+    ThrowIfError(WithoutGil([&] { return reader_->ReadData(plan, dests).get(); }));
+    py::dict out;
+    for (auto& [fqn, data] : dests.bytes) out[py::str(fqn)] = py::bytes(data);
+    return out;
+  }
+
+ private:
+  std::unique_ptr<StorageReader> reader_;
+  Metadata metadata_;
 };
 
 }  // namespace
@@ -702,4 +1096,17 @@ PYBIND11_MODULE(_native, m) {
     StatusOr<Metadata> md = WithoutGil([&] { return ReadCommittedMetadata(root, id); });
     return MetadataToPython(ValueOrThrow(std::move(md)));
   });
+
+  py::class_<DcpWriter>(m, "DcpWriter")
+      .def(py::init<const std::string&, uint64_t, int>())
+      .def("configure", &DcpWriter::Configure)
+      .def("set_up", &DcpWriter::SetUp)
+      .def("prepare_global_plan", &DcpWriter::PrepareGlobalPlan)
+      .def("write", &DcpWriter::Write)
+      .def("commit", &DcpWriter::Commit)
+      .def("reclaim_garbage", &DcpWriter::ReclaimGarbage);
+  py::class_<DcpReader>(m, "DcpReader")
+      .def(py::init<const std::string&, int>())
+      .def("read_metadata", &DcpReader::ReadMetadata)
+      .def("read", &DcpReader::Read);
 }

@@ -29,6 +29,16 @@ def cli() -> str:
     return path
 
 
+def demo() -> str:
+    """The C++ demo job: $DCPKV_DEMO, else build/release/tools/dcpkv_demo of this checkout."""
+    path = os.environ.get("DCPKV_DEMO")
+    if not path:
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.join(here, "..", "..", "build", "release", "tools", "dcpkv_demo")
+    assert os.path.exists(path), f"the dcpkv_demo program is needed at {path} (set DCPKV_DEMO)"
+    return path
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
