@@ -78,6 +78,16 @@ class CheckpointSummary:
     tags: dict[str, str]
 
 
+# Callbacks that close what this process keeps open under a store root (dcpkv.torch's
+# writers), run before a save, rm, gc or recover opens the root's databases read-write.
+_store_users: list = []
+
+
+def _release_store(root: str) -> None:
+    for release in _store_users:
+        release(root)
+
+
 # ---- process groups ----
 
 ProcessGroup = _native.ProcessGroup
@@ -192,6 +202,7 @@ def recover(
 ) -> dict:
     """Restores the manifests the store lacks (its coordinator's database lost) from a replica;
     returns the ids ``restored`` and those already ``present``."""
+    _release_store(os.fspath(root))
     return _native.recover(os.fspath(root), target, namespace, token or "", float(deadline))
 
 
@@ -236,6 +247,7 @@ def _prepare_save(
     o.coordinator_rank = int(coordinator_rank)
     o.no_dist = bool(no_dist)
     native = Builder(writable=False).add(state_dict).native
+    _release_store(os.fspath(root))
     return native, os.fspath(root), o, _group(process_group, no_dist)
 
 
@@ -413,12 +425,14 @@ def rm(root: PathLike, checkpoint_ids: str | Iterable[str]) -> dict:
     """Deletes checkpoints and reclaims what nothing else refers to; no job may be writing to
     the root. Returns the ids removed and reclaimed and the bytes freed."""
     ids = [checkpoint_ids] if isinstance(checkpoint_ids, str) else list(checkpoint_ids)
+    _release_store(os.fspath(root))
     return _native.rm(os.fspath(root), ids)
 
 
 def gc(root: PathLike) -> dict:
     """Reclaims deleted checkpoints' data and that of saves that never committed; no job may
     be writing to the root."""
+    _release_store(os.fspath(root))
     return _native.gc(os.fspath(root))
 
 

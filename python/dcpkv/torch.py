@@ -22,6 +22,7 @@ import atexit
 import dataclasses
 import io
 import os
+import sys
 import threading
 import time
 import uuid
@@ -51,7 +52,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.distributed.tensor import DTensor
 from torch.futures import Future as TorchFuture
 
-from . import _native
+from . import _api, _native
 from ._api import Replication
 from ._errors import (
     DeadlineExceededError,
@@ -61,7 +62,13 @@ from ._errors import (
 )
 from ._state import capsule, decode_value
 
-__all__ = ["KVStorageReader", "KVStorageWriter", "release_staging_memory", "staging_memory_bytes"]
+__all__ = [
+    "KVStorageReader",
+    "KVStorageWriter",
+    "close_writers",
+    "release_staging_memory",
+    "staging_memory_bytes",
+]
 
 _ITEM_TYPES = {WriteItemType.TENSOR: 0, WriteItemType.SHARD: 1, WriteItemType.BYTE_IO: 2}
 
@@ -278,8 +285,10 @@ atexit.register(lambda: _pools.clear())
 # ---- the writer's databases ----
 #
 # One native writer per (root, rank) in a process, shared by the KVStorageWriter objects that
-# save there (DCP users build one per call): a save that failed half-way leaves its database
-# open for the next one, which reopens it cleanly, instead of locked by a writer nobody closes.
+# save there (DCP users build one per call), its database kept open between saves as dcpkv's
+# Checkpointer keeps it: RocksDB's compactions of the table files that saves add then run in
+# the background, where closing after each save would wait for them (seconds, here), and a save
+# that failed half-way leaves the database to the next one, which recovers it.
 
 _native_writers: dict[tuple[str, int], tuple[tuple, Any]] = {}
 _native_writers_lock = threading.Lock()
@@ -296,9 +305,41 @@ def _native_writer(root: str, rank: int, config: tuple) -> Any:
         return writer
 
 
-def _close_native_writer(root: str, rank: int) -> None:
+def _drop_native_writer(root: str, rank: int) -> None:
     with _native_writers_lock:
-        _native_writers.pop((root, rank), None)
+        writer = _native_writers.pop((root, rank), None)
+    del writer  # closed here, outside the lock
+
+
+def _caller_uses_process_executor() -> bool:
+    """True if dcp.async_save called this with AsyncCheckpointerType.PROCESS (its argument)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "async_save" and frame.f_globals.get("__name__", "").startswith(
+            "torch.distributed.checkpoint"
+        ):
+            kind = frame.f_locals.get("async_checkpointer_type")
+            return getattr(kind, "name", "") == "PROCESS"
+        frame = frame.f_back
+    return False
+
+
+def close_writers(root: str | os.PathLike | None = None) -> None:
+    """Closes the databases this process's KVStorageWriters keep open under ``root`` (default:
+    every root), once an upload in flight there is done. dcpkv's own save, rm, gc and recover
+    call it for their root; a later save opens them again. Done at exit on its own."""
+    keys = None if root is None else {_root_key(os.fspath(root))}
+    for key in keys if keys is not None else {k for k, _ in list(_native_writers)}:
+        _wait_for_upload(key, refuse=False, timeout=None, what="close_writers")
+    with _native_writers_lock:
+        closing = [k for k in _native_writers if keys is None or k[0] in keys]
+        writers = [_native_writers.pop(k) for k in closing]
+    del writers  # closed here, outside the lock
+
+
+_api._store_users.append(close_writers)
+atexit.register(close_writers)
 
 
 def _ready(value: Any) -> TorchFuture:
@@ -371,12 +412,16 @@ class KVStorageWriter(StorageWriter, AsyncStager):
         self._rank = 0
         self._is_coordinator = False
         self._native: Any = None
+        self._close_after_save = False
 
     def __getstate__(self) -> dict:
         return dict(self._args, checkpoint_id=self.checkpoint_id)
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
+        # Unpickled: in the PROCESS executor's daemon, whose database must be free again for
+        # the trainer's own saves once this one is done.
+        self._close_after_save = True
 
     # -- AsyncStager --
 
@@ -388,6 +433,9 @@ class KVStorageWriter(StorageWriter, AsyncStager):
             timeout=self._args["overlap_timeout"],
             what=what,
         )
+        if _caller_uses_process_executor():
+            # The daemon opens this root's databases: this process lets go of them first.
+            close_writers(self.root)
         pool = _pools.setdefault(self._key, _StagingPool())
         staged = pool.stage(state_dict, self._args["staging_limit_bytes"], self.root)
         upload = _Upload(self.checkpoint_id)
@@ -516,9 +564,8 @@ class KVStorageWriter(StorageWriter, AsyncStager):
             WriteResult(index=item.index, size_in_bytes=nbytes, storage_data=(rank, nbytes, chunks))
             for item, (rank, nbytes, chunks) in zip(plan.items, written)
         ]
-        if not self._is_coordinator:  # this rank's part is durable: its database closes
-            _close_native_writer(self._key, self._rank)
-            self._native = None
+        if not self._is_coordinator:  # DCP calls nothing more on this rank
+            self._done()
         return _ready(results)
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
@@ -569,8 +616,12 @@ class KVStorageWriter(StorageWriter, AsyncStager):
                 torch_dcp,
             )
         finally:
-            _close_native_writer(self._key, self._rank)
-            self._native = None
+            self._done()
+
+    def _done(self) -> None:
+        self._native = None
+        if self._close_after_save:
+            _drop_native_writer(self._key, self._rank)
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:

@@ -254,8 +254,12 @@ class HeldPlanner(DefaultSavePlanner):
     def __init__(self, release):
         super().__init__()
         self.release = release
+        import threading
+
+        self.entered = threading.Event()
 
     def resolve_data(self, write_item):
+        self.entered.set()
         assert self.release.wait(60), "never released"
         return super().resolve_data(write_item)
 
@@ -267,9 +271,11 @@ def test_async_save_stages_waits_for_or_refuses_an_upload_in_flight(root):
 
     state = {"w": torch.arange(1 << 16, dtype=torch.float32), "step": 1}
     release = threading.Event()
+    held = HeldPlanner(release)
     first = dcp.async_save(state, checkpoint_id="a1", storage_writer=KVStorageWriter(root),
-                           planner=HeldPlanner(release))
+                           planner=held)
     first.staging_completion.result(timeout=60)
+    assert held.entered.wait(60)  # the upload is writing
     state["w"].fill_(-1)  # the sources change once staged
     assert staging_memory_bytes() >= state["w"].numel() * 4
     # The upload of a1 is in flight: a second async save into the same store refuses, or

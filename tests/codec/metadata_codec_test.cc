@@ -304,6 +304,36 @@ TEST(MetadataCodecTest, GarbageIsDataLoss) {
                  "identifier");
 }
 
+// What flipping each bit pattern (0x01, 0x80, 0xFF) of each byte of `enc`, the encoding of
+// `md`, does: a DATA_LOSS error (detected), the same Metadata (padding no reader looks at), or a
+// different one that is still valid (a commit time, a chunk count, a character of a key).
+struct FlipOutcomes {
+  size_t detected = 0;
+  size_t unchanged = 0;
+  size_t changed = 0;
+};
+
+FlipOutcomes FlipEveryByte(const std::string& enc, const Metadata& md) {
+  FlipOutcomes o;
+  for (size_t at = 0; at < enc.size(); ++at) {
+    for (uint8_t mask : {uint8_t{0x01}, uint8_t{0x80}, uint8_t{0xFF}}) {
+      std::string bad = enc;
+      bad[at] = static_cast<char>(bad[at] ^ mask);
+      StatusOr<Metadata> d = DecodeMetadata(bad);
+      if (!d.ok()) {
+        EXPECT_EQ(d.status().code(), StatusCode::kDataLoss) << at << ": " << d.status();
+        ++o.detected;
+      } else if (*d == md) {
+        ++o.unchanged;
+      } else {
+        ++o.changed;
+        EXPECT_TRUE(ValidateMetadata(*d).ok()) << at;
+      }
+    }
+  }
+  return o;
+}
+
 TEST(MetadataCodecTest, EveryFlippedByteIsDetectedOrHarmless) {
   Metadata md;
   md.checkpoint_id = "ckpt-1";
@@ -317,27 +347,11 @@ TEST(MetadataCodecTest, EveryFlippedByteIsDetectedOrHarmless) {
   md.entries["b"] = {DType::kBytes, {9}, {Shard({0}, {9}, 2, DType::kBytes)}};
   md.entries["s"] = {DType::kInt64, {}, {Shard({}, {}, 1, DType::kInt64)}};
   const std::string enc = EncodeMetadata(md);
-  size_t unchanged = 0;
-  size_t changed = 0;
-  for (size_t at = 0; at < enc.size(); ++at) {
-    for (uint8_t mask : {uint8_t{0x01}, uint8_t{0x80}, uint8_t{0xFF}}) {
-      std::string bad = enc;
-      bad[at] = static_cast<char>(bad[at] ^ mask);
-      StatusOr<Metadata> d = DecodeMetadata(bad);
-      if (!d.ok()) {
-        ASSERT_EQ(d.status().code(), StatusCode::kDataLoss) << at << ": " << d.status();
-      } else if (*d == md) {
-        ++unchanged;  // alignment padding, which no reader looks at
-      } else {
-        ++changed;  // a value that stays valid (a commit time, a chunk count)
-        EXPECT_TRUE(ValidateMetadata(*d).ok()) << at;
-      }
-    }
-  }
+  const FlipOutcomes o = FlipEveryByte(enc, md);
   // Most flips are caught; a few bytes are padding.
   const size_t flips = 3 * enc.size();
-  EXPECT_GT(flips - unchanged - changed, flips / 2) << unchanged << " " << changed;
-  EXPECT_LT(unchanged, flips / 8) << unchanged;
+  EXPECT_GT(o.detected, flips / 2) << o.unchanged << " " << o.changed;
+  EXPECT_LT(o.unchanged, flips / 8) << o.unchanged;
 }
 
 Metadata OneTensor(EntryMetadata e) {
@@ -499,21 +513,7 @@ TEST(MetadataCodecTest, EveryFlippedByteOfTorchFieldsIsDetectedOrValid) {
   t.save_id = "s";
   t.modules = {"m"};
   const std::string enc = EncodeMetadata(md);
-  size_t detected = 0;
-  for (size_t at = 0; at < enc.size(); ++at) {
-    for (uint8_t mask : {uint8_t{0x01}, uint8_t{0x80}, uint8_t{0xFF}}) {
-      std::string bad = enc;
-      bad[at] = static_cast<char>(bad[at] ^ mask);
-      StatusOr<Metadata> d = DecodeMetadata(bad);
-      if (!d.ok()) {
-        ASSERT_EQ(d.status().code(), StatusCode::kDataLoss) << at << ": " << d.status();
-        ++detected;
-      } else {
-        EXPECT_TRUE(ValidateMetadata(*d).ok()) << at;  // e.g. a changed character of a key
-      }
-    }
-  }
-  EXPECT_GT(detected, enc.size());
+  EXPECT_GT(FlipEveryByte(enc, md).detected, enc.size());
 }
 
 // Writes `values` as a vector of 8-byte values whose elements start 4 bytes off an 8-byte

@@ -6,11 +6,15 @@ Each round, on the same disk and state (--tensors float32 tensors, --size bytes 
      FileSystemWriter(thread_count=1) and (=2);
   2. 10% of the tensors change (frozen layers, a fine-tune), then a second dcp.save: an
      incremental KVStorageWriter save against step 1's, and FileSystemWriter's (1, 2 threads);
-  3. a cold dcp.load (files dropped from the page cache) through KVStorageReader and
-     FileSystemReader, checked against the saved values;
+  3. (after 4 and 5's saves) a cold dcp.load (files dropped from the page cache) through
+     KVStorageReader and FileSystemReader, checked against the saved values, and dcpkv's own
+     cold load, in an order that turns from round to round;
   4. dcp.async_save (THREAD executor): how long the caller is blocked (until staging is done)
-     and how long until the upload is done, KVStorageWriter and FileSystemWriter(thread_count=2);
-  5. dcpkv's own save and cold load of the same state (the C++ library through the direct API).
+     and how long until the upload is done, KVStorageWriter (a full save) and
+     FileSystemWriter(thread_count=2); the writer's staging memory is kept between rounds (the
+     first round allocates it), DCP's default stager allocates its copy every time;
+  5. dcpkv's own save of the same state (the C++ library through the direct API).
+Every step starts after os.sync(), so that none competes with the write-back of the one before.
 Prints one JSON line per round, then medians (p25-p75) and ratios of medians (> 1: dcpkv.torch
 is faster).
 
@@ -84,7 +88,10 @@ class Timer:
     def __init__(self, world):
         self.world = world
 
-    def __call__(self, fn):
+    def __call__(self, fn, sync=True):
+        # Nothing written before is still on its way to the disk: each step has it alone.
+        if sync:
+            os.sync()
         if self.world > 1:
             dist.barrier()
         start = time.perf_counter()
@@ -103,17 +110,20 @@ def drop(path, world):
         dist.barrier()
 
 
-def one_round(r, args, state, targets, timed, group):
+def one_round(r, args, state, targets, timed, group, async_group):
     world = args.world
     rank = dist.get_rank() if world > 1 else 0
     no_dist = world == 1
-    base = os.path.join(args.dir, f"round{r}")
+    # The same paths every round (emptied after each): a job saves into one store again and
+    # again, and the writer's staging memory is kept per store root.
+    base = os.path.join(args.dir, "run")
     rnd = {}
     kv_root = base + "-kv"
     # 1. full saves.
     rnd["kv_save"] = timed(lambda: dcp.save(
         state, checkpoint_id="full", no_dist=no_dist,
-        storage_writer=KVStorageWriter(kv_root, incremental=False)))
+        storage_writer=KVStorageWriter(kv_root, incremental=False,
+                                       write_threads=args.write_threads)))
     for threads in (1, 2):
         rnd[f"fs{threads}_save"] = timed(lambda: dcp.save(
             state, no_dist=no_dist,
@@ -123,32 +133,25 @@ def one_round(r, args, state, targets, timed, group):
     for k in changed:
         local(state[k]).add_(1.0)
     rnd["kv_inc_save"] = timed(lambda: dcp.save(
-        state, checkpoint_id="inc", no_dist=no_dist, storage_writer=KVStorageWriter(kv_root)))
+        state, checkpoint_id="inc", no_dist=no_dist,
+        storage_writer=KVStorageWriter(kv_root, write_threads=args.write_threads)))
     for threads in (1, 2):
         rnd[f"fs{threads}_inc_save"] = timed(lambda: dcp.save(
             state, no_dist=no_dist,
             storage_writer=dcp.FileSystemWriter(f"{base}-fs{threads}-inc",
                                                 thread_count=threads)))
-    # 3. cold loads (of the second checkpoints: the incremental one reads two checkpoints').
-    drop(kv_root, world)
-    rnd["kv_load"] = timed(lambda: dcp.load(targets, checkpoint_id="inc", no_dist=no_dist,
-                                            storage_reader=KVStorageReader(kv_root)))
-    check(targets, state, "dcp.load through KVStorageReader")
-    for threads in (1, 2):
-        path = f"{base}-fs{threads}-inc"
-        drop(path, world)
-        rnd[f"fs{threads}_load"] = timed(lambda: dcp.load(
-            targets, no_dist=no_dist,
-            storage_reader=dcp.FileSystemReader(path)))
-        check(targets, state, f"dcp.load through FileSystemReader ({threads} threads)")
     # 4. async_save (THREAD): blocked until staged, then until uploaded.
-    for name, make in (("kv", lambda: KVStorageWriter(kv_root)),
+    for name, make in (("kv", lambda: KVStorageWriter(kv_root, incremental=False,
+                                                      write_threads=args.write_threads)),
                        ("fs2", lambda: dcp.FileSystemWriter(f"{base}-fs-async", thread_count=2))):
         box = {}
 
         def start():
-            box["r"] = dcp.async_save(state, checkpoint_id=f"async-{name}",
-                                      storage_writer=make(), no_dist=no_dist)
+            # The upload's collectives run on a group of their own, beside the barriers.
+            # (A checkpoint_id would be FileSystemWriter's path: only the store gets one.)
+            box["r"] = dcp.async_save(state, checkpoint_id="async" if name == "kv" else None,
+                                      storage_writer=make(), no_dist=no_dist,
+                                      process_group=async_group)
             staging = getattr(box["r"], "staging_completion", None)
             if staging is not None:
                 staging.result()
@@ -158,8 +161,9 @@ def one_round(r, args, state, targets, timed, group):
             upload.result()
 
         rnd[f"{name}_async_blocked"] = timed(start)
-        rnd[f"{name}_async_total"] = rnd[f"{name}_async_blocked"] + timed(finish)
-    # 5. dcpkv's own save and load of the same state.
+        # (No sync here: it would compete with the upload in flight.)
+        rnd[f"{name}_async_total"] = rnd[f"{name}_async_blocked"] + timed(finish, sync=False)
+    # 5. dcpkv's own save of the same state.
     own_root = base + "-own"
     if world == 1:
         own_state = state
@@ -168,12 +172,29 @@ def one_round(r, args, state, targets, timed, group):
                      for k, v in state.items()}
     rnd["own_save"] = timed(lambda: dcpkv.save(own_state, own_root, "c", incremental=False,
                                                process_group=group, no_dist=no_dist))
-    drop(own_root, world)
+    # 3. cold loads (of the second checkpoints: the incremental one reads two checkpoints'
+    # chunks), and dcpkv's own, in an order that turns each round: the first read after a
+    # burst of writes is slower here (the disk still busy with them), whoever makes it.
     own_targets = ({k: torch.zeros_like(v) for k, v in state.items()} if world == 1 else
                    {k: dcpkv.Sharded(torch.zeros_like(local(v)), tuple(v.shape),
                                      (_row_offset(v), 0)) for k, v in state.items()})
-    rnd["own_load"] = timed(lambda: dcpkv.load(own_targets, own_root, "c",
-                                               process_group=group, no_dist=no_dist))
+    loads = {
+        "kv_load": (kv_root, lambda: dcp.load(targets, checkpoint_id="inc", no_dist=no_dist,
+                                              storage_reader=KVStorageReader(kv_root))),
+        "fs1_load": (f"{base}-fs1-inc", lambda: dcp.load(
+            targets, no_dist=no_dist, storage_reader=dcp.FileSystemReader(f"{base}-fs1-inc"))),
+        "fs2_load": (f"{base}-fs2-inc", lambda: dcp.load(
+            targets, no_dist=no_dist, storage_reader=dcp.FileSystemReader(f"{base}-fs2-inc"))),
+        "own_load": (own_root, lambda: dcpkv.load(own_targets, own_root, "c",
+                                                  process_group=group, no_dist=no_dist)),
+    }
+    names = list(loads)
+    for name in names[r % len(names):] + names[: r % len(names)]:
+        path, load = loads[name]
+        drop(path, world)
+        rnd[name] = timed(load)
+        if name != "own_load":
+            check(targets, state, name)
     if world > 1:
         dist.barrier()
     if rank == 0:
@@ -195,13 +216,14 @@ def _row_offset(t):
 
 def run(rank, args, port):
     world = args.world
-    group = None
+    group = async_group = None
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                           LOCAL_WORLD_SIZE=str(world))
         dist.init_process_group("gloo")
         group = dcpkv.new_process_group(rank, world, "127.0.0.1", port + 1)
+        async_group = dist.new_group(backend="gloo")
     size = parse_size(args.size)
     state, _ = make_state(size, args.tensors, world, rank)
     targets = zeros_like(state)
@@ -214,7 +236,7 @@ def run(rank, args, port):
         dist.barrier()
     times = {}
     for r in range(args.rounds):
-        rnd = one_round(r, args, state, targets, timed, group)
+        rnd = one_round(r, args, state, targets, timed, group, async_group)
         for k, v in rnd.items():
             times.setdefault(k, []).append(v)
         if rank == 0:
@@ -258,6 +280,8 @@ def main():
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--world", type=int, default=1, choices=(1, 2))
     p.add_argument("--dir", required=True)
+    p.add_argument("--write-threads", type=int, default=0,
+                   help="KVStorageWriter's write_threads (0: its default)")
     args = p.parse_args()
     if args.world == 1:
         run(0, args, 0)
