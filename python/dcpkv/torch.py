@@ -294,15 +294,33 @@ _native_writers: dict[tuple[str, int], tuple[tuple, Any]] = {}
 _native_writers_lock = threading.Lock()
 
 
+def _rank_dir_identity(root: str, rank: int) -> tuple | None:
+    try:
+        st = os.stat(os.path.join(root, f"rank-{rank:05d}"))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _native_writer(root: str, rank: int, config: tuple) -> Any:
     with _native_writers_lock:
         held = _native_writers.get((root, rank))
-        if held is not None and held[0] == config:
+        # Kept only while it is this configuration's and its database is still where it was
+        # opened (a root deleted and made anew holds another database).
+        if held is not None and held[0] == config and held[2] == _rank_dir_identity(root, rank):
             return held[1]
-        _native_writers.pop((root, rank), None)  # closes a writer of another configuration
+        _native_writers.pop((root, rank), None)  # closes the one held
         writer = _native.DcpWriter(root, *config)
-        _native_writers[(root, rank)] = (config, writer)
+        _native_writers[(root, rank)] = (config, writer, None)
         return writer
+
+
+def _opened(root: str, rank: int) -> None:
+    """Notes where the database of (root, rank) is, once the writer has opened it."""
+    with _native_writers_lock:
+        held = _native_writers.get((root, rank))
+        if held is not None:
+            _native_writers[(root, rank)] = (held[0], held[1], _rank_dir_identity(root, rank))
 
 
 def _drop_native_writer(root: str, rank: int) -> None:
@@ -498,6 +516,7 @@ class KVStorageWriter(StorageWriter, AsyncStager):
             replication._native if replication is not None else None,
         )
         self._native.set_up(str(self.checkpoint_id), self._is_coordinator, rank, world)
+        _opened(self._key, rank)
         if self._args["keep_last"] > 0 and not self._is_coordinator:
             self._native.reclaim_garbage()
 

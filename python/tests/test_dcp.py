@@ -297,3 +297,15 @@ def test_async_save_stages_waits_for_or_refuses_an_upload_in_flight(root):
     dcp.load(out, checkpoint_id="a2", storage_reader=KVStorageReader(root))
     assert torch.equal(out["w"], torch.full((1 << 16,), -1.0))
     assert dcpkv.checkpoint_info(root, "a2").base_checkpoint_id == "a1"
+
+
+def test_a_store_deleted_and_made_anew_is_opened_anew(root):
+    import shutil
+
+    state = {"w": torch.ones(1000)}
+    dcp.save(state, checkpoint_id="one", storage_writer=KVStorageWriter(root))
+    shutil.rmtree(root)  # while this process keeps its database open
+    dcp.save(state, checkpoint_id="one", storage_writer=KVStorageWriter(root))
+    assert [c.checkpoint_id for c in dcpkv.list_checkpoints(root)] == ["one"]
+    verify = run_cli("verify", root)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

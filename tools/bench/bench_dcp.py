@@ -38,7 +38,7 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 
 import dcpkv
-from dcpkv.torch import KVStorageReader, KVStorageWriter
+from dcpkv.torch import KVStorageReader, KVStorageWriter, close_writers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare_dcp import drop_page_cache, parse_size  # noqa: E402 - the same helpers
@@ -195,6 +195,7 @@ def one_round(r, args, state, targets, timed, group, async_group):
         rnd[name] = timed(load)
         if name != "own_load":
             check(targets, state, name)
+    close_writers()  # the store is deleted below: its databases close first
     if world > 1:
         dist.barrier()
     if rank == 0:
