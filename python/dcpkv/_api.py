@@ -209,6 +209,21 @@ def recover(
 # ---- save and load ----
 
 
+def check_save_options(
+    replication: Any, tags: Mapping[str, str] | None, keep_last: int, chunk_size: int | None
+) -> None:
+    """The checks of the save options dcpkv's save and dcpkv.torch's writer share."""
+    if replication is not None and not isinstance(replication, Replication):
+        raise InvalidArgumentError("replication must be a dcpkv.Replication")
+    for k, v in (tags or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidArgumentError(f"tag {k!r}: tags map strings to strings")
+    if keep_last < 0:
+        raise InvalidArgumentError(f"keep_last must be 0 (keep all) or more, not {keep_last}")
+    if chunk_size is not None and chunk_size <= 0:
+        raise InvalidArgumentError(f"chunk_size must be positive bytes, not {chunk_size}")
+
+
 def _prepare_save(
     state_dict: Mapping[str, Any],
     root: PathLike,
@@ -225,24 +240,16 @@ def _prepare_save(
 ) -> tuple[Any, str, Any, ProcessGroup | None]:
     """The native state dict, root, options and group of a save: the options of save() and
     async_save(), checked before anything is written."""
+    check_save_options(replication, tags, keep_last, chunk_size)
     o = _native.SaveOptions()
     if replication is not None:
-        if not isinstance(replication, Replication):
-            raise InvalidArgumentError("replication must be a dcpkv.Replication")
         o.replication = replication._native
     o.incremental = bool(incremental)
     o.incremental_base = incremental_base or ""
     if tags:
-        for k, v in tags.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidArgumentError(f"tag {k!r}: tags map strings to strings")
         o.tags = dict(tags)
-    if keep_last < 0:
-        raise InvalidArgumentError(f"keep_last must be 0 (keep all) or more, not {keep_last}")
     o.keep_last = int(keep_last)
     if chunk_size is not None:
-        if chunk_size <= 0:
-            raise InvalidArgumentError(f"chunk_size must be positive bytes, not {chunk_size}")
         o.chunk_size = int(chunk_size)
     o.coordinator_rank = int(coordinator_rank)
     o.no_dist = bool(no_dist)
@@ -317,6 +324,8 @@ _NUMPY_DTYPES = {
 # dcpkv dtypes numpy lacks (torch has them all, under the same names).
 _TORCH_DTYPES = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
                  "float8_e5m2fnuz", "float8_e8m0fnu", "complex32"}
+# Every dtype dcpkv stores, by its (numpy's and torch's) name.
+STORED_DTYPES = frozenset(_NUMPY_DTYPES) | _TORCH_DTYPES
 
 
 def _allocate(dtype: str, shape: tuple[int, ...], fqn: str, framework: str) -> Any:

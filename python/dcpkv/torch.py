@@ -73,14 +73,6 @@ __all__ = [
 _ITEM_TYPES = {WriteItemType.TENSOR: 0, WriteItemType.SHARD: 1, WriteItemType.BYTE_IO: 2}
 
 
-# torch dtypes dcpkv stores (docs/format.md), by torch's name.
-_STORED_DTYPES = frozenset(
-    "float64 float32 float16 bfloat16 int8 int16 int32 int64 uint8 bool float8_e4m3fn "
-    "float8_e5m2 complex64 complex128 uint16 uint32 uint64 float8_e4m3fnuz float8_e5m2fnuz "
-    "float8_e8m0fnu complex32".split()
-)
-
-
 def _root_key(root: str) -> str:
     return os.path.realpath(root)
 
@@ -400,15 +392,7 @@ class KVStorageWriter(StorageWriter, AsyncStager):
         staging_limit_bytes: int | None = None,
     ):
         super().__init__()
-        if replication is not None and not isinstance(replication, Replication):
-            raise InvalidArgumentError("replication must be a dcpkv.Replication")
-        if keep_last < 0:
-            raise InvalidArgumentError(f"keep_last must be 0 (keep all) or more, not {keep_last}")
-        if chunk_size is not None and chunk_size <= 0:
-            raise InvalidArgumentError(f"chunk_size must be positive bytes, not {chunk_size}")
-        for k, v in (tags or {}).items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidArgumentError(f"tag {k!r}: tags map strings to strings")
+        _api.check_save_options(replication, tags, keep_last, chunk_size)
         self._args = dict(
             root=os.fspath(root),
             checkpoint_id=checkpoint_id,
@@ -560,10 +544,10 @@ class KVStorageWriter(StorageWriter, AsyncStager):
                 items.append((item.index.fqn, kind, (), (), payload))
                 continue
             tensor = data.detach()
-            if _dtype_name(tensor.dtype) not in _STORED_DTYPES:
+            if _dtype_name(tensor.dtype) not in _api.STORED_DTYPES:
                 raise InvalidArgumentError(
                     f"entry {item.index.fqn!r} is {tensor.dtype}, which dcpkv does not store "
-                    f"(it stores {', '.join(sorted(_STORED_DTYPES))})"
+                    f"(it stores {', '.join(sorted(_api.STORED_DTYPES))})"
                 )
             if tensor.device.type not in ("cpu", "cuda"):
                 tensor = tensor.cpu()

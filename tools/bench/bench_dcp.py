@@ -51,12 +51,12 @@ def make_state(size, tensors, world, rank):
     gen = torch.Generator().manual_seed(1)
     full = {f"t{i}": torch.randn(rows, 1024, generator=gen) for i in range(tensors)}
     if world == 1:
-        return full, full
+        return full
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
     mesh = init_device_mesh("cpu", (world,))
-    return {k: distribute_tensor(v, mesh, [Shard(0)]) for k, v in full.items()}, full
+    return {k: distribute_tensor(v, mesh, [Shard(0)]) for k, v in full.items()}
 
 
 def local(t):
@@ -226,7 +226,7 @@ def run(rank, args, port):
         group = dcpkv.new_process_group(rank, world, "127.0.0.1", port + 1)
         async_group = dist.new_group(backend="gloo")
     size = parse_size(args.size)
-    state, _ = make_state(size, args.tensors, world, rank)
+    state = make_state(size, args.tensors, world, rank)
     targets = zeros_like(state)
     total = sum(v.numel() * 4 for v in state.values())
     timed = Timer(world)
