@@ -13,6 +13,15 @@ KvStorageOptions OptionsOf(const KvStorageConfig& config) {
   if (config.chunk_size != 0) o.store_options.chunk_size = config.chunk_size;
   o.write_threads = config.write_threads;
   o.read_threads = config.read_threads;
+  switch (config.read_io) {
+    case KvStorageConfig::ReadIo::kAuto: o.store_options.table_read_io = TableReadIo::kAuto; break;
+    case KvStorageConfig::ReadIo::kBuffered:
+      o.store_options.table_read_io = TableReadIo::kBuffered;
+      break;
+    case KvStorageConfig::ReadIo::kDirect:
+      o.store_options.table_read_io = TableReadIo::kDirect;
+      break;
+  }
   return o;
 }
 

@@ -16,6 +16,7 @@
 #include "dcpkv/core/strided.h"
 #include "dcpkv/store/saved_shard_reader.h"
 #include "dcpkv/store/store_layout.h"
+#include "host_threads.h"
 
 namespace dcpkv {
 namespace {
@@ -288,7 +289,9 @@ Status KvStorageReader::Read(const LoadPlan& plan, LoadPlanner& planner) {
   const RankReadRunner runner = [this](int rank, const std::function<Status(ChunkStore*)>& read) {
     return ReadRetrying(rank, read);
   };
-  const int max_threads = options_.read_threads > 0 ? options_.read_threads : 1;
+  const int max_threads = options_.read_threads > 0
+                              ? options_.read_threads
+                              : static_cast<int>(CoresPerLocalRank(/*ranks_here=*/1));
   const uint64_t piece_bytes =
       options_.read_piece_bytes > 0 ? options_.read_piece_bytes : kDefaultPieceBytes;
 

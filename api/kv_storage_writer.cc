@@ -20,6 +20,7 @@
 #include "dcpkv/store/gc.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_layout.h"
+#include "host_threads.h"
 
 namespace dcpkv {
 namespace {
@@ -29,18 +30,6 @@ std::future<T> Ready(T value) {
   std::promise<T> p;
   p.set_value(std::move(value));
   return p.get_future();
-}
-
-// KvStorageOptions::write_threads = 0: the cores of this host shared among its ranks
-// (LOCAL_WORLD_SIZE, as torchrun sets it; else every rank of the world is taken to be here),
-// between 1 and 2.
-size_t DefaultWriteThreads(int world_size) {
-  int local = world_size;
-  if (const char* env = std::getenv("LOCAL_WORLD_SIZE"); env != nullptr && std::atoi(env) > 0) {
-    local = std::atoi(env);
-  }
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  return std::clamp<size_t>(cores / static_cast<unsigned>(std::max(1, local)), 1, 2);
 }
 
 // KvStorageOptions::min_bytes_per_writer = 0.
@@ -290,7 +279,7 @@ StatusOr<std::vector<WriteResult>> KvStorageWriter::Write(const SavePlan& plan,
     return result;
   };
   const size_t threads = options_.write_threads > 0 ? static_cast<size_t>(options_.write_threads)
-                                                    : DefaultWriteThreads(world_size_);
+                                                    : CoresPerLocalRank(world_size_);
   std::vector<WriteResult> results;
   results.reserve(plan.items.size());
   if (threads <= 1 || plan.items.size() <= 1 || !planner.ResolvedDataOutlivesNextResolve()) {

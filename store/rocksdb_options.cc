@@ -6,6 +6,7 @@
 
 #include "block_buffer_pool.h"
 #include "chunk_store_internal.h"
+#include "table_read_io.h"
 
 namespace dcpkv {
 
@@ -23,7 +24,12 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   db.keep_log_file_num = 4;
   db.bytes_per_sync = uint64_t{8} << 20;   // smooth write-back of large flushes
   db.avoid_flush_during_shutdown = false;  // unflushed (WAL-less) chunks are flushed on close
-  if (options.env != nullptr) db.env = options.env;
+  if (options.env != nullptr) {
+    db.env = options.env;
+  } else if (options.mode != OpenMode::kReadWrite &&
+             options.table_read_io != TableReadIo::kBuffered) {
+    db.env = TableReadIoEnv(options.table_read_io);
+  }
   // Table files are read in long runs of megabyte blocks (loads, verify, compactions), not by
   // point lookups: the kernel's readahead, which RocksDB's default POSIX_FADV_RANDOM turns off,
   // keeps the disk busy ahead of a reader. Measured here on loads right after a save: 1 GiB in

@@ -658,15 +658,32 @@ class KVStorageReader(StorageReader):
     """Reads checkpoints of the dcpkv store at ``root`` for ``dcp.load``: those saved through
     KVStorageWriter and those written by dcpkv's own save (C++ or Python) or ``dcpkv import``.
     ``checkpoint_id`` (when DCP is not given one) may be "latest". Every chunk read is checked
-    against its checksum: damage raises dcpkv.DataLossError naming the entry."""
+    against its checksum: damage raises dcpkv.DataLossError naming the entry.
+
+    ``read_threads``: threads each rank reads with (0: the host's cores divided among its ranks,
+    between 1 and 2). ``read_io``: how table files are
+    read: "auto" (the default) with O_DIRECT for a file less than half of which is in the page
+    cache, through the page cache otherwise; "buffered" always through the page cache (fastest
+    for a checkpoint loaded again and again, which then stays in memory); "direct" always with
+    O_DIRECT where the file system takes it."""
 
     def __init__(
-        self, root: str | os.PathLike, checkpoint_id: str = "latest", *, read_threads: int = 0
+        self,
+        root: str | os.PathLike,
+        checkpoint_id: str = "latest",
+        *,
+        read_threads: int = 0,
+        read_io: str = "auto",
     ):
         super().__init__()
+        if read_io not in ("auto", "buffered", "direct"):
+            raise InvalidArgumentError(
+                f'read_io must be "auto", "buffered" or "direct", not {read_io!r}'
+            )
         self.root = os.fspath(root)
         self.checkpoint_id: str = checkpoint_id
         self._read_threads = int(read_threads)
+        self._read_io = read_io
         self._native: Any = None
         self._md: dict | None = None
         self._load_id: str | None = None
@@ -678,7 +695,7 @@ class KVStorageReader(StorageReader):
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         resolved = _native.resolve_checkpoint_id(self.root, str(self.checkpoint_id))
-        self._native = _native.DcpReader(self.root, self._read_threads)
+        self._native = _native.DcpReader(self.root, self._read_threads, self._read_io)
         self._md = self._native.read_metadata(resolved)
         return _to_dcp_metadata(self._md, self._load_id)
 

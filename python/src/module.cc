@@ -751,10 +751,19 @@ class DcpDestinations : public LoadPlanner {
 };
 
 // One rank's side of a load that torch.distributed.checkpoint runs.
+KvStorageConfig::ReadIo ParseReadIo(const std::string& read_io) {
+  if (read_io == "auto") return KvStorageConfig::ReadIo::kAuto;
+  if (read_io == "buffered") return KvStorageConfig::ReadIo::kBuffered;
+  if (read_io == "direct") return KvStorageConfig::ReadIo::kDirect;
+  throw py::value_error("read_io must be \"auto\", \"buffered\" or \"direct\", not \"" + read_io +
+                        "\"");
+}
+
 class DcpReader {
  public:
-  DcpReader(const std::string& root, int read_threads)
-      : reader_(CreateKvStorageReader(KvStorageConfig{root, 0, 0, read_threads})) {}
+  DcpReader(const std::string& root, int read_threads, const std::string& read_io)
+      : reader_(CreateKvStorageReader(
+            KvStorageConfig{root, 0, 0, read_threads, ParseReadIo(read_io)})) {}
 
   // Reads the committed Metadata of `checkpoint_id` (a resolved id) and sets the reader up.
   py::dict ReadMetadata(const std::string& checkpoint_id) {
@@ -1106,7 +1115,7 @@ PYBIND11_MODULE(_native, m) {
       .def("commit", &DcpWriter::Commit)
       .def("reclaim_garbage", &DcpWriter::ReclaimGarbage);
   py::class_<DcpReader>(m, "DcpReader")
-      .def(py::init<const std::string&, int>())
+      .def(py::init<const std::string&, int, const std::string&>())
       .def("read_metadata", &DcpReader::ReadMetadata)
       .def("read", &DcpReader::Read);
 }

@@ -2,6 +2,7 @@
 process, the same state through FileSystemWriter, checkpoints of dcpkv's own save, damage, plan
 caching with incremental saves, and the CLI on what DCP wrote."""
 
+import os
 import subprocess
 import warnings
 
@@ -171,6 +172,38 @@ def test_damage_makes_load_raise_data_loss_naming_the_entry(root):
     assert 'fqn "hurt"' in text, text
     verify = run_cli("verify", root)
     assert verify.returncode != 0 and "hurt" in verify.stdout + verify.stderr
+
+
+def drop_page_cache(root):
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def test_cold_loads_are_the_same_and_checked_with_every_read_io(root):
+    # Large enough for table files that O_DIRECT reads ("auto" on a cold file, "direct").
+    pattern = torch.arange(0, 1 << 20, dtype=torch.int32) * 7919
+    state = {"big": torch.randn(1 << 20), "pattern": pattern.clone()}
+    dcp.save(state, checkpoint_id="c", storage_writer=KVStorageWriter(root))
+    for read_io in ("auto", "buffered", "direct"):
+        drop_page_cache(root)
+        out = {k: torch.zeros_like(v) for k, v in state.items()}
+        dcp.load(out, checkpoint_id="c", storage_reader=KVStorageReader(root, read_io=read_io))
+        assert_same(state, out, read_io)
+    flip_stored_byte(root, pattern[100000:100100].numpy().tobytes())
+    drop_page_cache(root)
+    out = {k: torch.zeros_like(v) for k, v in state.items()}
+    _, causes, text = raises_from_rank(lambda: dcp.load(
+        out, checkpoint_id="c", storage_reader=KVStorageReader(root, read_io="direct")))
+    assert any(isinstance(c, dcpkv.DataLossError) for c in causes), text
+    assert 'fqn "pattern"' in text, text
+    with pytest.raises(dcpkv.InvalidArgumentError, match="read_io"):
+        KVStorageReader(root, read_io="mmap")
 
 
 def test_incremental_save_stores_only_changed_chunks(root):

@@ -7,8 +7,9 @@ Each round, on the same disk and state (--tensors float32 tensors, --size bytes 
   2. 10% of the tensors change (frozen layers, a fine-tune), then a second dcp.save: an
      incremental KVStorageWriter save against step 1's, and FileSystemWriter's (1, 2 threads);
   3. (after 4 and 5's saves) a cold dcp.load (files dropped from the page cache) through
-     KVStorageReader and FileSystemReader, checked against the saved values, and dcpkv's own
-     cold load, in an order that turns from round to round;
+     KVStorageReader and FileSystemReader, checked against the saved values, dcpkv's own cold
+     load, and the raw disk (FileSystemWriter's files read whole with O_DIRECT), in an order
+     that turns from round to round;
   4. dcp.async_save (THREAD executor): how long the caller is blocked (until staging is done)
      and how long until the upload is done, KVStorageWriter (a full save) and
      FileSystemWriter(thread_count=2); the writer's staging memory is kept between rounds (the
@@ -24,6 +25,7 @@ is faster).
 import argparse
 import json
 import math
+import mmap
 import os
 import shutil
 import socket
@@ -59,6 +61,25 @@ def make_state(size, tensors, world, rank):
     return {k: distribute_tensor(v, mesh, [Shard(0)]) for k, v in full.items()}
 
 
+def read_disk(path):
+    """Reads every file under path straight from the disk (O_DIRECT, 16 MiB reads; through the
+    page cache where the file system refuses O_DIRECT): the raw disk's time for those bytes."""
+    buf = mmap.mmap(-1, 16 << 20)
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(dirpath, name)
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_DIRECT)
+            except OSError:
+                fd = os.open(file, os.O_RDONLY)
+            try:
+                offset = 0
+                while (n := os.preadv(fd, [buf], offset)) > 0:
+                    offset += n
+            finally:
+                os.close(fd)
+
+
 def local(t):
     return t.to_local() if hasattr(t, "to_local") else t
 
@@ -85,8 +106,12 @@ def check(targets, state, what):
 
 
 class Timer:
+    """Times a step (seconds of wall time); keeps this process's CPU seconds of the last step
+    (user, system) in .cpu."""
+
     def __init__(self, world):
         self.world = world
+        self.cpu = (0.0, 0.0)
 
     def __call__(self, fn, sync=True):
         # Nothing written before is still on its way to the disk: each step has it alone.
@@ -94,11 +119,15 @@ class Timer:
             os.sync()
         if self.world > 1:
             dist.barrier()
+        before = os.times()
         start = time.perf_counter()
         fn()
         if self.world > 1:
             dist.barrier()
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        after = os.times()
+        self.cpu = (after.user - before.user, after.system - before.system)
+        return elapsed
 
 
 def drop(path, world):
@@ -180,20 +209,24 @@ def one_round(r, args, state, targets, timed, group, async_group):
                                      (_row_offset(v), 0)) for k, v in state.items()})
     loads = {
         "kv_load": (kv_root, lambda: dcp.load(targets, checkpoint_id="inc", no_dist=no_dist,
-                                              storage_reader=KVStorageReader(kv_root))),
+                                              storage_reader=KVStorageReader(
+                                                  kv_root, read_threads=args.read_threads))),
         "fs1_load": (f"{base}-fs1-inc", lambda: dcp.load(
             targets, no_dist=no_dist, storage_reader=dcp.FileSystemReader(f"{base}-fs1-inc"))),
         "fs2_load": (f"{base}-fs2-inc", lambda: dcp.load(
             targets, no_dist=no_dist, storage_reader=dcp.FileSystemReader(f"{base}-fs2-inc"))),
         "own_load": (own_root, lambda: dcpkv.load(own_targets, own_root, "c",
                                                   process_group=group, no_dist=no_dist)),
+        # The raw disk: FileSystemWriter's files of the same state read whole, by rank 0.
+        "disk_read": (f"{base}-fs2-inc", lambda: rank == 0 and read_disk(f"{base}-fs2-inc")),
     }
     names = list(loads)
     for name in names[r % len(names):] + names[: r % len(names)]:
         path, load = loads[name]
         drop(path, world)
         rnd[name] = timed(load)
-        if name != "own_load":
+        rnd[name + "_cpu"] = [round(c, 3) for c in timed.cpu]
+        if name not in ("own_load", "disk_read"):
             check(targets, state, name)
     close_writers()  # the store is deleted below: its databases close first
     if world > 1:
@@ -236,26 +269,35 @@ def run(rank, args, port):
     if world > 1:
         dist.barrier()
     times = {}
+    cpu = {}  # the loads' CPU seconds of rank 0's process, (user, system) per round
     for r in range(args.rounds):
         rnd = one_round(r, args, state, targets, timed, group, async_group)
         for k, v in rnd.items():
-            times.setdefault(k, []).append(v)
+            if k.endswith("_cpu"):
+                cpu.setdefault(k[: -len("_cpu")], []).append(v)
+            else:
+                times.setdefault(k, []).append(v)
         if rank == 0:
             print(json.dumps({"round": r, "world": world, "bytes": total, **rnd}), flush=True)
     if rank == 0:
-        report(times, total, args)
+        report(times, cpu, total, args)
     if world > 1:
         dist.destroy_process_group()
 
 
-def report(times, total, args):
+def report(times, cpu, total, args):
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nworld {args.world}: {total / 2**30:.2f} GiB in {args.tensors} tensors, "
           f"{args.rounds} rounds (median seconds, p25-p75):")
     for k, v in times.items():
         q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0], v[0], v[0]]
-        print(f"  {k:18s} {med[k]:7.3f} s ({q[0]:.3f}-{q[2]:.3f})  "
-              f"{total / med[k] / 1e9:6.2f} GB/s")
+        line = (f"  {k:18s} {med[k]:7.3f} s ({q[0]:.3f}-{q[2]:.3f})  "
+                f"{total / med[k] / 1e9:6.2f} GB/s")
+        if k in cpu:
+            user = statistics.median(c[0] for c in cpu[k])
+            system = statistics.median(c[1] for c in cpu[k])
+            line += f"  CPU (rank 0): user {user:.2f} s, system {system:.2f} s"
+        print(line)
     fs_save = min(med["fs1_save"], med["fs2_save"])
     fs_inc = min(med["fs1_inc_save"], med["fs2_inc_save"])
     fs_load = min(med["fs1_load"], med["fs2_load"])
@@ -263,6 +305,7 @@ def report(times, total, args):
         "full save: FS best / KV": fs_save / med["kv_save"],
         "10% changed: FS best / KV incremental": fs_inc / med["kv_inc_save"],
         "cold load: FS best / KV": fs_load / med["kv_load"],
+        "cold load: raw disk / KV": med["disk_read"] / med["kv_load"],
         "async blocked: FS / KV": med["fs2_async_blocked"] / med["kv_async_blocked"],
         "async total: FS / KV": med["fs2_async_total"] / med["kv_async_total"],
         "save: dcpkv's own / KV plug-in": med["own_save"] / med["kv_save"],
@@ -283,6 +326,8 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--write-threads", type=int, default=0,
                    help="KVStorageWriter's write_threads (0: its default)")
+    p.add_argument("--read-threads", type=int, default=0,
+                   help="KVStorageReader's read_threads (0: its default)")
     args = p.parse_args()
     if args.world == 1:
         run(0, args, 0)

@@ -27,8 +27,19 @@ struct DCPKV_EXPORT KvStorageConfig {
   uint64_t chunk_size = 0;
   // Threads a rank writes with (0: the default, see KvStorageOptions::write_threads).
   int write_threads = 0;
-  // Threads a rank reads with (0: the default, one).
+  // Threads a rank reads with (0: the default, see KvStorageOptions::read_threads).
   int read_threads = 0;
+  // How a reader reads the rank databases' table files.
+  enum class ReadIo {
+    // Per file: with O_DIRECT when less than half of it is in the page cache (a cold load),
+    // else through the page cache (a checkpoint just saved).
+    kAuto,
+    // Through the page cache.
+    kBuffered,
+    // With O_DIRECT (files of 1 MiB or more, where the file system takes it).
+    kDirect,
+  };
+  ReadIo read_io = ReadIo::kAuto;
 };
 
 DCPKV_EXPORT std::unique_ptr<StorageWriter> CreateKvStorageWriter(const KvStorageConfig& config);

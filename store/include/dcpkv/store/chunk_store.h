@@ -67,6 +67,18 @@ enum class ChunkWritePath : uint8_t {
   kIngestTableFiles = 1,
 };
 
+// How read-only and secondary opens read table files.
+enum class TableReadIo : uint8_t {
+  // Through the page cache.
+  kBuffered = 0,
+  // Table files of 1 MiB or more with O_DIRECT (where the file system takes it), straight into
+  // RocksDB's block buffers: no page-cache page per 4 KiB and no copy out of it.
+  kDirect = 1,
+  // Per table file, when it is opened: O_DIRECT for one less than half of which is in the page
+  // cache (a cold load), else through the page cache (a checkpoint just saved or read before).
+  kAuto = 2,
+};
+
 struct ChunkStoreOptions {
   // How to open. Default: kReadWrite.
   OpenMode mode = OpenMode::kReadWrite;
@@ -104,6 +116,13 @@ struct ChunkStoreOptions {
   // saves' data instead of each leaving a file. 0: every chunk goes into table files.
   // Default: 8 MiB.
   uint64_t small_write_bytes = uint64_t{8} << 20;
+
+  // kReadOnly and kSecondary: how table files are read (see TableReadIo). kAuto loads 1 GiB
+  // that is not in the page cache in 0.7 s with 0.1 s of system time here, against 1.5-2.1 s
+  // and 1.7 s through the page cache; one that is, as fast as kBuffered. Read-write opens (a
+  // writer's base lookups, compactions) always read through the page cache. Ignored when `env`
+  // is set. Default: kAuto.
+  TableReadIo table_read_io = TableReadIo::kAuto;
 
   // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
   rocksdb::Env* env = nullptr;
