@@ -38,6 +38,9 @@ struct ChunkStore::Impl {
   // reclaim records, batches of one writer), so nothing waits long.
   std::mutex write_mu;
 
+  // Held by ConsolidateSmallFiles: one at a time.
+  std::mutex consolidate_mu;
+
   // The store format version its marker holds (store_format.h), once opened.
   std::mutex format_mu;
   int format_version = 0;  // guarded by format_mu after open

@@ -7,6 +7,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+
+#include <rocksdb/db.h>
 
 #include "dcpkv/store/store_layout.h"
 #include "tests/util/store_files.h"
@@ -291,30 +294,72 @@ std::vector<std::string> TableFiles(const std::string& dir) {
   return out;
 }
 
-// The path of the largest table file in `dir`.
-std::string LargestTableFile(const std::string& dir) {
-  std::string largest;
-  uintmax_t largest_size = 0;
-  for (const std::string& f : TableFiles(dir)) {
-    const uintmax_t size = std::filesystem::file_size(dir + "/" + f);
-    if (size > largest_size) {
-      largest = dir + "/" + f;
-      largest_size = size;
-    }
+// A database that lost its CURRENT file is DATA_LOSS for every open: a read-only open does not
+// take it for a store not made yet, and a read-write one does not make a new database over it
+// (orphaning the checkpoints in its files).
+TEST(ChunkStoreOpenTest, ADatabaseThatLostItsCurrentFileIsDataLossInEveryMode) {
+  testing::TempDir tmp;
+  const std::string dir = RankDirectory(tmp.path(), 0);
+  ShardGeometry g{DType::kFloat32, {0}, {1024}};
+  std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 1);
+  {
+    std::unique_ptr<ChunkStore> store = OpenStore(dir);
+    ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
+    ASSERT_TRUE(store->Close().ok());
   }
-  return largest;
+  std::filesystem::remove(dir + "/CURRENT");
+  for (OpenMode mode : {OpenMode::kReadOnly, OpenMode::kSecondary, OpenMode::kReadWrite}) {
+    std::unique_ptr<ChunkStore> store;
+    Status s = ChunkStore::Open(dir, {.mode = mode}, &store);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s;
+    EXPECT_THAT(s.message(), HasSubstr("no CURRENT file")) << s;
+    EXPECT_THAT(s.message(), HasSubstr(dir)) << s;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/CURRENT")) << "nothing was made over it";
+  // An empty directory is still a store not made yet.
+  const std::string empty = RankDirectory(tmp.path(), 1);
+  std::filesystem::create_directories(empty);
+  std::unique_ptr<ChunkStore> store;
+  EXPECT_EQ(ChunkStore::Open(empty, {.mode = OpenMode::kReadOnly}, &store).code(),
+            StatusCode::kNotFound);
+  EXPECT_TRUE(ChunkStore::Open(empty, {}, &store).ok());
 }
 
-void FlipByteInTheMiddle(const std::string& path) {
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekg(0, std::ios::end);
-  const std::streamoff middle = file.tellg() / 2;
-  file.seekg(middle);
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x40);
-  file.seekp(middle);
-  file.write(&byte, 1);
+// Another program's RocksDB database where a rank database should be: a read-write open refuses
+// it before writing anything (RocksDB would add dcpkv's column families to it).
+TEST(ChunkStoreOpenTest, AnotherRocksDBDatabaseIsRefusedAndLeftUntouched) {
+  testing::TempDir tmp;
+  const std::string dir = RankDirectory(tmp.path(), 0);
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir, &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "their key", "their value").ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+  auto listing = [&] {
+    std::map<std::string, uintmax_t> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      files[e.path().filename().string()] = e.is_regular_file() ? e.file_size() : 0;
+    }
+    return files;
+  };
+  const auto before = listing();
+  for (OpenMode mode : {OpenMode::kReadWrite, OpenMode::kReadOnly}) {
+    std::unique_ptr<ChunkStore> store;
+    Status s = ChunkStore::Open(dir, {.mode = mode}, &store);
+    EXPECT_FALSE(s.ok());
+    if (mode == OpenMode::kReadWrite) {
+      EXPECT_EQ(s.reason(), ErrorReason::kNotADcpkvStore) << s;
+      EXPECT_THAT(s.message(), HasSubstr("not a dcpkv store")) << s;
+    }
+  }
+  EXPECT_EQ(listing(), before);
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families).ok());
+  EXPECT_THAT(families, ElementsAre("default"));
 }
 
 class IngestTableFilesTest : public ::testing::Test {
@@ -438,9 +483,9 @@ TEST_F(IngestTableFilesTest, DamageInsideAnIngestedTableIsDataLoss) {
   ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
   ASSERT_TRUE(store->Close().ok());
   // Flip one byte in the middle of the chunks' table file: inside some chunk's payload.
-  const std::string path = LargestTableFile(dir_);
+  const std::string path = testing::LargestTableFile(dir_);
   ASSERT_GT(std::filesystem::file_size(path), data.size());
-  FlipByteInTheMiddle(path);
+  testing::FlipByteInTheMiddle(path);
 
   ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
   std::vector<uint8_t> out(data.size());
@@ -463,9 +508,9 @@ TEST_F(IngestTableFilesTest, ListingReadsNoChunk) {
   std::vector<uint8_t> data = testing::RandomBytes(*g.ByteSize(), 6);
   ASSERT_TRUE(store->PutShard("ck", "w", g, data.data(), data.size()).ok());
   ASSERT_TRUE(store->Close().ok());
-  const std::string path = LargestTableFile(dir_);
+  const std::string path = testing::LargestTableFile(dir_);
   ASSERT_GT(std::filesystem::file_size(path), data.size()) << "the chunk's table file";
-  FlipByteInTheMiddle(path);
+  testing::FlipByteInTheMiddle(path);
   ASSERT_TRUE(ChunkStore::Open(dir_, {.mode = OpenMode::kReadOnly}, &store).ok());
   StatusOr<std::vector<std::string>> ids = store->ListChunkCheckpointIds();
   ASSERT_TRUE(ids.ok()) << ids.status();
