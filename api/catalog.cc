@@ -14,7 +14,8 @@
 namespace dcpkv {
 
 StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
-    const std::string& root, std::vector<DamagedManifest>* damaged) {
+    const std::string& root, std::vector<DamagedManifest>* damaged,
+    std::vector<DamagedRank>* damaged_ranks) {
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(root));
   std::vector<CheckpointSummary> out;
   // Checkpoints saved without collectives have one part per rank: summed here, listed once all
@@ -26,6 +27,10 @@ StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
     Status opened =
         ChunkStore::Open(RankDirectory(root, rank), {.mode = OpenMode::kReadOnly}, &store);
     if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
+    if (!opened.ok() && damaged_ranks != nullptr) {
+      damaged_ranks->push_back({rank, std::move(opened)});
+      continue;
+    }
     DCPKV_RETURN_IF_ERROR(opened);
     DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListManifestIds());
     for (const std::string& id : ids) {

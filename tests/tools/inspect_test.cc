@@ -1492,6 +1492,62 @@ TEST(VerifyTest, MissingRankDatabase) {
   EXPECT_EQ(report->checkpoints, 2u);
 }
 
+// A rank database that exists but cannot be opened (here its CURRENT file is lost) is damage:
+// never counted as absent, which made verify say OK while every checkpoint was unreadable.
+TEST(VerifyTest, ARankDatabaseThatCannotBeOpenedIsDamageNamingWhatItBreaks) {
+  TempDir tmp;
+  SaveFixture(tmp.path(), {.id = "a", .world = 2});
+  SaveFixture(tmp.path(), {.id = "b", .world = 3});
+  std::filesystem::remove(RankDirectory(tmp.path(), 2) + "/CURRENT");
+  std::unique_ptr<StoreView> view = OpenView(tmp.path());
+  ASSERT_NE(view, nullptr);
+  ASSERT_EQ(view->damaged_ranks().size(), 1u);
+  EXPECT_EQ(view->damaged_ranks()[0].rank, 2);
+  EXPECT_EQ(view->damaged_ranks()[0].status.code(), StatusCode::kDataLoss);
+  EXPECT_THAT(view->damaged_ranks()[0].status.message(), HasSubstr("no CURRENT file"));
+  // "a" was saved on ranks 0 and 1 and is whole; "b" had a share on rank 2.
+  StatusOr<const CheckpointListing*> a = view->Resolve("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ((*a)->state, CheckpointState::kCommitted);
+  StatusOr<const CheckpointListing*> b = view->Resolve("b");
+  EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(b.status().message(), HasSubstr("rank 2's database cannot be opened"));
+  StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->ok());
+  ASSERT_GE(report->problems.size(), 2u);
+  EXPECT_EQ(report->problems[0].rank, 2);
+  EXPECT_THAT(DescribeProblem(report->problems[0]),
+              HasSubstr("rank 2: database cannot be opened: DATA_LOSS"));
+  bool b_named = false;
+  for (const VerifyProblem& p : report->problems) b_named |= p.checkpoint_id == "b";
+  EXPECT_TRUE(b_named);
+  // Naming only "a" still reports the damaged rank: the store is not OK.
+  StatusOr<VerifyReport> only_a = VerifyCheckpoints(*view, {"a"});
+  ASSERT_TRUE(only_a.ok()) << only_a.status();
+  ASSERT_EQ(only_a->problems.size(), 1u);
+  EXPECT_EQ(only_a->problems[0].rank, 2);
+}
+
+// The coordinator's database holds the manifests: with it unopenable, the checkpoints whose data
+// the other ranks hold are damaged (their manifest may be there), not uncommitted.
+TEST(VerifyTest, ACoordinatorDatabaseThatCannotBeOpenedBreaksEveryCheckpoint) {
+  TempDir tmp;
+  SaveFixture(tmp.path(), {.id = "a", .world = 2});
+  SaveFixture(tmp.path(), {.id = "b", .world = 3});
+  std::filesystem::remove(RankDirectory(tmp.path(), 0) + "/CURRENT");
+  std::unique_ptr<StoreView> view = OpenView(tmp.path());
+  ASSERT_NE(view, nullptr);
+  EXPECT_THAT(ListedIds(*view), ::testing::UnorderedElementsAre("a", "b"));
+  for (const CheckpointListing& l : view->checkpoints()) {
+    EXPECT_EQ(l.state, CheckpointState::kDamaged) << l.checkpoint_id;
+    EXPECT_THAT(l.problem, HasSubstr("no manifest found")) << l.checkpoint_id;
+  }
+  StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->problems.size(), 3u);  // rank 0, "a" and "b"
+}
+
 TEST(VerifyTest, ShardsThatDoNotTileATensor) {
   TempDir tmp;
   SaveFixture(tmp.path(), {.id = "a", .world = 2});

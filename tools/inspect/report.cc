@@ -188,7 +188,15 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
       if (l.state == CheckpointState::kDamaged) j["problem"] = l.problem;
       list.push_back(std::move(j));
     }
-    out << json{{"root", view.root()}, {"checkpoints", std::move(list)}}.dump(2) << "\n";
+    json ranks = json::array();
+    for (const DamagedRank& d : view.damaged_ranks()) {
+      ranks.push_back({{"rank", d.rank}, {"problem", d.status.ToString()}});
+    }
+    out << json{{"root", view.root()},
+                {"checkpoints", std::move(list)},
+                {"damaged_ranks", std::move(ranks)}}
+               .dump(2)
+        << "\n";
     return;
   }
   bool replicated = false;
@@ -220,10 +228,19 @@ void PrintListing(const StoreView& view, OutputFormat format, std::ostream& out)
                     : "deleted (data kept on ranks " + RanksToString(l.ranks_with_data) +
                           " for checkpoints that refer to it)";
       }
-      table.Add({l.checkpoint_id, "-", "-", "-", "-", "-", state});
+      if (l.committed_unix_micros != 0) {  // committed, broken by a rank that cannot be opened
+        table.Add({l.checkpoint_id, HumanTime(l.committed_unix_micros),
+                   std::to_string(l.world_size), std::to_string(l.num_tensors),
+                   HumanBytes(l.logical_bytes), HumanBytes(l.stored_bytes), state});
+      } else {
+        table.Add({l.checkpoint_id, "-", "-", "-", "-", "-", state});
+      }
     }
   }
   table.Print(out);
+  for (const DamagedRank& d : view.damaged_ranks()) {
+    out << "rank " << d.rank << ": database cannot be opened: " << d.status.ToString() << "\n";
+  }
 }
 
 void PrintShow(const Metadata& md, OutputFormat format, std::ostream& out) {

@@ -42,7 +42,11 @@ Status StoreView::List() {
   // never the other way round.
   std::vector<DamagedManifest> damaged;
   DCPKV_ASSIGN_OR_RETURN(std::vector<CheckpointSummary> committed,
-                         ListCommittedCheckpoints(root_, &damaged));
+                         ListCommittedCheckpoints(root_, &damaged, &damaged_ranks_));
+  auto is_damaged = [&](int rank) {
+    return std::any_of(damaged_ranks_.begin(), damaged_ranks_.end(),
+                       [&](const DamagedRank& d) { return d.rank == rank; });
+  };
   std::map<std::string, std::vector<int>> data_ranks;
   std::set<std::string> trashed;
   std::map<std::string, std::string> replication;
@@ -51,6 +55,7 @@ Status StoreView::List() {
     Status opened =
         ChunkStore::Open(RankDirectory(root_, rank), {.mode = OpenMode::kReadOnly}, &store);
     if (opened.code() == StatusCode::kNotFound) continue;  // a directory without a database yet
+    if (!opened.ok() && is_damaged(rank)) continue;        // listed in damaged_ranks_
     DCPKV_RETURN_IF_ERROR(opened);
     for (const CheckpointSummary& s : committed) {
       if (s.coordinator_rank != rank) continue;
@@ -103,7 +108,7 @@ Status StoreView::List() {
   std::map<std::string, std::string> damaged_ids;
   for (const DamagedManifest& d : damaged) {
     std::string& problem = damaged_ids[d.checkpoint_id];
-    problem += (problem.empty() ? "" : "; ") + d.status.ToString();
+    problem += (problem.empty() ? "damaged manifest: " : "; ") + d.status.ToString();
   }
   for (auto& [id, problem] : damaged_ids) {
     CheckpointListing l;
@@ -134,6 +139,7 @@ Status StoreView::List() {
     l.ranks_with_data = std::move(ranks);
     checkpoints_.push_back(std::move(l));
   }
+  MarkBrokenByDamagedRanks();
   // Damaged and uncommitted ones together by id, after the committed ones.
   std::sort(checkpoints_.begin() + static_cast<std::ptrdiff_t>(committed.size()),
             checkpoints_.end(), [](const CheckpointListing& a, const CheckpointListing& b) {
@@ -142,13 +148,35 @@ Status StoreView::List() {
   return Status::Ok();
 }
 
+void StoreView::MarkBrokenByDamagedRanks() {
+  for (CheckpointListing& l : checkpoints_) {
+    std::string problem;
+    for (const DamagedRank& d : damaged_ranks_) {
+      const std::string what = "rank " + std::to_string(d.rank) + "'s database cannot be opened";
+      if (l.state == CheckpointState::kCommitted && d.rank < l.world_size) {
+        problem += (problem.empty() ? "" : "; ") + what + " (it holds that rank's share)";
+      } else if (l.state == CheckpointState::kUncommitted) {
+        problem +=
+            (problem.empty() ? "no manifest found; " : "; ") + what + " (it may hold the manifest)";
+      }
+    }
+    if (problem.empty()) continue;
+    l.state = CheckpointState::kDamaged;
+    l.problem = std::move(problem);
+  }
+}
+
 StatusOr<const CheckpointListing*> StoreView::Resolve(std::string_view id_or_latest) const {
   const CheckpointListing* found = nullptr;
   bool uncommitted = false;
   for (const CheckpointListing& l : checkpoints_) {
     if (l.state == CheckpointState::kDamaged && l.checkpoint_id == id_or_latest) {
+      std::string why;
+      for (const DamagedRank& d : damaged_ranks_) {
+        why += "; rank " + std::to_string(d.rank) + ": " + d.status.ToString();
+      }
       return DataLossError("checkpoint \"" + l.checkpoint_id + "\" in " + root_ +
-                           " has a damaged manifest: " + l.problem);
+                           " is damaged: " + l.problem + why);
     }
     if (l.state == CheckpointState::kDeleted && l.checkpoint_id == id_or_latest) {
       return NotFoundError("checkpoint \"" + l.checkpoint_id + "\" in " + root_ + " was deleted");

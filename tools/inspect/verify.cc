@@ -33,7 +33,7 @@ class Verifier {
     ++report_.checkpoints;
     const std::string& id = listing.checkpoint_id;
     if (listing.state == CheckpointState::kDamaged) {
-      Problem({id, "", {}, -1, 0, 0, "damaged manifest: " + listing.problem});
+      Problem({id, "", {}, -1, 0, 0, listing.problem});
       return;
     }
     StatusOr<Metadata> read = view_.ReadMetadata(id);
@@ -338,10 +338,20 @@ StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std:
   for (const CheckpointListing* l : selected) total += l->logical_bytes;
   verifier.SetTotal(total);
   for (const CheckpointListing* l : selected) verifier.Checkpoint(*l);
-  return verifier.Finish();
+  VerifyReport report = verifier.Finish();
+  // A rank database that cannot be opened is a problem of the store, whichever checkpoints
+  // were asked for.
+  std::vector<VerifyProblem> ranks;
+  for (const DamagedRank& d : view.damaged_ranks()) {
+    ranks.push_back(
+        {"", "", {}, d.rank, 0, 0, "database cannot be opened: " + d.status.ToString()});
+  }
+  report.problems.insert(report.problems.begin(), ranks.begin(), ranks.end());
+  return report;
 }
 
 std::string DescribeProblem(const VerifyProblem& p) {
+  if (p.checkpoint_id.empty()) return "rank " + std::to_string(p.rank) + ": " + p.what;
   std::string out = "checkpoint \"" + p.checkpoint_id + "\"";
   if (!p.fqn.empty()) out += " fqn \"" + p.fqn + "\"";
   if (p.rank >= 0) {

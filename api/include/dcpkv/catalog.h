@@ -36,11 +36,21 @@ struct DCPKV_EXPORT DamagedManifest {
   Status status;
 };
 
+// A rank directory whose database exists but cannot be opened (its CURRENT lost, a damaged
+// MANIFEST, a database that is not a dcpkv store).
+struct DCPKV_EXPORT DamagedRank {
+  int32_t rank = 0;
+  Status status;
+};
+
 // Every committed checkpoint under `root`, oldest commit first. NOT_FOUND if root does not exist.
 // A damaged manifest is DATA_LOSS, unless `damaged` is given: then it is appended there and the
-// listing goes on without it.
+// listing goes on without it. A rank database that cannot be opened is its error, unless
+// `damaged_ranks` is given: then it is appended there and the listing goes on without the
+// manifests it may hold.
 DCPKV_EXPORT StatusOr<std::vector<CheckpointSummary>> ListCommittedCheckpoints(
-    const std::string& root, std::vector<DamagedManifest>* damaged = nullptr);
+    const std::string& root, std::vector<DamagedManifest>* damaged = nullptr,
+    std::vector<DamagedRank>* damaged_ranks = nullptr);
 
 // The checkpoint `checkpoint_id` names under `root`: "latest" (a reserved id, never a
 // checkpoint's own) is the newest committed checkpoint, NOT_FOUND if there is none; any other id

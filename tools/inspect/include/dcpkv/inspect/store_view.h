@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/metadata.h"
 #include "dcpkv/status.h"
 #include "dcpkv/store/chunk_store.h"
@@ -54,14 +55,14 @@ struct CheckpointListing {
   // Payload bytes stored under this checkpoint's own keys (committed only). Equals
   // logical_bytes for a full checkpoint; an incremental one refers to its base for the rest.
   uint64_t stored_bytes = 0;
-  std::string base_checkpoint_id;  // committed incremental checkpoints: the base
+  std::string base_checkpoint_id;           // committed incremental checkpoints: the base
   std::map<std::string, std::string> tags;  // committed only: user tags
   // Committed only: the replication state the saving job recorded ("2/2 replicas", ...); empty
   // if the checkpoint was not replicated.
   std::string replication;
   // Rank databases holding chunk data of this checkpoint.
   std::vector<int> ranks_with_data;
-  // kDamaged: what is wrong with the manifest.
+  // kDamaged: what is wrong (a damaged manifest, or a rank database that cannot be opened).
   std::string problem;
 };
 
@@ -78,6 +79,10 @@ class StoreView {
   // Every checkpoint found: committed ones by commit time, then damaged and uncommitted ones by
   // id.
   const std::vector<CheckpointListing>& checkpoints() const { return checkpoints_; }
+  // Rank databases that exist but cannot be opened. The checkpoints they break are listed as
+  // damaged: the committed ones saved on a world that includes such a rank, and those with data
+  // but no manifest found while a damaged rank may hold it.
+  const std::vector<DamagedRank>& damaged_ranks() const { return damaged_ranks_; }
 
   // The committed checkpoint named `id_or_latest`: an id, or "latest" for the newest commit.
   // NOT_FOUND naming the root (and saying when the id has only uncommitted data); DATA_LOSS for
@@ -98,10 +103,13 @@ class StoreView {
  private:
   StoreView(std::string root, std::vector<int> ranks);
   Status List();
+  // Lists as damaged the checkpoints damaged_ranks_ break.
+  void MarkBrokenByDamagedRanks();
 
   std::string root_;
   std::vector<int> ranks_;
   std::vector<CheckpointListing> checkpoints_;
+  std::vector<DamagedRank> damaged_ranks_;
   std::map<int, std::unique_ptr<ChunkStore>> stores_;
 };
 
