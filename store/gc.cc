@@ -70,12 +70,12 @@ struct Stores {
   }
 };
 
-StatusOr<Stores> OpenAllReadWrite(const std::string& root) {
+StatusOr<Stores> OpenAll(const std::string& root, OpenMode mode) {
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(root));
   Stores stores;
   for (int rank : ranks) {
     ChunkStoreOptions o;
-    o.mode = OpenMode::kReadWrite;
+    o.mode = mode;
     o.create_if_missing = false;
     std::unique_ptr<ChunkStore> store;
     const std::string dir = RankDirectory(root, rank);
@@ -502,21 +502,18 @@ Status CloseAndMeasure(Stores& stores, const std::string& root, GcReport* report
 
 }  // namespace
 
-StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
-                                         const std::vector<std::string>& ids,
-                                         const GcOptions& options) {
-  for (const std::string& id : ids) DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(id));
-  RemoveReport report;
-  report.gc.disk_bytes_before = DirectorySize(root);
-  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAllReadWrite(root));
+namespace {
+
+// OK if every id in `removing` is committed or removed, and every other checkpoint's manifest
+// can be read (nothing is trashed if the collection that follows could not run).
+Status CheckRemovable(Stores& stores, const std::set<std::string>& removing,
+                      const std::string& root) {
   DCPKV_ASSIGN_OR_RETURN(StoreIndex index, IndexStores(stores));
-  const std::set<std::string> removing(ids.begin(), ids.end());
   for (const std::string& id : removing) {
     if (index.manifests.count(id) == 0 && index.trash.count(id) == 0) {
       return NotFoundError("checkpoint \"" + id + "\" is neither committed nor removed in " + root);
     }
   }
-  // Nothing is trashed if the collection that follows could not run.
   for (const auto& [id, ranks] : index.manifests) {
     if (removing.count(id) != 0) continue;
     for (int rank : ranks) {
@@ -528,6 +525,33 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
       }
     }
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
+                                         const std::vector<std::string>& ids,
+                                         const GcOptions& options) {
+  for (const std::string& id : ids) DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(id));
+  RemoveReport report;
+  report.gc.disk_bytes_before = DirectorySize(root);
+  const std::set<std::string> removing(ids.begin(), ids.end());
+  // What would refuse the removal is found through read-only opens first: a read-write open
+  // writes into every database (a new MANIFEST, OPTIONS, log), which a refused `rm` must not.
+  {
+    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly));
+    Status s = CheckRemovable(readers, removing, root);
+    readers.CloseOwned().IgnoreError();
+    DCPKV_RETURN_IF_ERROR(s);
+  }
+  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
+  // Again under the lock: the store may have changed since.
+  if (Status s = CheckRemovable(stores, removing, root); !s.ok()) {
+    stores.CloseOwned().IgnoreError();
+    return s;
+  }
+  DCPKV_ASSIGN_OR_RETURN(StoreIndex index, IndexStores(stores));
   Steps steps(options);
   for (const std::string& id : removing) {
     auto m = index.manifests.find(id);
@@ -550,7 +574,7 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
 StatusOr<GcReport> CollectGarbage(const std::string& root, const GcOptions& options) {
   GcReport report;
   report.disk_bytes_before = DirectorySize(root);
-  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAllReadWrite(root));
+  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
   Steps steps(options);
   if (Status s = CollectOpened(stores, steps, options, &report); !s.ok()) {
     stores.CloseOwned().IgnoreError();

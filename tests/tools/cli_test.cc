@@ -332,6 +332,42 @@ class CliStoreTest : public ::testing::Test {
   static inline std::vector<testing::FixtureState>* states_ = nullptr;
 };
 
+// Every file under `root` with its size and modification time.
+std::map<std::string, std::pair<uintmax_t, int64_t>> Snapshot(const std::string& root) {
+  std::map<std::string, std::pair<uintmax_t, int64_t>> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    const int64_t mtime = e.last_write_time().time_since_epoch().count();
+    out[e.path().string()] = {e.is_regular_file() ? e.file_size() : 0, mtime};
+  }
+  return out;
+}
+
+// Read-only commands modify nothing in the store: no rotated info LOG, no LOCK, no new file.
+TEST_F(CliStoreTest, ReadOnlyCommandsLeaveTheStoreAsItWas) {
+  testing::TempDir out;
+  const auto before = Snapshot(root());
+  const std::vector<std::vector<std::string>> commands = {
+      {"ls", root()},           {"show", root(), kB},
+      {"stats", root(), kB},    {"verify", root()},
+      {"diff", root(), kA, kB}, {"export", root(), kB, "--output", out.Sub("b.safetensors")},
+  };
+  for (const std::vector<std::string>& args : commands) {
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+    EXPECT_EQ(Snapshot(root()), before) << args[0] << " changed the store";
+  }
+}
+
+// A refused removal (an id that is not there) is found through read-only opens: it leaves no
+// rotated MANIFEST, OPTIONS, write-ahead log or info LOG behind.
+TEST_F(CliStoreTest, ARefusedRemovalLeavesNoTrace) {
+  const auto before = Snapshot(root());
+  CliResult r = RunCli({"rm", root(), "no-such-checkpoint"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("no-such-checkpoint"));
+  EXPECT_EQ(Snapshot(root()), before);
+}
+
 TEST_F(CliStoreTest, LsJsonListsCheckpointsInCommitOrder) {
   CliResult r = RunCli({"ls", "--json", root()});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -739,6 +775,35 @@ TEST_F(CliStoreTest, ExportImportExportIsByteIdentical) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(r.out, "imported " + std::to_string(state(1).size()) + " tensors (" +
                        HumanBytes(FixtureBytes(state(1))) + ") as checkpoint second\n");
+}
+
+// Another program's RocksDB database where the rank database should be: import refuses it,
+// writing nothing into it (it used to add dcpkv's column families and exit 0).
+TEST_F(CliStoreTest, ImportRefusesAnotherProgramsDatabase) {
+  testing::TempDir out;
+  const std::string file = out.Sub("b.safetensors");
+  CliResult r = RunCli({"export", root(), kB, "-o", file});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const std::string foreign_root = out.Sub("foreign");
+  const std::string rank0 = foreign_root + "/rank-00000";
+  std::filesystem::create_directories(foreign_root);
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, rank0, &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "their key", "their value").ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+  const auto before = Snapshot(foreign_root);
+  r = RunCli({"import", file, foreign_root, "imported"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_THAT(r.err, AllOf(HasSubstr(rank0), HasSubstr("not a dcpkv store")));
+  EXPECT_EQ(Snapshot(foreign_root), before);
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), rank0, &families).ok());
+  EXPECT_THAT(families, ::testing::ElementsAre("default"));
 }
 
 TEST_F(CliStoreTest, UnknownCheckpointFailsNamingIt) {
