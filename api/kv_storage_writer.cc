@@ -117,6 +117,7 @@ Status KvStorageWriter::SetUpStorageWriter(bool is_coordinator, int rank, int wo
                                 std::to_string(world_size));
   }
   if (store_ != nullptr && rank_ == rank) {  // kept open between saves
+    DCPKV_RETURN_IF_ERROR(lease_->Check());
     // RocksDB refuses every write after one failed until the database is reopened.
     if (!write_failed_) return Status::Ok();
     Status recovered = store_->Recover();
@@ -125,10 +126,18 @@ Status KvStorageWriter::SetUpStorageWriter(bool is_coordinator, int rank, int wo
   }
   write_failed_ = false;
   store_.reset();
+  // The root's writer lease first: a second job is refused here, naming the owner, before it
+  // opens (or creates) anything.
+  if (lease_ == nullptr) {
+    DCPKV_ASSIGN_OR_RETURN(lease_, WriterLease::Acquire(options_.root));
+  }
   ChunkStoreOptions store_options = options_.store_options;
   store_options.mode = OpenMode::kReadWrite;
-  DCPKV_RETURN_IF_ERROR(
-      ChunkStore::Open(RankDirectory(options_.root, rank), store_options, &store_));
+  if (Status opened = ChunkStore::Open(RankDirectory(options_.root, rank), store_options, &store_);
+      !opened.ok()) {
+    lease_.reset();
+    return opened;
+  }
   rank_ = rank;
   world_size_ = world_size;
   return Status::Ok();
@@ -309,6 +318,9 @@ Status KvStorageWriter::Finish(const Metadata& metadata,
                                 "\" but the writer is saving \"" + checkpoint_id_ + "\"");
   }
   ManifestRecord record{checkpoint_id_, metadata.committed_unix_micros, EncodeMetadata(metadata)};
+  // The fence: a job that lost the root's lease (stalled past its expiry) does not commit.
+  DCPKV_RETURN_IF_ERROR(
+      lease_->Check().WithContext("commit of checkpoint \"" + checkpoint_id_ + "\""));
   MaybeCrashAt("save.before_manifest");
   if (Status s = store_->PutManifest(record); !s.ok()) {
     write_failed_ = true;

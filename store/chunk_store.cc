@@ -22,6 +22,7 @@
 #include "chunk_store_internal.h"
 #include "dcpkv/core/names.h"
 #include "lock_state.h"
+#include "process_identity.h"
 #include "rocksdb_status.h"
 
 namespace dcpkv {
@@ -219,25 +220,67 @@ Status SyncParentDirectory(const std::filesystem::path& path) {
   return Status::Ok();
 }
 
-// A new database is made under a temporary name, "<dir>.creating", and renamed into place once it
-// holds the format marker: a crash while it is made leaves no half-made store at `dir` (which
-// read-only opens would refuse as not a dcpkv store until a writer opened it again), only the
-// temporary directory, which the next creation removes. An existing directory that is not empty
-// (nor a database) is used in place, as before.
+// The prefix of the temporary directories in which databases for `dir` are made.
+std::string CreatingPrefix(const std::string& dir) { return dir + ".creating"; }
+
+// Removes temporary directories of creations of `dir` that can no longer finish: made on this
+// machine by a process that is gone, or (made elsewhere, or by an earlier version, whose names
+// hold no process) not modified for an hour. Another creator's directory in progress is left.
+void RemoveAbandonedCreations(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path target(dir);
+  const std::string prefix = target.filename().string() + ".creating";
+  const std::string mine = prefix + "." + HostName() + ".";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    bool abandoned = false;
+    if (name.rfind(mine, 0) == 0) {
+      // <prefix>.<host>.<pid>.<start time>.<nonce>
+      int pid = 0;
+      unsigned long long start = 0;
+      if (std::sscanf(name.c_str() + mine.size(), "%d.%llu.", &pid, &start) == 2) {
+        abandoned = !ProcessMayBeAlive(pid, start);
+      }
+    }
+    if (!abandoned) {
+      std::error_code tec;
+      const auto modified = fs::last_write_time(e.path(), tec);
+      abandoned = !tec && fs::file_time_type::clock::now() - modified > std::chrono::hours(1);
+    }
+    if (abandoned) {
+      std::error_code rec;
+      fs::remove_all(e.path(), rec);
+    }
+  }
+}
+
+// A new database is made in a temporary directory of its creator's own, "<dir>.creating.<host>.
+// <pid>.<start time>.<nonce>", and renamed into place once it holds the format marker: a crash
+// while it is made leaves no half-made store at `dir` (which read-only opens would refuse as not
+// a dcpkv store until a writer opened it again), only the temporary directory, which a later
+// creation removes once its process is gone. Creators racing (two jobs started on one fresh
+// root) each make their own; the first rename wins (rename(2) does not replace a directory that
+// is not empty), and the others open the database it put in place. An existing directory that is
+// not empty (nor a database) is used in place, as before.
 Status CreateStore(ChunkStore::Impl* impl) {
   namespace fs = std::filesystem;
   std::string& dir = impl->dir;
   const fs::path target(dir);
-  std::error_code ec;
-  if (fs::exists(target, ec) && !fs::is_empty(target, ec)) {
+  auto open_in_place = [&] {
     DCPKV_RETURN_IF_ERROR(impl->OpenDB());
     Status format = CheckStoreFormat(impl);
     if (!format.ok()) impl->CloseInternal().IgnoreError();
     return format;
-  }
+  };
+  std::error_code ec;
+  if (fs::exists(target, ec) && !fs::is_empty(target, ec)) return open_in_place();
+  RemoveAbandonedCreations(dir);
+  const int pid = static_cast<int>(::getpid());
   const std::string final_dir = dir;
-  const std::string temporary = dir + ".creating";
-  fs::remove_all(temporary, ec);
+  const std::string temporary = CreatingPrefix(dir) + "." + HostName() + "." + std::to_string(pid) +
+                                "." + std::to_string(ProcessStartTime(pid)) + "." + RandomNonce();
   fs::create_directories(temporary, ec);
   if (ec) return IOError("cannot create store directory " + temporary + ": " + ec.message());
   dir = temporary;
@@ -246,16 +289,22 @@ Status CreateStore(ChunkStore::Impl* impl) {
   Status closed = impl->CloseInternal();
   dir = final_dir;
   if (made.ok()) made = closed;
+  bool lost_the_race = false;
   if (made.ok()) {
-    fs::rename(temporary, target, ec);  // replaces an empty directory
-    if (ec) made = IOError("cannot move " + temporary + " to " + dir + ": " + ec.message());
+    fs::rename(temporary, target, ec);  // replaces an empty directory, never a full one
+    if (ec == std::errc::directory_not_empty || ec == std::errc::file_exists) {
+      lost_the_race = true;  // another creator's database is in place
+    } else if (ec) {
+      made = IOError("cannot move " + temporary + " to " + dir + ": " + ec.message());
+    }
   }
-  if (made.ok()) made = SyncParentDirectory(target);
+  if (!made.ok() || lost_the_race) {
+    std::error_code rec;
+    fs::remove_all(temporary, rec);
+  }
+  if (made.ok() && !lost_the_race) made = SyncParentDirectory(target);
   if (!made.ok()) return made;
-  DCPKV_RETURN_IF_ERROR(impl->OpenDB());
-  Status format = CheckStoreFormat(impl);
-  if (!format.ok()) impl->CloseInternal().IgnoreError();
-  return format;
+  return open_in_place();
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_layout.h"
+#include "dcpkv/store/writer_lease.h"
 
 namespace dcpkv {
 namespace {
@@ -545,6 +546,8 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
     readers.CloseOwned().IgnoreError();
     DCPKV_RETURN_IF_ERROR(s);
   }
+  // The root's writer lease before any read-write open: refused while a job holds it.
+  DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<WriterLease> lease, WriterLease::Acquire(root));
   DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
   // Again under the lock: the store may have changed since.
   if (Status s = CheckRemovable(stores, removing, root); !s.ok()) {
@@ -574,6 +577,8 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
 StatusOr<GcReport> CollectGarbage(const std::string& root, const GcOptions& options) {
   GcReport report;
   report.disk_bytes_before = DirectorySize(root);
+  DCPKV_RETURN_IF_ERROR(ListRankDirectories(root).status());  // no root made for a lease
+  DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<WriterLease> lease, WriterLease::Acquire(root));
   DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
   Steps steps(options);
   if (Status s = CollectOpened(stores, steps, options, &report); !s.ok()) {

@@ -24,6 +24,7 @@
 #include "dcpkv/replication/replicator.h"
 #include "dcpkv/replication/serve.h"
 #include "dcpkv/store/gc.h"
+#include "dcpkv/store/writer_lease.h"
 
 namespace dcpkv::inspect {
 namespace {
@@ -428,6 +429,11 @@ int Main(int argc, char** argv) {
   if (verify->parsed()) return Flushed(RunVerify(f));
   if (diff->parsed()) return Flushed(RunDiff(f));
   if (exp->parsed()) return Flushed(RunExport(f));
+  // The commands that write take the root's writer lease as maintenance commands of their own:
+  // refused while a job holds the root, waited for by a job that starts meanwhile.
+  for (CLI::App* writes : {imp, rm, gc, recover}) {
+    if (writes->parsed()) SetMaintenanceIdentity(writes->get_name());
+  }
   if (imp->parsed()) return Flushed(RunImport(f));
   if (rm->parsed()) return Flushed(RunRm(f));
   if (gc->parsed()) return Flushed(RunGc(f));

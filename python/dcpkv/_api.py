@@ -96,6 +96,17 @@ _default_group: ProcessGroup | None = None
 _default_group_lock = threading.Lock()
 
 
+def job_id() -> str:
+    """The job this process's writers hold store roots' writer leases for (one job writes to a
+    root at a time): ``DCPKV_JOB_ID``, else torchrun's ``TORCHELASTIC_RUN_ID``, else the
+    rendezvous (``MASTER_ADDR:MASTER_PORT``), else one made for this process. Fixed at the first
+    call and exported as ``DCPKV_JOB_ID`` for the processes started afterwards (an async upload
+    daemon)."""
+    jid = _native.job_id()
+    os.environ["DCPKV_JOB_ID"] = jid
+    return jid
+
+
 def init_process_group(timeout: float = 60.0) -> ProcessGroup:
     """The process group of this job's ranks, made from the torchrun environment (RANK,
     WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and torchrun's agent store). Made once per process;

@@ -393,6 +393,10 @@ class KVStorageWriter(StorageWriter, AsyncStager):
     ):
         super().__init__()
         _api.check_save_options(replication, tags, keep_last, chunk_size)
+        # The job's id is fixed here, in the trainer, before a PROCESS executor starts its daemon
+        # (with a rendezvous of its own): the daemon's uploads hold the root's writer lease as
+        # this job.
+        _api.job_id()
         self._args = dict(
             root=os.fspath(root),
             checkpoint_id=checkpoint_id,

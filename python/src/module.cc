@@ -1098,6 +1098,10 @@ PYBIND11_MODULE(_native, m) {
   m.def("rm", [cleanup](const std::string& root, const std::vector<std::string>& ids) {
     return cleanup(ValueOrThrow(WithoutGil([&] { return RemoveStoredCheckpoints(root, ids); })));
   });
+  m.def("job_id", [] {
+    // Fixes (and exports as DCPKV_JOB_ID) the job this process's writers lease store roots for.
+    return WriterJobId();
+  });
   m.def("gc", [cleanup](const std::string& root) {
     return cleanup(ValueOrThrow(WithoutGil([&] { return CollectStoreGarbage(root); })));
   });

@@ -4,6 +4,7 @@ caching with incremental saves, and the CLI on what DCP wrote."""
 
 import os
 import subprocess
+import sys
 import warnings
 
 import pytest
@@ -14,7 +15,7 @@ from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 
 import dcpkv
 from conftest import demo, flip_stored_byte, run_cli
-from dcpkv.torch import KVStorageReader, KVStorageWriter
+from dcpkv.torch import KVStorageReader, KVStorageWriter, close_writers
 
 warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
 warnings.filterwarnings("ignore", category=UserWarning, module="torch.distributed.checkpoint")
@@ -342,3 +343,35 @@ def test_a_store_deleted_and_made_anew_is_opened_anew(root):
     assert [c.checkpoint_id for c in dcpkv.list_checkpoints(root)] == ["one"]
     verify = run_cli("verify", root)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_second_job_is_refused_naming_the_job_that_holds_the_root(root):
+    """This process's job keeps the root's writer lease while its writers are open (between
+    saves): a save by another job (another DCPKV_JOB_ID) fails at once naming it, and writes
+    nothing; once this job lets go (close_writers), the other job saves."""
+    state = sample_state()
+    dcp.save(state, checkpoint_id="step-1", storage_writer=KVStorageWriter(root))
+    me = dcpkv.job_id()
+    other = (
+        "import sys, torch, torch.distributed.checkpoint as dcp\n"
+        "from dcpkv.torch import KVStorageWriter\n"
+        "try:\n"
+        "    dcp.save({'w': torch.ones(4)}, checkpoint_id='step-2',\n"
+        "             storage_writer=KVStorageWriter(sys.argv[1]))\n"
+        "except BaseException as e:\n"
+        "    print('refused:', e)\n"
+        "    sys.exit(10)\n"
+    )
+    env = dict(os.environ, DCPKV_JOB_ID="another-job")
+    run = subprocess.run([sys.executable, "-c", other, root], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 10, run.stdout + run.stderr
+    assert f'leased to job "{me}"' in run.stdout, run.stdout
+    assert f"pid {os.getpid()}" in run.stdout, run.stdout
+    assert [c.checkpoint_id for c in dcpkv.list_checkpoints(root)] == ["step-1"]
+
+    close_writers(root)
+    run = subprocess.run([sys.executable, "-c", other, root], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [c.checkpoint_id for c in dcpkv.list_checkpoints(root)] == ["step-1", "step-2"]

@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/store/store_layout.h"
+#include "dcpkv/store/writer_lease.h"
 #include "tests/util/sharding.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
@@ -136,6 +140,32 @@ TEST_F(SaveLoadTest, ACommittedCheckpointIsNeverOverwritten) {
   target.Set("w", back);
   ASSERT_TRUE(Load(target, LoadFrom("v1")).ok());
   EXPECT_TRUE(SameBytes(back, w));
+}
+
+// Another job's live writer lease on the root (here: another machine's, touched just now): a
+// save fails at once naming it, before creating anything; once that lease expired, the save
+// takes it over.
+TEST_F(SaveLoadTest, ASaveIntoARootAnotherJobHoldsIsRefusedNamingTheJob) {
+  const std::string lease_path = tmp_.path() + "/" + kWriterLeaseFileName;
+  std::ofstream(lease_path) << "dcpkv writer lease 1\njob=torchelastic:other-run\nmaintenance=0\n"
+                               "host=node-17\nboot_id=another-machine\npid=31337\npid_start=9\n"
+                               "since=1764900000\nnonce=00000000000000bb\n";
+  Tensor w = MakeGlobal({16}, 1);
+  StateDict state;
+  state.Set("w", w);
+  StatusOr<Metadata> refused = Save(state, SaveTo("v1"));
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("job \"torchelastic:other-run\" (host node-17, pid 31337, since "
+                        "2025-12-05T02:00:00Z"));
+  EXPECT_FALSE(std::filesystem::exists(RankDirectory(tmp_.path(), 0))) << "nothing was made";
+
+  ::setenv("DCPKV_LEASE_EXPIRY_SECONDS", "1", 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  StatusOr<Metadata> saved = Save(state, SaveTo("v1"));
+  ::unsetenv("DCPKV_LEASE_EXPIRY_SECONDS");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_FALSE(std::filesystem::exists(lease_path)) << "the save let go of the lease it took";
 }
 
 TEST_F(SaveLoadTest, LoadErrorsAreClear) {

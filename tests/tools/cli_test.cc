@@ -39,6 +39,7 @@
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
+#include "dcpkv/store/writer_lease.h"
 #include "tests/tools/inspect_fixture.h"
 #include "tests/util/raw_db.h"
 #include "tests/util/temp_dir.h"
@@ -1144,6 +1145,28 @@ TEST_F(CliRmGcTest, GcRemovesUncommittedDataAndErrorsAreClear) {
   EXPECT_EQ(r.exit_code, 3) << Describe(r);
   held.reset();
   EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
+}
+
+// A job holding the root's writer lease (between two saves, its databases closed): the writing
+// commands refuse at once, naming the job, and change nothing; once it lets go they work.
+TEST_F(CliRmGcTest, WritingCommandsRefuseWhileAJobHoldsTheLease) {
+  auto lease = WriterLease::Acquire(root_, {.job_id = "torchelastic:training-run-3"});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"gc", root_}, {"rm", root_, "c0"}}) {
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 3) << Describe(r);
+    EXPECT_THAT(r.err, HasSubstr("leased to job \"torchelastic:training-run-3\""));
+    EXPECT_THAT(r.err, HasSubstr("pid " + std::to_string(::getpid())));
+    EXPECT_THAT(r.err, HasSubstr("stop the job first"));
+  }
+  EXPECT_EQ(Listed("uncommitted"), std::set<std::string>{"crashed"});
+  EXPECT_EQ(Listed("committed"), (std::set<std::string>{"c0", "c1", "c2"}));
+  lease->reset();
+  CliResult r = RunCli({"gc", root_});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Listed("uncommitted"), std::set<std::string>{});
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/" + kWriterLeaseFileName)) << "let go";
 }
 
 // ---------------------------------------------------------------------------------------------

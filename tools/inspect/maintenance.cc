@@ -7,6 +7,7 @@
 #include "dcpkv/inspect/store_view.h"
 #include "dcpkv/inspect/verify.h"
 #include "dcpkv/store/gc.h"
+#include "dcpkv/store/writer_lease.h"
 
 namespace dcpkv {
 namespace {
@@ -56,6 +57,8 @@ StatusOr<SafetensorsExport> ExportCheckpointToSafetensors(const std::string& roo
                          inspect::ExportSafetensors(*view, checkpoint_id, path));
   return SafetensorsExport{summary.checkpoint_id, summary.tensors, summary.file_bytes};
 }
+
+std::string WriterJobId() { return ProcessJobId(); }
 
 StatusOr<StoreCleanup> RemoveStoredCheckpoints(const std::string& root,
                                                const std::vector<std::string>& ids) {

@@ -67,6 +67,9 @@ enum class ErrorReason : uint8_t {
   // FAILED_PRECONDITION: the directory holds no dcpkv store (no format marker), e.g. a rank
   // database whose creation has not finished, or some other RocksDB database.
   kNotADcpkvStore = 2,
+  // FAILED_PRECONDITION: another job (or a dcpkv maintenance command) holds the store root's
+  // writer lease (writer_lease.h).
+  kLeaseHeld = 3,
 };
 
 // Returns the code's name, e.g. "DATA_LOSS".

@@ -21,6 +21,7 @@
 
 #include "dcpkv/storage.h"
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/writer_lease.h"
 
 namespace dcpkv {
 
@@ -109,6 +110,9 @@ class KvStorageWriter : public StorageWriter {
   ManifestReplication* listening_to_ = nullptr;  // whose state listener writes to store_
   int rank_ = -1;
   int world_size_ = 1;
+  // This job's hold on the root's writer lease while store_ is open (declared first: released
+  // after store_ is closed).
+  std::unique_ptr<WriterLease> lease_;
   std::unique_ptr<ChunkStore> store_;
   // A write to store_ failed (a full disk): it is reopened before the next save.
   bool write_failed_ = false;

@@ -108,6 +108,12 @@ DCPKV_EXPORT StatusOr<StoreCleanup> RemoveStoredCheckpoints(const std::string& r
 // committed.
 DCPKV_EXPORT StatusOr<StoreCleanup> CollectStoreGarbage(const std::string& root);
 
+// The job this process's writers hold store roots' writer leases for (one job writes to a root
+// at a time): DCPKV_JOB_ID, else torchrun's TORCHELASTIC_RUN_ID, else the rendezvous
+// (MASTER_ADDR:MASTER_PORT), else one made for this process. Fixed at the first call and
+// exported as DCPKV_JOB_ID for the processes started afterwards.
+DCPKV_EXPORT std::string WriterJobId();
+
 }  // namespace dcpkv
 
 #endif  // DCPKV_MAINTENANCE_H_
