@@ -69,6 +69,7 @@ struct ChunkBatchWriter::Impl {
   bool ingesting() const { return store->options.write_path == ChunkWritePath::kIngestTableFiles; }
 
   Status Add(const std::string& key, std::string_view value, uint64_t payload) {
+    DCPKV_RETURN_IF_ERROR(store->CheckFreeSpace(value.size()));
     const bool batched = !ingesting() || holding;
     if (batched) {
       DCPKV_RETURN_IF_ERROR(

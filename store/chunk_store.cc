@@ -3,6 +3,7 @@
 #include "dcpkv/store/chunk_store.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <system_error>
 #include <thread>
 
+#include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
 
 #include "chunk_store_internal.h"
@@ -369,6 +371,39 @@ Status ChunkStore::Impl::CheckWritable(std::string_view operation) const {
                                    " is opened read-only");
   }
   return Status::Ok();
+}
+
+Status ChunkStore::Impl::CheckFreeSpace(uint64_t bytes) const {
+  if (options.free_space_reserve_bytes == 0) return Status::Ok();
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) != 0) return Status::Ok();  // unknown: the write will tell
+  const uint64_t total = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
+  const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  uint64_t reserve = options.free_space_reserve_bytes;
+  if (reserve == ChunkStoreOptions::kAutoFreeSpaceReserve) {
+    reserve = std::clamp<uint64_t>(total / 50, uint64_t{4} << 20, uint64_t{256} << 20);
+    if (free < reserve + bytes + (uint64_t{1} << 30) && db != nullptr) {
+      // Near full: garbage collection rewrites what a table file with dead chunks still holds
+      // before it deletes the file, so the reserve covers the largest table file too.
+      rocksdb::ColumnFamilyMetaData meta;
+      db->GetColumnFamilyMetaData(chunks_cf, &meta);
+      uint64_t largest = 0;
+      for (const rocksdb::LevelMetaData& level : meta.levels) {
+        for (const rocksdb::SstFileMetaData& f : level.files) largest = std::max(largest, f.size);
+      }
+      reserve = std::max(reserve, largest + largest / 8 + (uint64_t{1} << 20));
+    }
+  }
+  if (free >= reserve && free - reserve >= bytes) return Status::Ok();
+  auto mib = [](uint64_t b) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(b) / (1 << 20));
+    return std::string(text);
+  };
+  return ResourceExhaustedError("not enough free space for " + dir + ": " + mib(free) +
+                                " free, writing " + mib(bytes) + " more would eat into the " +
+                                mib(reserve) +
+                                " kept free so that `dcpkv rm` and `gc` can reclaim space");
 }
 
 Status ChunkStore::Impl::OpenDB() {
@@ -928,6 +963,25 @@ Status ChunkStore::CompactChunks(const ChunkKeyRange& range) {
   rocksdb::Slice begin(range.begin), end(range.end);
   return FromRocksDB(impl_->db->CompactRange(o, impl_->chunks_cf, &begin, &end),
                      "compacting chunks of " + impl_->dir);
+}
+
+Status ChunkStore::ReclaimChunkRanges(const std::vector<ChunkKeyRange>& dead) {
+  DCPKV_RETURN_IF_ERROR(impl_->CheckWritable("ReclaimChunkRanges"));
+  if (dead.empty()) return Status::Ok();
+  DCPKV_RETURN_IF_ERROR(Flush());
+  std::vector<rocksdb::Slice> bounds;
+  bounds.reserve(2 * dead.size());
+  for (const ChunkKeyRange& r : dead) {
+    bounds.emplace_back(r.begin);
+    bounds.emplace_back(r.end);
+  }
+  std::vector<rocksdb::RangePtr> ranges;
+  for (size_t i = 0; i < dead.size(); ++i) ranges.emplace_back(&bounds[2 * i], &bounds[2 * i + 1]);
+  DCPKV_RETURN_IF_ERROR(FromRocksDB(
+      rocksdb::DeleteFilesInRanges(impl_->db, impl_->chunks_cf, ranges.data(), ranges.size(),
+                                   /*include_end=*/false),
+      "dropping the table files of deleted chunks in " + impl_->dir));
+  return CompactChunks(ChunkKeyRange{dead.front().begin, dead.back().end});
 }
 
 Status ChunkStore::TryCatchUpWithPrimary() {

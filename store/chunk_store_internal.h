@@ -60,6 +60,9 @@ struct ChunkStore::Impl {
 
   // FAILED_PRECONDITION unless opened read-write and not closed.
   Status CheckWritable(std::string_view operation) const;
+  // RESOURCE_EXHAUSTED if writing `bytes` more would leave less free space than the reserve
+  // (ChunkStoreOptions::free_space_reserve_bytes).
+  Status CheckFreeSpace(uint64_t bytes) const;
   // FAILED_PRECONDITION if closed.
   Status CheckOpen() const;
   // Opens `db` and the column family handles according to options.mode.

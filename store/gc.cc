@@ -357,7 +357,7 @@ struct Collector {
         report->payload_bytes_deleted += bytes;
       }
       if (options.compact) {
-        DCPKV_RETURN_IF_ERROR(store->CompactChunks(Range{gaps.front().begin, gaps.back().end}));
+        DCPKV_RETURN_IF_ERROR(store->ReclaimChunkRanges(gaps));
         steps.First("after_compact_first");
       }
     }

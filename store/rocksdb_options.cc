@@ -24,6 +24,12 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   db.keep_log_file_num = 4;
   db.bytes_per_sync = uint64_t{8} << 20;   // smooth write-back of large flushes
   db.avoid_flush_during_shutdown = false;  // unflushed (WAL-less) chunks are flushed on close
+  // No fallocate: RocksDB preallocates the WAL, the MANIFEST (4 MiB) and table files ahead of
+  // what they hold; on a 64 MiB ext4 file system the first database made took 50 MiB of it for a
+  // 41-byte WAL, and the write that then failed aborted the process inside Debian's librocksdb
+  // (built with assertions: WritableFileWriter's `sync_without_flush_called_`).
+  db.allow_fallocate = false;
+  db.manifest_preallocation_size = 0;
   if (options.env != nullptr) {
     db.env = options.env;
   } else if (options.mode != OpenMode::kReadWrite &&

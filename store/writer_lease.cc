@@ -44,6 +44,13 @@ std::string LeasePath(const std::string& root) {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
+// IO_ERROR, or RESOURCE_EXHAUSTED for a full file system.
+Status FileError(int error, const std::string& what) {
+  const std::string message = what + ": " + ErrnoText(error);
+  if (error == ENOSPC || error == EDQUOT) return ResourceExhaustedError(message);
+  return IOError(message);
+}
+
 struct Identity {
   std::string job_id;
   bool maintenance = false;
@@ -177,9 +184,7 @@ Status CreateLeaseFile(const std::string& root, const std::string& path,
                        const WriterLeaseInfo& info, int* fd) {
   const std::string temporary = path + "." + info.nonce + ".new";
   const int out = ::open(temporary.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
-  if (out < 0) {
-    return IOError("cannot create the writer lease " + temporary + ": " + ErrnoText(errno));
-  }
+  if (out < 0) return FileError(errno, "cannot create the writer lease " + temporary);
   const std::string text = EncodeLease(info);
   const bool written =
       ::write(out, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
@@ -188,7 +193,7 @@ Status CreateLeaseFile(const std::string& root, const std::string& path,
   if (!written) {
     ::close(out);
     ::unlink(temporary.c_str());
-    return IOError("cannot write the writer lease " + temporary + ": " + ErrnoText(write_error));
+    return FileError(write_error, "cannot write the writer lease " + temporary);
   }
   const int linked = ::link(temporary.c_str(), path.c_str());
   const int link_error = errno;

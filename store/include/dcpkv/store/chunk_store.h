@@ -117,6 +117,13 @@ struct ChunkStoreOptions {
   // Default: 8 MiB.
   uint64_t small_write_bytes = uint64_t{8} << 20;
 
+  // Free space on the store's file system that saves leave alone, for `dcpkv rm` and `gc` to
+  // reclaim space on a full disk: a chunk that would leave less free fails the save with
+  // RESOURCE_EXHAUSTED before it is written. 0: no reserve. Default: kAutoFreeSpaceReserve, 2%
+  // of the file system, at least 4 MiB and at most 256 MiB.
+  static constexpr uint64_t kAutoFreeSpaceReserve = ~uint64_t{0};
+  uint64_t free_space_reserve_bytes = kAutoFreeSpaceReserve;
+
   // kReadOnly and kSecondary: how table files are read (see TableReadIo). kAuto loads 1 GiB
   // that is not in the page cache in 0.7 s with 0.1 s of system time here, against 1.5-2.1 s
   // and 1.7 s through the page cache; one that is, as fast as kBuffered. Read-write opens (a
@@ -331,6 +338,10 @@ class ChunkStore {
   // space returned to the file system. Live chunks in the compacted files are rewritten too.
   // Other compactions go on meanwhile.
   Status CompactChunks(const ChunkKeyRange& range);
+  // Reclaims the space of the chunk ranges `dead` (deleted, referred to by nothing): first drops
+  // the table files that hold nothing else, which writes nothing (so it works on a full disk),
+  // then compacts the span of the ranges.
+  Status ReclaimChunkRanges(const std::vector<ChunkKeyRange>& dead);
 
   // Small named values of the store itself (default column family, synchronous writes), e.g.
   // "dcpkv.replication.<checkpoint id>": the replication state of a checkpoint. Keys must start
