@@ -404,6 +404,9 @@ class Verification:
     chunks: int
     bytes: int
     problems: list[dict]
+    # Committed when verify began, deleted (rm, a job's retention) before their data was read:
+    # not verified, and not problems.
+    deleted_meanwhile: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -1052,6 +1052,7 @@ PYBIND11_MODULE(_native, m) {
     out["chunks"] = v.chunks;
     out["bytes"] = v.bytes;
     out["problems"] = problems;
+    out["deleted_meanwhile"] = v.deleted_meanwhile;
     return out;
   });
   m.def("diff", [](const std::string& root, const std::string& a, const std::string& b) {

@@ -42,6 +42,7 @@
 #include "dcpkv/inspect/values.h"
 #include "dcpkv/inspect/verify.h"
 #include "dcpkv/store/chunk_store.h"
+#include "dcpkv/store/gc.h"
 #include "dcpkv/store/key_encoding.h"
 #include "dcpkv/store/store_format.h"
 #include "dcpkv/store/store_layout.h"
@@ -1004,6 +1005,27 @@ TEST(VerifyTest, CleanStoreIsOk) {
   std::ostringstream text;
   PrintVerify(*report, OutputFormat::kJson, text);
   EXPECT_THAT(text.str(), HasSubstr("\"ok\": true"));
+}
+
+// A checkpoint deleted while verify runs (as a job's retention or `dcpkv rm` does, after verify
+// listed the store): not a problem, reported as deleted meanwhile.
+TEST(VerifyTest, ACheckpointDeletedWhileVerifyRunsIsNotAProblem) {
+  TempDir tmp;
+  SaveFixture(tmp.path(), {.id = "a", .world = 2});
+  SaveFixture(tmp.path(), {.id = "b", .world = 2});
+  SaveFixture(tmp.path(), {.id = "c", .world = 2});
+  std::unique_ptr<StoreView> view = OpenView(tmp.path());
+  ASSERT_NE(view, nullptr);
+  ASSERT_TRUE(RemoveCheckpoints(tmp.path(), {"a"}).ok());  // with its garbage collected
+  ASSERT_TRUE(RemoveCheckpoints(tmp.path(), {"b"}, {.compact = false}).ok());
+  StatusOr<VerifyReport> report = VerifyCheckpoints(*view, {});
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const VerifyProblem& p : report->problems) ADD_FAILURE() << DescribeProblem(p);
+  EXPECT_THAT(report->deleted_meanwhile, ElementsAre("a", "b"));
+  std::ostringstream text;
+  PrintVerify(*report, OutputFormat::kText, text);
+  EXPECT_THAT(text.str(), HasSubstr("deleted while verify ran (not verified): a"));
+  EXPECT_THAT(text.str(), HasSubstr("OK: "));
 }
 
 TEST(VerifyTest, FlippedPayloadByteIsOneProblemNamingTheChunk) {

@@ -34,6 +34,7 @@ StatusOr<StoreVerification> VerifyStore(const std::string& root,
     out.problems.push_back({p.checkpoint_id, p.fqn, p.shard_offsets, p.rank, p.byte_offset,
                             p.byte_end, inspect::DescribeProblem(p)});
   }
+  out.deleted_meanwhile = report.deleted_meanwhile;
   return out;
 }
 

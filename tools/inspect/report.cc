@@ -378,12 +378,16 @@ void PrintVerify(const VerifyReport& r, OutputFormat format, std::ostream& out) 
                 {"shards", r.shards},
                 {"chunks", r.chunks},
                 {"bytes", r.bytes},
-                {"problems", std::move(problems)}}
+                {"problems", std::move(problems)},
+                {"deleted_meanwhile", r.deleted_meanwhile}}
                .dump(2)
         << "\n";
     return;
   }
   for (const VerifyProblem& p : r.problems) out << "PROBLEM " << DescribeProblem(p) << "\n";
+  for (const std::string& id : r.deleted_meanwhile) {
+    out << "deleted while verify ran (not verified): " << id << "\n";
+  }
   out << (r.ok() ? "OK" : "FAILED") << ": " << r.checkpoints << " checkpoints, " << r.tensors
       << " tensors, " << r.shards << " shards, " << r.chunks << " chunks (" << HumanBytes(r.bytes)
       << ") verified intact; " << r.problems.size()

@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "dcpkv/core/hash.h"
@@ -301,6 +302,41 @@ class Verifier {
   uint64_t total_ = 0;
 };
 
+// A checkpoint committed when the view was opened whose data went missing while it was verified
+// may have been deleted meanwhile (a job's retention, `dcpkv rm`): if a fresh look at the store
+// finds it deleted (or gone, its garbage collected too), its problems are dropped and it is
+// reported as deleted meanwhile. A checkpoint still committed keeps every problem.
+Status DropCheckpointsDeletedMeanwhile(const StoreView& view,
+                                       const std::vector<const CheckpointListing*>& selected,
+                                       VerifyReport* report) {
+  std::set<std::string> suspects;
+  for (const VerifyProblem& p : report->problems) {
+    if (p.checkpoint_id.empty()) continue;
+    for (const CheckpointListing* l : selected) {
+      if (l->checkpoint_id == p.checkpoint_id && l->state == CheckpointState::kCommitted) {
+        suspects.insert(p.checkpoint_id);
+      }
+    }
+  }
+  if (suspects.empty()) return Status::Ok();
+  DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<StoreView> now, StoreView::Open(view.root()));
+  std::set<std::string> deleted;
+  for (const std::string& id : suspects) {
+    bool listed = false, gone = true;
+    for (const CheckpointListing& l : now->checkpoints()) {
+      if (l.checkpoint_id != id) continue;
+      listed = true;
+      gone = gone && l.state == CheckpointState::kDeleted;
+    }
+    if (!listed || gone) deleted.insert(id);
+  }
+  auto dropped = [&](const VerifyProblem& p) { return deleted.count(p.checkpoint_id) > 0; };
+  report->problems.erase(std::remove_if(report->problems.begin(), report->problems.end(), dropped),
+                         report->problems.end());
+  report->deleted_meanwhile.assign(deleted.begin(), deleted.end());
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std::string>& ids,
@@ -339,6 +375,7 @@ StatusOr<VerifyReport> VerifyCheckpoints(StoreView& view, const std::vector<std:
   verifier.SetTotal(total);
   for (const CheckpointListing* l : selected) verifier.Checkpoint(*l);
   VerifyReport report = verifier.Finish();
+  DCPKV_RETURN_IF_ERROR(DropCheckpointsDeletedMeanwhile(view, selected, &report));
   // A rank database that cannot be opened is a problem of the store, whichever checkpoints
   // were asked for.
   std::vector<VerifyProblem> ranks;

@@ -41,6 +41,8 @@ struct DCPKV_EXPORT StoreVerification {
   uint64_t chunks = 0;  // chunks found intact
   uint64_t bytes = 0;   // their payload bytes
   std::vector<StoreProblem> problems;
+  // Committed when verify began, deleted (rm, a job's retention) before their data was read.
+  std::vector<std::string> deleted_meanwhile;
   bool ok() const { return problems.empty(); }
 };
 

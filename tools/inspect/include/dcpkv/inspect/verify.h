@@ -33,6 +33,9 @@ struct VerifyReport {
   uint64_t chunks = 0;  // chunks found intact
   uint64_t bytes = 0;   // their payload bytes
   std::vector<VerifyProblem> problems;
+  // Checkpoints committed when verify began and deleted (by rm or a running job's retention)
+  // before their data was read: not verified, and not problems.
+  std::vector<std::string> deleted_meanwhile;
   bool ok() const { return problems.empty(); }
 };
 
