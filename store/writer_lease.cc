@@ -44,10 +44,22 @@ std::string LeasePath(const std::string& root) {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-// IO_ERROR, or RESOURCE_EXHAUSTED for a full file system.
+// IO_ERROR; RESOURCE_EXHAUSTED for a full file system; FAILED_PRECONDITION, said plainly, for
+// a store that this process may not write to (read-only media, another user's store): the
+// commands that only read work there.
 Status FileError(int error, const std::string& what) {
   const std::string message = what + ": " + ErrnoText(error);
   if (error == ENOSPC || error == EDQUOT) return ResourceExhaustedError(message);
+  if (error == EROFS) {
+    return FailedPreconditionError(message +
+                                   ": the store is on a read-only file system, where it can be "
+                                   "read (ls, show, verify, diff, export, load) but not written");
+  }
+  if (error == EACCES || error == EPERM) {
+    return FailedPreconditionError(message +
+                                   ": this user may not write to the store, which can still be "
+                                   "read (ls, show, verify, diff, export, load)");
+  }
   return IOError(message);
 }
 
@@ -419,7 +431,7 @@ StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& r
                                                             const WriterLeaseOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(root_arg, ec);
-  if (ec) return IOError("cannot create store root " + root_arg + ": " + ec.message());
+  if (ec) return FileError(ec.value(), "cannot create store root " + root_arg);
   const std::string root = CanonicalRoot(root_arg);
   const std::string path = LeasePath(root);
   bool maintenance = false;

@@ -115,6 +115,37 @@ TEST_P(FullDiskTest, SavesFailCleanlyAndRmAndGcReclaimSpace) {
   EXPECT_EQ(verified_again, 0) << report_again;
 }
 
+// The same file system mounted read-only (a store on read-only media): every reading command
+// works and writes nothing; the writing ones fail in plain words, before touching anything.
+TEST_P(FullDiskTest, AStoreOnReadOnlyMediaIsReadAndWritesAreRefusedPlainly) {
+  auto [saved, saved_out] = Run(DCPKV_SAVE_LOOP_PATH, {"--root", root_, "--count", "3"});
+  ASSERT_EQ(saved, 0) << saved_out;
+  ASSERT_EQ(std::system(("mount -o remount,ro " + mount_).c_str()), 0);
+  const std::vector<std::vector<std::string>> reading = {
+      {"ls", root_},
+      {"show", root_, "ck-00001"},
+      {"verify", root_},
+      {"diff", root_, "ck-00000", "ck-00002"},
+      {"export", root_, "ck-00002", "--output", tmp_.Sub("out.safetensors")}};
+  for (const std::vector<std::string>& args : reading) {
+    auto [code, out] = Run(DCPKV_CLI_PATH, args);
+    EXPECT_EQ(code, 0) << args[0] << ": " << out;
+  }
+  const std::vector<std::vector<std::string>> writing = {
+      {"gc", root_},
+      {"rm", root_, "ck-00000"},
+      {"import", tmp_.Sub("out.safetensors"), root_, "imported"}};
+  for (const std::vector<std::string>& args : writing) {
+    auto [code, out] = Run(DCPKV_CLI_PATH, args);
+    EXPECT_EQ(code, 3) << args[0] << ": " << out;
+    EXPECT_THAT(out, HasSubstr("read-only file system, where it can be read")) << args[0];
+  }
+  ASSERT_EQ(std::system(("mount -o remount,rw " + mount_).c_str()), 0);
+  auto [listed, listing] = Run(DCPKV_CLI_PATH, {"ls", root_});
+  EXPECT_EQ(listed, 0) << listing;
+  EXPECT_THAT(listing, Not(HasSubstr("imported")));
+}
+
 INSTANTIATE_TEST_SUITE_P(FileSystems, FullDiskTest, ::testing::Values("ext4", "tmpfs"));
 
 }  // namespace
