@@ -495,6 +495,24 @@ Status CollectOpened(const Stores& stores, Steps& steps, const GcOptions& option
   return Status::Ok();
 }
 
+// Whether a collection has anything to do in `stores`: trash or reclaim records, chunk data of
+// saves that never committed, or saves without collectives (whose parts it checks).
+StatusOr<bool> HasWork(const Stores& stores) {
+  DCPKV_ASSIGN_OR_RETURN(StoreIndex index, IndexStores(stores));
+  if (!index.trash.empty() || !index.markers.empty()) return true;
+  for (const auto& [rank, store] : stores.by_rank) {
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
+    for (const std::string& id : ids) {
+      if (index.manifests.count(id) == 0) return true;
+    }
+  }
+  bool per_rank = false;
+  DCPKV_RETURN_IF_ERROR(ForEachManifest(
+      stores, index,
+      [&](int, const std::string&, const Metadata& md) { per_rank |= md.per_rank_commit; }));
+  return per_rank;
+}
+
 Status CloseAndMeasure(Stores& stores, const std::string& root, GcReport* report) {
   DCPKV_RETURN_IF_ERROR(stores.CloseOwned());  // closing purges obsolete files
   report->disk_bytes_after = DirectorySize(root);
@@ -577,7 +595,18 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
 StatusOr<GcReport> CollectGarbage(const std::string& root, const GcOptions& options) {
   GcReport report;
   report.disk_bytes_before = DirectorySize(root);
-  DCPKV_RETURN_IF_ERROR(ListRankDirectories(root).status());  // no root made for a lease
+  // Read-only first: a store with nothing to collect is left exactly as it was (a read-write
+  // open writes a new MANIFEST, OPTIONS and log into every database).
+  {
+    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly));
+    StatusOr<bool> work = HasWork(readers);
+    readers.CloseOwned().IgnoreError();
+    DCPKV_ASSIGN_OR_RETURN(bool any, work);
+    if (!any) {
+      report.disk_bytes_after = report.disk_bytes_before;
+      return report;
+    }
+  }
   DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<WriterLease> lease, WriterLease::Acquire(root));
   DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
   Steps steps(options);

@@ -369,6 +369,14 @@ TEST_F(CliStoreTest, ARefusedRemovalLeavesNoTrace) {
   EXPECT_EQ(Snapshot(root()), before);
 }
 
+// gc with nothing to collect finds that out read-only: the store is left as it was.
+TEST_F(CliStoreTest, GcWithNothingToCollectLeavesTheStoreAsItWas) {
+  const auto before = Snapshot(root());
+  CliResult r = RunCli({"gc", root()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Snapshot(root()), before);
+}
+
 TEST_F(CliStoreTest, LsJsonListsCheckpointsInCommitOrder) {
   CliResult r = RunCli({"ls", "--json", root()});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);

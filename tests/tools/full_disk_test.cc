@@ -116,7 +116,8 @@ TEST_P(FullDiskTest, SavesFailCleanlyAndRmAndGcReclaimSpace) {
 }
 
 // The same file system mounted read-only (a store on read-only media): every reading command
-// works and writes nothing; the writing ones fail in plain words, before touching anything.
+// works and writes nothing, and so does a gc with nothing to collect; the writing ones fail in
+// plain words, before touching anything.
 TEST_P(FullDiskTest, AStoreOnReadOnlyMediaIsReadAndWritesAreRefusedPlainly) {
   auto [saved, saved_out] = Run(DCPKV_SAVE_LOOP_PATH, {"--root", root_, "--count", "3"});
   ASSERT_EQ(saved, 0) << saved_out;
@@ -131,10 +132,11 @@ TEST_P(FullDiskTest, AStoreOnReadOnlyMediaIsReadAndWritesAreRefusedPlainly) {
     auto [code, out] = Run(DCPKV_CLI_PATH, args);
     EXPECT_EQ(code, 0) << args[0] << ": " << out;
   }
+  // Nothing to collect is found out read-only.
+  auto [collected, gc_out] = Run(DCPKV_CLI_PATH, {"gc", root_});
+  EXPECT_EQ(collected, 0) << gc_out;
   const std::vector<std::vector<std::string>> writing = {
-      {"gc", root_},
-      {"rm", root_, "ck-00000"},
-      {"import", tmp_.Sub("out.safetensors"), root_, "imported"}};
+      {"rm", root_, "ck-00000"}, {"import", tmp_.Sub("out.safetensors"), root_, "imported"}};
   for (const std::vector<std::string>& args : writing) {
     auto [code, out] = Run(DCPKV_CLI_PATH, args);
     EXPECT_EQ(code, 3) << args[0] << ": " << out;
