@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 
+#include "dcpkv/catalog.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/core/names.h"
 #include "dcpkv/inspect/safetensors.h"
@@ -119,6 +120,18 @@ StatusOr<Metadata> ImportSafetensors(const std::string& path, const std::string&
                                      const ProgressCallback& progress, uint64_t max_shard_bytes) {
   DCPKV_RETURN_IF_ERROR(ValidateCheckpointId(checkpoint_id));
   DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsReader> reader, SafetensorsReader::Open(path));
+  // An id already committed is refused through read-only opens, before the save's read-write
+  // ones would write into every database (a new MANIFEST, OPTIONS and log): a refused import
+  // leaves no trace.
+  if (StatusOr<std::vector<CheckpointSummary>> committed = ListCommittedCheckpoints(root);
+      committed.ok()) {
+    for (const CheckpointSummary& c : *committed) {
+      if (c.checkpoint_id == checkpoint_id) {
+        return AlreadyExistsError("checkpoint \"" + checkpoint_id + "\" is already committed in " +
+                                  root + "; import under a new id or delete it first");
+      }
+    }
+  }
   std::error_code ec;
   std::filesystem::create_directories(root, ec);
   if (ec) return IOError("cannot create store root " + root + ": " + ec.message());
