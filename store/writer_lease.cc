@@ -377,24 +377,24 @@ std::chrono::milliseconds WriterLeaseExpiry() {
 std::string ProcessJobId() {
   std::lock_guard<std::mutex> lock(IdentityMutex());
   if (!MaintenanceIdentity().job_id.empty()) return MaintenanceIdentity().job_id;
+  // Fixed at the first call: the environment may change later (a rendezvous of a subgroup).
+  static auto* fixed = new std::string;
+  if (!fixed->empty()) return *fixed;
   auto env = [](const char* name) -> std::string {
     const char* value = std::getenv(name);
     return value != nullptr ? value : "";
   };
-  if (std::string id = env("DCPKV_JOB_ID"); !id.empty()) return id;
-  std::string id;
-  if (std::string run = env("TORCHELASTIC_RUN_ID"); !run.empty() && run != "none") {
-    id = "torchelastic:" + run;
+  if (std::string id = env("DCPKV_JOB_ID"); !id.empty()) {
+    *fixed = id;
+  } else if (std::string run = env("TORCHELASTIC_RUN_ID"); !run.empty() && run != "none") {
+    *fixed = "torchelastic:" + run;
   } else if (std::string addr = env("MASTER_ADDR"), port = env("MASTER_PORT");
              !addr.empty() && !port.empty()) {
-    id = "rendezvous:" + addr + ":" + port;
+    *fixed = "rendezvous:" + addr + ":" + port;
   } else {
-    id = "process:" + HostName() + ":" + std::to_string(::getpid()) + ":" + RandomNonce();
+    *fixed = "process:" + HostName() + ":" + std::to_string(::getpid()) + ":" + RandomNonce();
   }
-  // Exported: processes started from here on (a PROCESS-executor daemon, which gets a
-  // rendezvous of its own) belong to this job.
-  ::setenv("DCPKV_JOB_ID", id.c_str(), 1);
-  return id;
+  return *fixed;
 }
 
 void SetMaintenanceIdentity(const std::string& command) {

@@ -103,7 +103,8 @@ def job_id() -> str:
     call and exported as ``DCPKV_JOB_ID`` for the processes started afterwards (an async upload
     daemon)."""
     jid = _native.job_id()
-    os.environ["DCPKV_JOB_ID"] = jid
+    if os.environ.get("DCPKV_JOB_ID") != jid:
+        os.environ["DCPKV_JOB_ID"] = jid
     return jid
 
 

@@ -638,6 +638,16 @@ TEST(GcTest, RefusesWhileAJobHoldsTheStore) {
   SaveFull(tmp.path(), "c1", 1);
   SaveFull(tmp.path(), "c2", 2);
   {
+    // Something to collect (with nothing, gc finds that out read-only and needs no database): a
+    // save that crashed before its commit.
+    std::unique_ptr<ChunkStore> store;
+    ASSERT_OK(ChunkStore::Open(RankDirectory(tmp.path(), 0), WriteOptions(), &store));
+    std::vector<uint8_t> data = testing::RandomBytes(kShardBytes, 7);
+    ASSERT_OK(store->PutShard("crashed", "w", {DType::kFloat32, {0}, {kElements}}, data.data(),
+                              data.size()));
+    ASSERT_OK(store->Close());
+  }
+  {
     // In this process.
     std::unique_ptr<ChunkStore> held;
     ASSERT_OK(ChunkStore::Open(RankDirectory(tmp.path(), 0), {}, &held));

@@ -42,12 +42,13 @@ struct WriterLeaseInfo {
   double heartbeat_age_seconds = 0;
 };
 
-// The job id of this process: DCPKV_JOB_ID if set; else TORCHELASTIC_RUN_ID (set by torchrun,
-// the same across an elastic restart) unless it is torchrun's default "none"; else
-// "rendezvous:MASTER_ADDR:MASTER_PORT" when a torchrun-style rendezvous is set; else one made for
-// this process ("process:<host>:<pid>:<nonce>"). The id is exported as DCPKV_JOB_ID, so that
-// processes started afterwards (a PROCESS-executor daemon, which gets a rendezvous of its own)
-// belong to the same job.
+// The job id of this process, fixed at the first call: DCPKV_JOB_ID if set; else
+// TORCHELASTIC_RUN_ID (set by torchrun, the same across an elastic restart) unless it is
+// torchrun's default "none"; else "rendezvous:MASTER_ADDR:MASTER_PORT" when a torchrun-style
+// rendezvous is set; else one made for this process ("process:<host>:<pid>:<nonce>"). The
+// environment is not changed here (setenv races with other threads' getenv); Python's
+// dcpkv.job_id() exports it as DCPKV_JOB_ID, so that a PROCESS-executor daemon started
+// afterwards (with a rendezvous of its own) belongs to the same job.
 std::string ProcessJobId();
 
 // Makes this process a maintenance command with its own identity ("dcpkv <command> on <host>,

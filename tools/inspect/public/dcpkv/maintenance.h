@@ -112,8 +112,8 @@ DCPKV_EXPORT StatusOr<StoreCleanup> CollectStoreGarbage(const std::string& root)
 
 // The job this process's writers hold store roots' writer leases for (one job writes to a root
 // at a time): DCPKV_JOB_ID, else torchrun's TORCHELASTIC_RUN_ID, else the rendezvous
-// (MASTER_ADDR:MASTER_PORT), else one made for this process. Fixed at the first call and
-// exported as DCPKV_JOB_ID for the processes started afterwards.
+// (MASTER_ADDR:MASTER_PORT), else one made for this process. Fixed at the first call; the
+// environment is left alone (Python's dcpkv.job_id() exports it as DCPKV_JOB_ID).
 DCPKV_EXPORT std::string WriterJobId();
 
 }  // namespace dcpkv
