@@ -12,8 +12,8 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchrun_work
 
 def clean_env():
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TORCHELASTIC_", "DCPKV_RENDEZVOUS", "MASTER_", "RANK",
-                                "WORLD_", "LOCAL_"))}
+           if not k.startswith(("TORCHELASTIC_", "DCPKV_RENDEZVOUS", "DCPKV_JOB_ID", "MASTER_",
+                                "RANK", "WORLD_", "LOCAL_"))}
     env["OMP_NUM_THREADS"] = "1"
     return env
 
