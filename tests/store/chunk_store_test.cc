@@ -12,6 +12,7 @@
 #include <rocksdb/db.h>
 
 #include "dcpkv/store/store_layout.h"
+#include "tests/util/raw_db.h"
 #include "tests/util/store_files.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
@@ -330,15 +331,7 @@ TEST(ChunkStoreOpenTest, ADatabaseThatLostItsCurrentFileIsDataLossInEveryMode) {
 TEST(ChunkStoreOpenTest, AnotherRocksDBDatabaseIsRefusedAndLeftUntouched) {
   testing::TempDir tmp;
   const std::string dir = RankDirectory(tmp.path(), 0);
-  {
-    rocksdb::Options o;
-    o.create_if_missing = true;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(o, dir, &db).ok());
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "their key", "their value").ok());
-    ASSERT_TRUE(db->Close().ok());
-    delete db;
-  }
+  ASSERT_NO_FATAL_FAILURE(testing::MakeForeignRocksDB(dir));
   auto listing = [&] {
     std::map<std::string, uintmax_t> files;
     for (const auto& e : std::filesystem::directory_iterator(dir)) {

@@ -844,15 +844,7 @@ TEST_F(CliStoreTest, ImportRefusesAnotherProgramsDatabase) {
   const std::string foreign_root = out.Sub("foreign");
   const std::string rank0 = foreign_root + "/rank-00000";
   std::filesystem::create_directories(foreign_root);
-  {
-    rocksdb::Options o;
-    o.create_if_missing = true;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(o, rank0, &db).ok());
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "their key", "their value").ok());
-    ASSERT_TRUE(db->Close().ok());
-    delete db;
-  }
+  ASSERT_NO_FATAL_FAILURE(testing::MakeForeignRocksDB(rank0));
   const auto before = Snapshot(foreign_root);
   r = RunCli({"import", file, foreign_root, "imported"});
   EXPECT_EQ(r.exit_code, 3) << Describe(r);

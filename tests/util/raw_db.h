@@ -73,8 +73,8 @@ class RawDB {
   // Table files of a column family at one level of the LSM tree.
   int FilesAtLevel(int cf, int level) {
     std::string v;
-    EXPECT_TRUE(db_->GetProperty(handles_[cf], "rocksdb.num-files-at-level" + std::to_string(level),
-                                 &v));
+    EXPECT_TRUE(
+        db_->GetProperty(handles_[cf], "rocksdb.num-files-at-level" + std::to_string(level), &v));
     return std::atoi(v.c_str());
   }
 
@@ -82,6 +82,18 @@ class RawDB {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::unique_ptr<rocksdb::DB> db_;
 };
+
+// Makes, at `dir`, another program's RocksDB database (its default column family only, one
+// key): what dcpkv must refuse to open as a rank database.
+inline void MakeForeignRocksDB(const std::string& dir) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(o, dir, &db).ok()) << dir;
+  std::unique_ptr<rocksdb::DB> owned(db);
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "their key", "their value").ok());
+  ASSERT_TRUE(db->Close().ok());
+}
 
 }  // namespace dcpkv::testing
 
