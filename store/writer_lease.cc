@@ -272,10 +272,15 @@ class Registry {
 
  private:
   void HeartbeatLoop() {
-    const auto interval =
-        std::min<std::chrono::milliseconds>(std::chrono::seconds(5), WriterLeaseExpiry() / 6);
+    auto last = std::chrono::steady_clock::now();
     for (;;) {
-      std::this_thread::sleep_for(interval);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      // The interval is read each time (the expiry may be set by the environment later).
+      const auto interval =
+          std::min<std::chrono::milliseconds>(std::chrono::seconds(5), WriterLeaseExpiry() / 6);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last < interval) continue;
+      last = now;
       std::lock_guard<std::mutex> lock(mu_);
       if (!thread_started_) return;  // a forked child's copy of the flag
       for (auto& [root, held] : held_) {
@@ -324,15 +329,18 @@ Status LeaseHeldError(const std::string& root, const WriterLeaseInfo& owner,
   return FailedPreconditionError(message).WithReason(ErrorReason::kLeaseHeld);
 }
 
-// Whether the holder recorded in `file` can be replaced: gone from this machine, or silent for
-// the expiry.
+// Whether the process that made the lease is gone: made on this machine (since its boot) by a
+// process that no longer runs.
+bool MakerGone(const WriterLeaseInfo& owner) {
+  return !owner.boot_id.empty() && owner.boot_id == BootId() &&
+         !ProcessMayBeAlive(owner.pid, owner.pid_start_time);
+}
+
+// Whether the holder recorded in `file` can be replaced: its maker gone from this machine, or
+// silent for the expiry.
 bool Abandoned(const LeaseFile& file, std::chrono::milliseconds expiry) {
-  const WriterLeaseInfo& owner = file.info;
-  if (!owner.boot_id.empty() && owner.boot_id == BootId() &&
-      !ProcessMayBeAlive(owner.pid, owner.pid_start_time)) {
-    return true;
-  }
-  return owner.heartbeat_age_seconds * 1000 > static_cast<double>(expiry.count());
+  return MakerGone(file.info) ||
+         file.info.heartbeat_age_seconds * 1000 > static_cast<double>(expiry.count());
 }
 
 // Replaces the abandoned lease `stale` with ours. ALREADY_EXISTS if another taker got there first
@@ -445,28 +453,33 @@ StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& r
 
   Registry& registry = Registry::Get();
   std::unique_lock<std::mutex> lock(registry.mu_);
-  if (auto it = registry.held_.find(root); it != registry.held_.end()) {
-    if (it->second.job_id != job_id) {
+  // Held in this process already (by another writer, or meanwhile by another thread while this
+  // one waited for a maintenance command): one more hold.
+  auto join_in_process = [&](WriterLeaseHold* hold) -> StatusOr<std::unique_ptr<WriterLease>> {
+    if (hold->job_id != job_id) {
       return FailedPreconditionError("this process holds the writer lease of " + root +
-                                     " for job \"" + it->second.job_id + "\", not for job \"" +
-                                     job_id + "\"")
+                                     " for job \"" + hold->job_id + "\", not for job \"" + job_id +
+                                     "\"")
           .WithReason(ErrorReason::kLeaseHeld);
     }
-    ++it->second.holds;
+    ++hold->holds;
     std::unique_ptr<WriterLease> lease(new WriterLease(root));
-    if (Status s = lease->CheckLocked(&it->second); !s.ok()) {
-      --it->second.holds;
+    if (Status s = lease->CheckLocked(hold); !s.ok()) {
+      --hold->holds;
       lease->root_.clear();
       return s;
     }
     return lease;
-  }
+  };
   const WriterLeaseInfo mine = MyInfo(job_id, maintenance);
   int races = 0;  // the file changed between two looks
   for (;;) {
     if (races > 4 * kTakeoverAttempts) {
       return UnavailableError("the writer lease of " + root + " changed hands " +
                               std::to_string(races) + " times meanwhile");
+    }
+    if (auto it = registry.held_.find(root); it != registry.held_.end()) {
+      return join_in_process(&it->second);
     }
     Held held;
     held.job_id = job_id;
@@ -484,8 +497,8 @@ StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& r
         continue;
       }
       if (!existing.ok()) return existing.status();
-      if (existing->info.job_id == job_id) {
-        // Our job's (another of its processes, or an earlier run of it): joined.
+      if (existing->info.job_id == job_id && !MakerGone(existing->info)) {
+        // Our job's, made by another of its processes: joined.
         held.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         struct stat st {};
         if (held.fd < 0 || ::fstat(held.fd, &st) != 0 || st.st_ino != existing->ino) {
@@ -498,7 +511,9 @@ StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& r
       } else {
         DCPKV_ASSIGN_OR_RETURN(timespec now, FileSystemNow(root));
         existing->info.heartbeat_age_seconds = SecondsBetween(now, existing->mtime);
-        if (Abandoned(*existing, expiry)) {
+        // Abandoned, or our job's whose maker is gone (an earlier run of it: made ours, so that
+        // another job does not take it for abandoned while this run holds it).
+        if (existing->info.job_id == job_id || Abandoned(*existing, expiry)) {
           Status taken = TakeOver(root, path, *existing, mine, &held.fd);
           if (taken.code() == StatusCode::kAlreadyExists) {
             ++races;

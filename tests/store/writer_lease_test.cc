@@ -109,6 +109,23 @@ TEST_F(WriterLeaseTest, ProcessesOfOneJobShareItAndARestartTakesItBack) {
   EXPECT_EQ(testing::WaitRacer(restarted), kDone) << restarted.Output();
 }
 
+// A restart of a job on this machine (the same job id) whose earlier run died holding the lease
+// makes the lease its own: another job does not take it for abandoned while the restart holds
+// it.
+TEST_F(WriterLeaseTest, ARestartOfADeadRunHoldsTheLeaseAgainstOtherJobs) {
+  const testing::Racer first_run = StartLeaser("torchelastic:run-9", -1, Go());
+  WaitAcquired(first_run);
+  ::kill(first_run.pid, SIGKILL);
+  testing::WaitRacer(first_run);
+  const testing::Racer restart = StartLeaser("torchelastic:run-9", -1, Go());
+  WaitAcquired(restart);
+  const testing::Racer other = StartLeaser("job-other", 0, Go());
+  EXPECT_EQ(testing::WaitRacer(other), kRefused) << other.Output();
+  EXPECT_THAT(other.Output(), HasSubstr("pid " + std::to_string(restart.pid)));
+  ::kill(restart.pid, SIGKILL);
+  testing::WaitRacer(restart);
+}
+
 TEST_F(WriterLeaseTest, OfJobsStartingTogetherExactlyOneGetsIt) {
   for (int round = 0; round < 3; ++round) {
     const std::string go = scratch_.path() + "/go-round-" + std::to_string(round);
