@@ -26,6 +26,7 @@
 #include "lock_state.h"
 #include "process_identity.h"
 #include "rocksdb_status.h"
+#include "sync_directory.h"
 
 namespace dcpkv {
 namespace {
@@ -212,14 +213,7 @@ constexpr int kReadOnlyOpenAttempts = 20;
 
 // Makes the parent directory's entries (a rename into it) durable.
 Status SyncParentDirectory(const std::filesystem::path& path) {
-  const std::string parent = path.parent_path().empty() ? "." : path.parent_path().string();
-  const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IOError("cannot open directory " + parent + ": " + std::strerror(errno));
-  const bool synced = ::fsync(fd) == 0;
-  const int error = errno;
-  ::close(fd);
-  if (!synced) return IOError("cannot sync directory " + parent + ": " + std::strerror(error));
-  return Status::Ok();
+  return SyncDirectory(path.parent_path().empty() ? "." : path.parent_path().string());
 }
 
 // The prefix of the temporary directories in which databases for `dir` are made.

@@ -377,6 +377,22 @@ Status MoveToTrash(const Stores& stores, const std::string& id, const std::vecto
 }
 
 // The offline collection, on databases opened read-write.
+// Chunk data of saves that never committed (neither manifest nor trash record anywhere), by id:
+// the ranks holding it.
+using Orphans = std::map<std::string, std::vector<int>>;
+StatusOr<Orphans> FindOrphans(const Stores& stores, const StoreIndex& index) {
+  Orphans orphans;
+  for (const auto& [rank, store] : stores.by_rank) {
+    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
+    for (const std::string& id : ids) {
+      if (index.manifests.count(id) == 0 && index.trash.count(id) == 0) {
+        orphans[id].push_back(rank);
+      }
+    }
+  }
+  return orphans;
+}
+
 Status CollectOpened(const Stores& stores, Steps& steps, const GcOptions& options,
                      GcReport* report) {
   DCPKV_ASSIGN_OR_RETURN(StoreIndex index, IndexStores(stores));
@@ -412,16 +428,8 @@ Status CollectOpened(const Stores& stores, Steps& steps, const GcOptions& option
   // What may be garbage: trashed checkpoints, and chunk data with neither manifest nor trash.
   std::set<std::string> wanted;
   for (const auto& [id, ranks] : index.trash) wanted.insert(id);
-  std::map<std::string, std::vector<int>> orphans;
-  for (const auto& [rank, store] : stores.by_rank) {
-    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
-    for (const std::string& id : ids) {
-      if (index.manifests.count(id) == 0 && index.trash.count(id) == 0) {
-        orphans[id].push_back(rank);
-        wanted.insert(id);
-      }
-    }
-  }
+  DCPKV_ASSIGN_OR_RETURN(Orphans orphans, FindOrphans(stores, index));
+  for (const auto& [id, ranks] : orphans) wanted.insert(id);
   LiveSet live;
   DCPKV_RETURN_IF_ERROR(
       ForEachManifest(stores, index, [&](int, const std::string& id, const Metadata& md) {
@@ -500,12 +508,8 @@ Status CollectOpened(const Stores& stores, Steps& steps, const GcOptions& option
 StatusOr<bool> HasWork(const Stores& stores) {
   DCPKV_ASSIGN_OR_RETURN(StoreIndex index, IndexStores(stores));
   if (!index.trash.empty() || !index.markers.empty()) return true;
-  for (const auto& [rank, store] : stores.by_rank) {
-    DCPKV_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListChunkCheckpointIds());
-    for (const std::string& id : ids) {
-      if (index.manifests.count(id) == 0) return true;
-    }
-  }
+  DCPKV_ASSIGN_OR_RETURN(Orphans orphans, FindOrphans(stores, index));
+  if (!orphans.empty()) return true;
   bool per_rank = false;
   DCPKV_RETURN_IF_ERROR(ForEachManifest(
       stores, index,

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "process_identity.h"
+#include "sync_directory.h"
 
 namespace dcpkv {
 
@@ -178,16 +179,6 @@ StatusOr<LeaseFile> ReadLeaseFile(const std::string& path) {
   file.mtime = st.st_mtim;
   DCPKV_RETURN_IF_ERROR(DecodeLease(path, text, &file.info));
   return file;
-}
-
-Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IOError("cannot open directory " + dir + ": " + ErrnoText(errno));
-  const bool synced = ::fsync(fd) == 0;
-  const int error = errno;
-  ::close(fd);
-  if (!synced) return IOError("cannot sync directory " + dir + ": " + ErrnoText(error));
-  return Status::Ok();
 }
 
 // Writes `info` to a file of its own and links it to `path`: EEXIST (returned as ALREADY_EXISTS)
