@@ -16,11 +16,13 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 
 #include "chunk_store_internal.h"
 #include "dcpkv/core/names.h"
 #include "dcpkv/store/crash_points.h"
+#include "dcpkv/store/file_ops.h"
 #include "rocksdb_status.h"
 
 namespace dcpkv {
@@ -159,10 +161,8 @@ struct ChunkBatchWriter::Impl {
   Status OpenTable() {
     // A store of the first layout says it has ingested tables before it gets one.
     DCPKV_RETURN_IF_ERROR(store->RequireFormatVersion(kIngestStoreFormatVersion));
-    std::error_code ec;
-    std::filesystem::create_directories(IngestDirectory(store->dir), ec);
-    if (ec) {
-      return IOError("cannot create " + IngestDirectory(store->dir) + ": " + ec.message());
+    if (const int rc = MakeDirectories(IngestDirectory(store->dir)); rc != 0) {
+      return IOError("cannot create " + IngestDirectory(store->dir) + ": " + std::strerror(rc));
     }
     const rocksdb::Options options(store->db->GetDBOptions(),
                                    store->db->GetOptions(store->chunks_cf));
@@ -197,8 +197,7 @@ struct ChunkBatchWriter::Impl {
   void AbandonTable() {
     table.reset();
     if (!table_path.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(table_path, ec);
+      CurrentFileOps().Unlink(table_path);
       table_path.clear();
     }
     table_payload = 0;

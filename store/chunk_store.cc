@@ -23,10 +23,10 @@
 
 #include "chunk_store_internal.h"
 #include "dcpkv/core/names.h"
+#include "dcpkv/store/file_ops.h"
 #include "lock_state.h"
 #include "process_identity.h"
 #include "rocksdb_status.h"
-#include "sync_directory.h"
 
 namespace dcpkv {
 namespace {
@@ -245,10 +245,7 @@ void RemoveAbandonedCreations(const std::string& dir) {
       const auto modified = fs::last_write_time(e.path(), tec);
       abandoned = !tec && fs::file_time_type::clock::now() - modified > std::chrono::hours(1);
     }
-    if (abandoned) {
-      std::error_code rec;
-      fs::remove_all(e.path(), rec);
-    }
+    if (abandoned) RemoveTree(e.path().string());
   }
 }
 
@@ -277,8 +274,9 @@ Status CreateStore(ChunkStore::Impl* impl) {
   const std::string final_dir = dir;
   const std::string temporary = CreatingPrefix(dir) + "." + HostName() + "." + std::to_string(pid) +
                                 "." + std::to_string(ProcessStartTime(pid)) + "." + RandomNonce();
-  fs::create_directories(temporary, ec);
-  if (ec) return IOError("cannot create store directory " + temporary + ": " + ec.message());
+  if (const int rc = MakeDirectories(temporary); rc != 0) {
+    return IOError("cannot create store directory " + temporary + ": " + std::strerror(rc));
+  }
   dir = temporary;
   Status made = impl->OpenDB();
   if (made.ok()) made = CheckStoreFormat(impl);
@@ -287,17 +285,15 @@ Status CreateStore(ChunkStore::Impl* impl) {
   if (made.ok()) made = closed;
   bool lost_the_race = false;
   if (made.ok()) {
-    fs::rename(temporary, target, ec);  // replaces an empty directory, never a full one
-    if (ec == std::errc::directory_not_empty || ec == std::errc::file_exists) {
+    // Replaces an empty directory, never a full one.
+    const int rc = CurrentFileOps().Rename(temporary, dir);
+    if (rc == ENOTEMPTY || rc == EEXIST) {
       lost_the_race = true;  // another creator's database is in place
-    } else if (ec) {
-      made = IOError("cannot move " + temporary + " to " + dir + ": " + ec.message());
+    } else if (rc != 0) {
+      made = IOError("cannot move " + temporary + " to " + dir + ": " + std::strerror(rc));
     }
   }
-  if (!made.ok() || lost_the_race) {
-    std::error_code rec;
-    fs::remove_all(temporary, rec);
-  }
+  if (!made.ok() || lost_the_race) RemoveTree(temporary);
   if (made.ok() && !lost_the_race) made = SyncParentDirectory(target);
   if (!made.ok()) return made;
   return open_in_place();
@@ -427,8 +423,7 @@ Status ChunkStore::Impl::OpenDB() {
   if (options.mode == OpenMode::kReadWrite) {
     // Table files a batch writer built and never ingested (a failed save, a crash): this open
     // holds the database's lock, so no writer is building one now.
-    std::error_code ec;
-    std::filesystem::remove_all(IngestDirectory(dir), ec);
+    RemoveTree(IngestDirectory(dir));
   }
   return Status::Ok();
 }

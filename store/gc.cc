@@ -71,13 +71,14 @@ struct Stores {
   }
 };
 
-StatusOr<Stores> OpenAll(const std::string& root, OpenMode mode) {
+StatusOr<Stores> OpenAll(const std::string& root, OpenMode mode, rocksdb::Env* env) {
   DCPKV_ASSIGN_OR_RETURN(std::vector<int> ranks, ListRankDirectories(root));
   Stores stores;
   for (int rank : ranks) {
     ChunkStoreOptions o;
     o.mode = mode;
     o.create_if_missing = false;
+    o.env = env;
     std::unique_ptr<ChunkStore> store;
     const std::string dir = RankDirectory(root, rank);
     Status s = ChunkStore::Open(dir, o, &store);
@@ -563,14 +564,14 @@ StatusOr<RemoveReport> RemoveCheckpoints(const std::string& root,
   // What would refuse the removal is found through read-only opens first: a read-write open
   // writes into every database (a new MANIFEST, OPTIONS, log), which a refused `rm` must not.
   {
-    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly));
+    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly, options.env));
     Status s = CheckRemovable(readers, removing, root);
     readers.CloseOwned().IgnoreError();
     DCPKV_RETURN_IF_ERROR(s);
   }
   // The root's writer lease before any read-write open: refused while a job holds it.
   DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<WriterLease> lease, WriterLease::Acquire(root));
-  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
+  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite, options.env));
   // Again under the lock: the store may have changed since.
   if (Status s = CheckRemovable(stores, removing, root); !s.ok()) {
     stores.CloseOwned().IgnoreError();
@@ -602,7 +603,7 @@ StatusOr<GcReport> CollectGarbage(const std::string& root, const GcOptions& opti
   // Read-only first: a store with nothing to collect is left exactly as it was (a read-write
   // open writes a new MANIFEST, OPTIONS and log into every database).
   {
-    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly));
+    DCPKV_ASSIGN_OR_RETURN(Stores readers, OpenAll(root, OpenMode::kReadOnly, options.env));
     StatusOr<bool> work = HasWork(readers);
     readers.CloseOwned().IgnoreError();
     DCPKV_ASSIGN_OR_RETURN(bool any, work);
@@ -612,7 +613,7 @@ StatusOr<GcReport> CollectGarbage(const std::string& root, const GcOptions& opti
     }
   }
   DCPKV_ASSIGN_OR_RETURN(std::unique_ptr<WriterLease> lease, WriterLease::Acquire(root));
-  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite));
+  DCPKV_ASSIGN_OR_RETURN(Stores stores, OpenAll(root, OpenMode::kReadWrite, options.env));
   Steps steps(options);
   if (Status s = CollectOpened(stores, steps, options, &report); !s.ok()) {
     stores.CloseOwned().IgnoreError();

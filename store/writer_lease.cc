@@ -16,8 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "dcpkv/store/file_ops.h"
 #include "process_identity.h"
-#include "sync_directory.h"
 
 namespace dcpkv {
 
@@ -90,15 +90,15 @@ double SecondsBetween(const timespec& later, const timespec& earlier) {
 StatusOr<timespec> FileSystemNow(const std::string& root) {
   const std::string probe =
       (std::filesystem::path(root) / (".writer.lease.clock." + RandomNonce())).string();
-  const int fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  const int fd = CurrentFileOps().CreateFile(probe, O_EXCL | O_WRONLY);
   if (fd < 0) {
     return IOError("cannot read the clock of the file system of " + root + ": creating " + probe +
-                   ": " + ErrnoText(errno));
+                   ": " + ErrnoText(-fd));
   }
   struct stat st {};
   const bool ok = ::fstat(fd, &st) == 0;
   ::close(fd);
-  ::unlink(probe.c_str());
+  CurrentFileOps().Unlink(probe);
   if (!ok) return IOError("cannot stat " + probe);
   return st.st_mtim;
 }
@@ -186,22 +186,21 @@ StatusOr<LeaseFile> ReadLeaseFile(const std::string& path) {
 Status CreateLeaseFile(const std::string& root, const std::string& path,
                        const WriterLeaseInfo& info, int* fd) {
   const std::string temporary = path + "." + info.nonce + ".new";
-  const int out = ::open(temporary.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
-  if (out < 0) return FileError(errno, "cannot create the writer lease " + temporary);
+  FileOps& ops = CurrentFileOps();
+  const int out = ops.CreateFile(temporary, O_EXCL | O_RDWR);
+  if (out < 0) return FileError(-out, "cannot create the writer lease " + temporary);
   const std::string text = EncodeLease(info);
-  const bool written =
-      ::write(out, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-      ::fsync(out) == 0;
-  const int write_error = errno;
-  if (!written) {
+  int write_error = ::write(out, text.data(), text.size()) == static_cast<ssize_t>(text.size())
+                        ? ops.SyncFile(out, temporary)
+                        : errno;
+  if (write_error != 0) {
     ::close(out);
-    ::unlink(temporary.c_str());
+    ops.Unlink(temporary);
     return FileError(write_error, "cannot write the writer lease " + temporary);
   }
-  const int linked = ::link(temporary.c_str(), path.c_str());
-  const int link_error = errno;
-  ::unlink(temporary.c_str());
-  if (linked != 0) {
+  const int link_error = ops.Link(temporary, path);
+  ops.Unlink(temporary);
+  if (link_error != 0) {
     ::close(out);
     if (link_error == EEXIST) return AlreadyExistsError("a writer lease is at " + path);
     return IOError("cannot make the writer lease " + path + ": " + ErrnoText(link_error));
@@ -254,7 +253,7 @@ class Registry {
       const std::string path = LeasePath(root);
       struct stat st {};
       if (::stat(path.c_str(), &st) == 0 && st.st_dev == held->dev && st.st_ino == held->ino) {
-        ::unlink(path.c_str());
+        CurrentFileOps().Unlink(path);
       }
     }
     if (held->fd >= 0) ::close(held->fd);
@@ -339,9 +338,10 @@ bool Abandoned(const LeaseFile& file, std::chrono::milliseconds expiry) {
 Status TakeOver(const std::string& root, const std::string& path, const LeaseFile& stale,
                 const WriterLeaseInfo& mine, int* fd) {
   const std::string moved = path + "." + mine.nonce + ".stale";
-  if (::rename(path.c_str(), moved.c_str()) != 0) {
-    if (errno == ENOENT) return AlreadyExistsError("taken meanwhile");
-    return IOError("cannot move the abandoned writer lease " + path + ": " + ErrnoText(errno));
+  FileOps& ops = CurrentFileOps();
+  if (const int rc = ops.Rename(path, moved); rc != 0) {
+    if (rc == ENOENT) return AlreadyExistsError("taken meanwhile");
+    return IOError("cannot move the abandoned writer lease " + path + ": " + ErrnoText(rc));
   }
   struct stat st {};
   const bool same =
@@ -349,14 +349,14 @@ Status TakeOver(const std::string& root, const std::string& path, const LeaseFil
   if (!same) {
     // Another taker replaced the stale lease between our look and our rename: put its lease back
     // (unless a third one made a lease meanwhile; its holder's fence then sees it lost).
-    if (::link(moved.c_str(), path.c_str()) != 0 && errno != EEXIST) {
-      ::unlink(moved.c_str());
-      return IOError("cannot put back the writer lease " + path + ": " + ErrnoText(errno));
+    if (const int rc = ops.Link(moved, path); rc != 0 && rc != EEXIST) {
+      ops.Unlink(moved);
+      return IOError("cannot put back the writer lease " + path + ": " + ErrnoText(rc));
     }
-    ::unlink(moved.c_str());
+    ops.Unlink(moved);
     return AlreadyExistsError("taken meanwhile");
   }
-  ::unlink(moved.c_str());
+  ops.Unlink(moved);
   return CreateLeaseFile(root, path, mine, fd);
 }
 
@@ -428,9 +428,9 @@ StatusOr<WriterLeaseInfo> ReadWriterLease(const std::string& root) {
 
 StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& root_arg,
                                                             const WriterLeaseOptions& options) {
-  std::error_code ec;
-  std::filesystem::create_directories(root_arg, ec);
-  if (ec) return FileError(ec.value(), "cannot create store root " + root_arg);
+  if (const int rc = MakeDirectories(root_arg); rc != 0) {
+    return FileError(rc, "cannot create store root " + root_arg);
+  }
   const std::string root = CanonicalRoot(root_arg);
   const std::string path = LeasePath(root);
   bool maintenance = false;

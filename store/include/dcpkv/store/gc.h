@@ -53,6 +53,9 @@ struct GcOptions {
   //   "before_trash_delete"       all chunks reclaimed, no trash record deleted yet
   //   "after_trash_delete_first"  the first trash record deleted
   std::function<void(std::string_view point)> on_step;
+  // The RocksDB environment of the databases opened (ChunkStoreOptions::env); for fault-injection
+  // tests. Default: none (RocksDB's).
+  rocksdb::Env* env = nullptr;
 };
 
 // What a garbage collection did.
