@@ -5,7 +5,7 @@
 //   dcpkv_crash_child --root DIR --log FILE --first STEP --count N --seed S
 //                     [--keep-last K] [--full-every F] [--timeout-ms T]
 //                     [--crash-at POINT[:N] --crash-rank R] [--tear-commit N]
-//                     [--write-path batch|ingest]
+//                     [--write-path batch|ingest] [--async 0|1] [--power-loss JOURNAL]
 //
 // With WORLD_SIZE > 1 in the environment the ranks meet over gloo the torchrun way (RANK,
 // WORLD_SIZE, MASTER_ADDR, MASTER_PORT), collectives waiting at most T ms (default 3000).
@@ -18,8 +18,16 @@
 // --tear-commit N: rank 0 tears the write-ahead log record of the N-th commit (manifest) it
 // writes in half and dies (a crash in the middle of the manifest write).
 //
+// --async 1: each step is an AsyncSave (staged, uploaded on the background thread), its upload
+// waited for before the next step.
+// --die-after-save N: rank 0 SIGKILLs itself right after the N-th save returned OK and was logged
+// (a cut at the first moment the save is promised durable).
+// --power-loss JOURNAL: every file of the store goes through the power-loss layer
+// (power_loss.h), which records in JOURNAL what was made durable, for a simulated power cut.
+//
 // Exit codes: 0 every save done; 1 a save failed (its error on stderr); 2 bad usage.
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -34,22 +42,25 @@
 #include <rocksdb/env.h>
 
 #include "dcpkv/api/kv_storage.h"
+#include "dcpkv/async_save.h"
 #include "dcpkv/checkpoint.h"
 #include "dcpkv/gloo_process_group.h"
 #include "dcpkv/store/crash_points.h"
 #include "tests/crash/crash_model.h"
 #include "tests/crash/fault_injection_fs.h"
+#include "tests/crash/power_loss.h"
 
 namespace {
 
 using dcpkv::testing::FaultInjectionFileSystem;
 
 int Usage(const char* argv0) {
-  std::fprintf(stderr,
-               "usage: %s --root DIR --log FILE --first STEP --count N --seed S [--keep-last K] "
-               "[--full-every F] [--timeout-ms T] [--crash-at POINT[:N] --crash-rank R] "
-               "[--tear-commit N] [--write-path batch|ingest]\n",
-               argv0);
+  std::fprintf(
+      stderr,
+      "usage: %s --root DIR --log FILE --first STEP --count N --seed S [--keep-last K] "
+      "[--full-every F] [--timeout-ms T] [--crash-at POINT[:N] --crash-rank R] "
+      "[--tear-commit N] [--write-path batch|ingest] [--async 0|1] [--power-loss JOURNAL]\n",
+      argv0);
   return 2;
 }
 
@@ -84,7 +95,8 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"--keep-last", "0"},      {"--full-every", "3"},
                                               {"--timeout-ms", "3000"},  {"--crash-rank", "0"},
                                               {"--tear-commit", "0"},    {"--crash-at", ""},
-                                              {"--write-path", "batch"}};
+                                              {"--write-path", "batch"}, {"--async", "0"},
+                                              {"--power-loss", ""},      {"--die-after-save", "0"}};
   for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc || std::string(argv[i]).rfind("--", 0) != 0) return Usage(argv[0]);
     flags[argv[i]] = argv[i + 1];
@@ -101,6 +113,7 @@ int main(int argc, char** argv) {
       std::max(1ull, std::strtoull(flags["--full-every"].c_str(), nullptr, 10));
   const auto timeout = std::chrono::milliseconds(std::atol(flags["--timeout-ms"].c_str()));
   tear_at = std::atol(flags["--tear-commit"].c_str());
+  const long die_after_save = std::atol(flags["--die-after-save"].c_str());
 
   std::unique_ptr<ProcessGroup> group;
   int rank = 0;
@@ -119,6 +132,16 @@ int main(int argc, char** argv) {
     ::setenv(kCrashAtEnv, flags["--crash-at"].c_str(), 1);
   }
 
+  std::unique_ptr<testing::PowerLossLayer> power_loss;
+  if (!flags["--power-loss"].empty()) {
+    StatusOr<std::unique_ptr<testing::PowerLossLayer>> layer =
+        testing::PowerLossLayer::Install(flags["--power-loss"]);
+    if (!layer.ok()) {
+      std::fprintf(stderr, "crash child: %s\n", layer.status().ToString().c_str());
+      return 1;
+    }
+    power_loss = std::move(layer).value();
+  }
   auto fs = std::make_shared<FaultInjectionFileSystem>();
   std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
   KvStorageOptions storage;
@@ -132,6 +155,7 @@ int main(int argc, char** argv) {
   storage.store_options.table_file_bytes = 160 << 10;
   // Saves here are small: every chunk into table files, so that their crash points are met.
   storage.store_options.small_write_bytes = 0;
+  if (power_loss != nullptr) storage.store_options.env = power_loss->env();
   if (rank == 0 && tear_at > 0) {
     storage.store_options.env = env.get();
     tear_fs = fs.get();
@@ -151,13 +175,31 @@ int main(int argc, char** argv) {
     o.process_group = group.get();
     o.incremental = step % full_every != 0;
     o.keep_last = keep_last;
-    StatusOr<Metadata> md = Save(sd, o);
+    StatusOr<Metadata> md = InternalError("no save");
+    if (flags["--async"] == "1") {
+      AsyncSaveOptions ao;
+      ao.save = o;
+      StatusOr<AsyncSaveResponse> r = AsyncSave(sd, ao);
+      if (r.ok()) {
+        Status staged = r->staging_completion.get();
+        md = staged.ok() ? r->upload_completion.get() : StatusOr<Metadata>(staged);
+      } else {
+        md = r.status();
+      }
+    } else {
+      md = Save(sd, o);
+    }
     if (!md.ok()) {
       std::fprintf(stderr, "crash child rank %d: step %llu: %s\n", rank,
                    static_cast<unsigned long long>(step), md.status().ToString().c_str());
       return 1;
     }
     if (rank == 0 && !LogLine(log, "ok " + std::to_string(step))) return 1;
+    if (rank == 0 && static_cast<long>(step - first + 1) == die_after_save) {
+      std::fprintf(stderr, "crash child: step %llu saved: SIGKILL\n",
+                   static_cast<unsigned long long>(step));
+      ::raise(SIGKILL);
+    }
   }
   return 0;
 }

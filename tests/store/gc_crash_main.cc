@@ -8,7 +8,8 @@
 // With DCPKV_GC_CRASH_AT=<point> in the environment, rm and gc SIGKILL themselves when they
 // reach that point of the protocol (GcOptions::on_step names the points): it arms the store's
 // crash point of that name (store/crash_points.h; DCPKV_CRASH_AT works too). Exit status: 0 done,
-// 1 the operation failed, 2 usage; a crash is death by SIGKILL.
+// 1 the operation failed, 2 usage; a crash is death by SIGKILL. With DCPKV_POWER_LOSS_JOURNAL,
+// every file rm and gc write goes through the power-loss layer (tests/crash/power_loss.h).
 #include <stdlib.h>
 
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "dcpkv/store/chunk_store.h"
 #include "dcpkv/store/crash_points.h"
 #include "dcpkv/store/gc.h"
+#include "tests/crash/power_loss.h"
 
 namespace {
 
@@ -49,6 +51,14 @@ int main(int argc, char** argv) {
   dcpkv::GcOptions options;
   if (const char* point = std::getenv("DCPKV_GC_CRASH_AT"); point != nullptr && *point != '\0') {
     ::setenv(dcpkv::kCrashAtEnv, point, /*overwrite=*/1);  // read at the first point reached
+  }
+  std::unique_ptr<dcpkv::testing::PowerLossLayer> power_loss;
+  if (const char* journal = std::getenv("DCPKV_POWER_LOSS_JOURNAL"); journal != nullptr) {
+    dcpkv::StatusOr<std::unique_ptr<dcpkv::testing::PowerLossLayer>> layer =
+        dcpkv::testing::PowerLossLayer::Install(journal);
+    if (!layer.ok()) return Fail(layer.status());
+    power_loss = std::move(layer).value();
+    options.env = power_loss->env();
   }
   if (command == "rm" && argc >= 4) {
     std::vector<std::string> ids(argv + 3, argv + argc);
