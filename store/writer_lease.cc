@@ -45,6 +45,46 @@ std::string LeasePath(const std::string& root) {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
+// The lease's scratch files: "writer.lease.<kind>.<host>.<pid>.<pid start>.<nonce>" in the root,
+// kind "new" (a lease being made), "stale" (one being taken over) or "clock" (a probe of the file
+// system's clock). Each lives for a moment, but a crash or a power cut (which can undo an
+// unlink not yet synced) may leave one: named by its maker, it is removed once that is gone.
+std::string ScratchPath(const std::string& root, const std::string& kind) {
+  const int pid = static_cast<int>(::getpid());
+  return (std::filesystem::path(root) /
+          (std::string(kWriterLeaseFileName) + "." + kind + "." + HostName() + "." +
+           std::to_string(pid) + "." + std::to_string(ProcessStartTime(pid)) + "." + RandomNonce()))
+      .string();
+}
+
+// Removes the scratch files of makers gone from this machine, and those of any host (or of the
+// earlier naming) untouched for an hour.
+void RemoveAbandonedScratchFiles(const std::string& root) {
+  namespace fs = std::filesystem;
+  const std::string prefix = std::string(kWriterLeaseFileName) + ".";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 && name.rfind("." + prefix + "clock.", 0) != 0) continue;
+    bool abandoned = false;
+    for (const char* kind : {"new.", "stale.", "clock."}) {
+      const std::string mine = prefix + kind + HostName() + ".";
+      int pid = 0;
+      unsigned long long start = 0;
+      if (name.rfind(mine, 0) == 0 &&
+          std::sscanf(name.c_str() + mine.size(), "%d.%llu.", &pid, &start) == 2) {
+        abandoned = !ProcessMayBeAlive(pid, start);
+      }
+    }
+    if (!abandoned) {
+      std::error_code tec;
+      const auto modified = fs::last_write_time(e.path(), tec);
+      abandoned = !tec && fs::file_time_type::clock::now() - modified > std::chrono::hours(1);
+    }
+    if (abandoned) CurrentFileOps().Unlink(e.path().string());
+  }
+}
+
 // IO_ERROR; RESOURCE_EXHAUSTED for a full file system; FAILED_PRECONDITION, said plainly, for
 // a store that this process may not write to (read-only media, another user's store): the
 // commands that only read work there.
@@ -88,8 +128,7 @@ double SecondsBetween(const timespec& later, const timespec& earlier) {
 // there just now. The lease's heartbeat is that clock's too, so an age needs no agreement between
 // hosts' clocks.
 StatusOr<timespec> FileSystemNow(const std::string& root) {
-  const std::string probe =
-      (std::filesystem::path(root) / (".writer.lease.clock." + RandomNonce())).string();
+  const std::string probe = ScratchPath(root, "clock");
   const int fd = CurrentFileOps().CreateFile(probe, O_EXCL | O_WRONLY);
   if (fd < 0) {
     return IOError("cannot read the clock of the file system of " + root + ": creating " + probe +
@@ -185,7 +224,7 @@ StatusOr<LeaseFile> ReadLeaseFile(const std::string& path) {
 // if a lease is there. On success `*fd` is open on the new lease.
 Status CreateLeaseFile(const std::string& root, const std::string& path,
                        const WriterLeaseInfo& info, int* fd) {
-  const std::string temporary = path + "." + info.nonce + ".new";
+  const std::string temporary = ScratchPath(root, "new");
   FileOps& ops = CurrentFileOps();
   const int out = ops.CreateFile(temporary, O_EXCL | O_RDWR);
   if (out < 0) return FileError(-out, "cannot create the writer lease " + temporary);
@@ -337,7 +376,7 @@ bool Abandoned(const LeaseFile& file, std::chrono::milliseconds expiry) {
 // (the caller looks again).
 Status TakeOver(const std::string& root, const std::string& path, const LeaseFile& stale,
                 const WriterLeaseInfo& mine, int* fd) {
-  const std::string moved = path + "." + mine.nonce + ".stale";
+  const std::string moved = ScratchPath(root, "stale");
   FileOps& ops = CurrentFileOps();
   if (const int rc = ops.Rename(path, moved); rc != 0) {
     if (rc == ENOENT) return AlreadyExistsError("taken meanwhile");
@@ -433,6 +472,7 @@ StatusOr<std::unique_ptr<WriterLease>> WriterLease::Acquire(const std::string& r
   }
   const std::string root = CanonicalRoot(root_arg);
   const std::string path = LeasePath(root);
+  RemoveAbandonedScratchFiles(root);
   bool maintenance = false;
   {
     std::lock_guard<std::mutex> lock(IdentityMutex());
