@@ -25,6 +25,7 @@
 #include "dcpkv/core/names.h"
 #include "dcpkv/store/file_ops.h"
 #include "lock_state.h"
+#include "manifest_tail.h"
 #include "process_identity.h"
 #include "rocksdb_status.h"
 
@@ -398,12 +399,18 @@ Status ChunkStore::Impl::CheckFreeSpace(uint64_t bytes) const {
 
 Status ChunkStore::Impl::OpenDB() {
   RocksDBConfig config = MakeRocksDBConfig(options);
-  rocksdb::Status s;
-  if (options.mode == OpenMode::kReadWrite) {
-    s = rocksdb::DB::Open(config.db, dir, config.column_families, &handles, &db);
-  } else {
-    s = rocksdb::DB::OpenForReadOnly(config.db, dir, config.column_families, &handles, &db);
-  }
+  // A MANIFEST whose last append a power cut tore opens as of its last synced record.
+  rocksdb::Status s = RetryPastTornManifestTail(
+      dir, config.db.env,
+      [&](rocksdb::Env* env) {
+        CloseDB().IgnoreError();
+        config.db.env = env;
+        if (options.mode == OpenMode::kReadWrite) {
+          return rocksdb::DB::Open(config.db, dir, config.column_families, &handles, &db);
+        }
+        return rocksdb::DB::OpenForReadOnly(config.db, dir, config.column_families, &handles, &db);
+      },
+      &torn_tail_env);
   if (!s.ok()) {
     CloseDB().IgnoreError();
     Status error = FromRocksDB(s, "opening chunk store " + dir);
@@ -600,7 +607,15 @@ Status CheckNoDatabaseFiles(const std::string& dir) {
 // a chunk store's column families: RocksDB would add them to any other database.
 Status CheckChunkStoreColumnFamilies(const std::string& dir) {
   std::vector<std::string> families;
-  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
+  std::unique_ptr<rocksdb::Env> hidden;
+  rocksdb::Status s = RetryPastTornManifestTail(
+      dir, rocksdb::Env::Default(),
+      [&](rocksdb::Env* env) {
+        rocksdb::DBOptions o;
+        o.env = env;
+        return rocksdb::DB::ListColumnFamilies(o, dir, &families);
+      },
+      &hidden);
   DCPKV_RETURN_IF_ERROR(FromRocksDB(s, "reading the column families of " + dir));
   const bool chunks = std::count(families.begin(), families.end(), kChunksColumnFamily) > 0;
   const bool manifests = std::count(families.begin(), families.end(), kManifestsColumnFamily) > 0;

@@ -21,6 +21,9 @@ namespace dcpkv {
 struct ChunkStore::Impl {
   std::string dir;
   ChunkStoreOptions options;
+  // The environment of a database opened with its MANIFEST's torn tail hidden
+  // (manifest_tail.h); declared before `db`, so that it outlives it.
+  std::unique_ptr<rocksdb::Env> torn_tail_env;
   rocksdb::DB* db = nullptr;                          // owned; deleted by Close()
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // owned; same order as column_families
   rocksdb::ColumnFamilyHandle* default_cf = nullptr;
