@@ -255,7 +255,14 @@ class CrashHarness {
   }
 
  private:
-  void RunRound(int round, const KillPlan& plan, bool gc) {
+  void RunRound(int round, const KillPlan& planned, bool gc) {
+    // An offline gc needs a store, an rm a committed checkpoint: without, the round kills the
+    // job at random instead.
+    static const KillPlan kRandom{"random", "", 1, true};
+    const bool offline_possible =
+        !(planned.offline_gc || planned.offline_rm) ||
+        (!NoStoreYet() && (!planned.offline_rm || !ListCommitted().empty()));
+    const KillPlan& plan = offline_possible ? planned : kRandom;
     testing::ChildWorld job;
     const std::string output = tmp_.Sub("out-" + std::to_string(round));
     bool killed = false;
@@ -265,14 +272,12 @@ class CrashHarness {
     }
     async_ = false;
     if (plan.offline_gc || plan.offline_rm) {
-      if (NoStoreYet()) return;  // nothing saved yet
       std::vector<std::string> env;
       if (!plan.point.empty()) env.push_back("DCPKV_CRASH_AT=" + plan.point);
       if (options_.power_loss) env.push_back("DCPKV_POWER_LOSS_JOURNAL=" + journal_);
       std::vector<std::string> args = {"gc", root_};
       if (plan.offline_rm) {
         const std::set<uint64_t> committed = ListCommitted();
-        if (committed.empty()) return;
         // The oldest: what retention would take next. Expected gone or still there, as the cut
         // falls, and so are older ones retention may have left.
         const uint64_t victim = *committed.begin();
@@ -302,9 +307,14 @@ class CrashHarness {
       // A round whose point was not reached is cut after the job's exit.
       const testing::CutMode mode =
           round % 2 == 0 ? testing::CutMode::kTruncate : testing::CutMode::kGarbage;
+      // DCPKV_POWER_LOSS_KEEP=DIR keeps the last round's root before and after the cut, with its
+      // journal, in DIR (to look into a failure: the harness stops after the failing round).
+      const char* keep = std::getenv("DCPKV_POWER_LOSS_KEEP");
+      if (keep != nullptr) KeepForInspection(keep, "before");
       StatusOr<testing::PowerCutReport> cut =
           testing::ApplyPowerCut(journal_, root_, mode, options_.seed * 1000003 + round);
       ASSERT_TRUE(cut.ok()) << cut.status();
+      if (keep != nullptr) KeepForInspection(keep, "after");
       CutCounts& c = cuts_[killed ? plan.label + (async_ ? " (async)" : "") : "after exit"];
       ++c.cuts;
       c.lost.records += cut->records;
@@ -315,6 +325,19 @@ class CrashHarness {
       c.lost.removals_undone += cut->removals_undone;
     }
     CheckStore(gc);
+  }
+
+  void KeepForInspection(const std::string& dir, const std::string& when) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const auto copy = fs::copy_options::recursive | fs::copy_options::overwrite_existing;
+    if (when == "before") {
+      fs::remove_all(dir, ec);
+      fs::create_directories(dir, ec);
+      fs::copy(journal_, dir + "/journal", ec);
+      fs::copy(journal_ + ".graveyard", dir + "/graveyard", copy, ec);
+    }
+    fs::copy(root_, dir + "/root." + when, copy, ec);
   }
 
   std::vector<std::string> JobArgs(uint64_t first, uint64_t count) {
@@ -509,12 +532,14 @@ class CrashHarness {
       ADD_FAILURE() << "verify: " << inspect::DescribeProblem(p);
     }
     EXPECT_EQ(report->checkpoints, committed.size());
+    verified_ += report->checkpoints;
   }
 
   void ExpectLoads(uint64_t step) {
     Status s =
         testing::LoadAndCompareModel(root_, testing::ModelCheckpointId(step), step, options_.seed);
     EXPECT_TRUE(s.ok()) << s;
+    ++loaded_;
   }
 
   // After gc: a rank database holds chunk data only of committed checkpoints and of removed ones
@@ -558,7 +583,8 @@ class CrashHarness {
   std::string journal_;
   std::set<uint64_t> attempted_, ok_, ever_committed_, forgotten_;
   std::map<std::string, CutCounts> cuts_;
-  bool async_ = false;  // the last job's saves are AsyncSave
+  bool async_ = false;                  // the last job's saves are AsyncSave
+  uint64_t verified_ = 0, loaded_ = 0;  // checkpoints verified, loaded and compared
   std::map<std::string, int> kills_, missed_;
   int survivors_failed_ = 0;
   std::chrono::steady_clock::duration max_survivor_wait_{0};
@@ -566,6 +592,8 @@ class CrashHarness {
 
  public:
   int survivors_failed() const { return survivors_failed_; }
+  uint64_t checkpoints_verified() const { return verified_; }
+  uint64_t checkpoints_loaded() const { return loaded_; }
   // Longest time between a rank's death and the exit of the last rank.
   std::chrono::milliseconds max_survivor_wait() const {
     return std::chrono::duration_cast<std::chrono::milliseconds>(max_survivor_wait_);
@@ -629,12 +657,24 @@ inline void RunHarness(HarnessOptions options, int min_kills) {
   if (options.power_loss) {
     int cuts = 0;
     PowerCutReportSums(harness.cuts(), &cuts);
+    std::printf("checkpoints verified after cuts: %llu; loaded and compared bit by bit: %llu\n",
+                static_cast<unsigned long long>(harness.checkpoints_verified()),
+                static_cast<unsigned long long>(harness.checkpoints_loaded()));
     ::testing::Test::RecordProperty("cuts", cuts);
     EXPECT_GE(cuts, min_kills);
     return;
   }
   ::testing::Test::RecordProperty("kills", harness.total_kills());
   EXPECT_GE(harness.total_kills(), min_kills);
+}
+
+// The main of a harness test: gtest's, with --long for the long mode.
+inline int CrashHarnessMain(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--long") == 0) long_mode = true;
+  }
+  return RUN_ALL_TESTS();
 }
 
 }  // namespace dcpkv

@@ -155,10 +155,4 @@ TEST(CrashHarnessTest, CommittedManifestsSurviveADamagedWriteAheadLog) {
 }  // namespace
 }  // namespace dcpkv
 
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--long") == 0) dcpkv::long_mode = true;
-  }
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return dcpkv::CrashHarnessMain(argc, argv); }

@@ -1,6 +1,7 @@
 #include "tests/crash/power_loss.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,9 @@ class PowerLossLayer::Recorder {
   static StatusOr<std::shared_ptr<Recorder>> Open(const std::string& journal) {
     auto r = std::make_shared<Recorder>();
     r->graveyard_ = GraveyardOf(journal);
+    if (::mkdir(r->graveyard_.c_str(), 0755) != 0 && errno != EEXIST) {
+      return IOError("cannot make " + r->graveyard_ + ": " + strerror(errno));
+    }
     r->fd_ = ::open(journal.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (r->fd_ < 0) return IOError("cannot open journal " + journal + ": " + strerror(errno));
     return r;
@@ -57,10 +61,25 @@ class PowerLossLayer::Recorder {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  std::mutex& mu() { return mu_; }
+  // Held around an operation and its record: this process's mutex and an exclusive flock(2) of
+  // the journal, so that the records of several processes come in the order their operations
+  // took effect (a rank renaming a name another rank removes). A process that dies holding it
+  // lets go of the flock.
+  class Lock {
+   public:
+    explicit Lock(Recorder* r) : r_(r), guard_(r->mu_) { ::flock(r_->fd_, LOCK_EX); }
+    ~Lock() { ::flock(r_->fd_, LOCK_UN); }
+    Lock(const Lock&) = delete;
+    Lock& operator=(const Lock&) = delete;
 
-  // Under mu().
-  void Record(std::initializer_list<std::string> fields) {
+   private:
+    Recorder* r_;
+    std::lock_guard<std::mutex> guard_;
+  };
+  Lock Hold() { return Lock(this); }
+
+  // Under Hold().
+  void Record(const std::vector<std::string>& fields) {
     std::string line;
     for (const std::string& f : fields) {
       if (!line.empty()) line += '\t';
@@ -73,7 +92,10 @@ class PowerLossLayer::Recorder {
     }
   }
 
-  // Under mu(): a hard link to the regular file at `path` in the graveyard, before it is removed
+  static bool Succeeded(int rc) { return rc == 0; }
+  static bool Succeeded(const rocksdb::IOStatus& s) { return s.ok(); }
+
+  // Under Hold(): a hard link to the regular file at `path` in the graveyard, before it is removed
   // or replaced: its name there, or "-" if there is no such file.
   std::string Preserve(const std::string& path) {
     struct stat st {};
@@ -88,6 +110,31 @@ class PowerLossLayer::Recorder {
   }
   void Forget(const std::string& grave) {
     if (grave != "-") ::unlink((graveyard_ + "/" + grave).c_str());
+  }
+
+  // Does `op` (returning 0 or an errno value, or a RocksDB IOStatus) under Hold(), and records
+  // `fields` if it succeeded.
+  template <typename Op>
+  auto Do(std::vector<std::string> fields, Op op) {
+    auto lock = Hold();
+    auto result = op();
+    if (Succeeded(result)) Record(fields);
+    return result;
+  }
+  // The same for an operation that removes or replaces the file at `victim`: the file is kept
+  // in the graveyard first, and the record ends with its name there.
+  template <typename Op>
+  auto DoRemoving(const std::string& victim, std::vector<std::string> fields, Op op) {
+    auto lock = Hold();
+    const std::string grave = Preserve(victim);
+    auto result = op();
+    if (Succeeded(result)) {
+      fields.push_back(grave);
+      Record(fields);
+    } else {
+      Forget(grave);
+    }
+    return result;
   }
 
  private:
@@ -112,47 +159,22 @@ class RecordingFileOps : public FileOps {
   explicit RecordingFileOps(std::shared_ptr<Recorder> r) : r_(std::move(r)) {}
 
   int MakeDirectory(const std::string& path) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const int rc = FileOps::MakeDirectory(path);
-    if (rc == 0) r_->Record({"M", path});
-    return rc;
+    return r_->Do({"M", path}, [&] { return FileOps::MakeDirectory(path); });
   }
   int Rename(const std::string& from, const std::string& to) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const std::string grave = r_->Preserve(to);
-    const int rc = FileOps::Rename(from, to);
-    if (rc == 0) {
-      r_->Record({"R", from, to, grave});
-    } else {
-      r_->Forget(grave);
-    }
-    return rc;
+    return r_->DoRemoving(to, {"R", from, to}, [&] { return FileOps::Rename(from, to); });
   }
   int Link(const std::string& from, const std::string& to) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const int rc = FileOps::Link(from, to);
-    if (rc == 0) r_->Record({"L", from, to});
-    return rc;
+    return r_->Do({"L", from, to}, [&] { return FileOps::Link(from, to); });
   }
   int Unlink(const std::string& path) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const std::string grave = r_->Preserve(path);
-    const int rc = FileOps::Unlink(path);
-    if (rc == 0) {
-      r_->Record({"U", path, grave});
-    } else {
-      r_->Forget(grave);
-    }
-    return rc;
+    return r_->DoRemoving(path, {"U", path}, [&] { return FileOps::Unlink(path); });
   }
   int RemoveDirectory(const std::string& path) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const int rc = FileOps::RemoveDirectory(path);
-    if (rc == 0) r_->Record({"X", path});
-    return rc;
+    return r_->Do({"X", path}, [&] { return FileOps::RemoveDirectory(path); });
   }
   int CreateFile(const std::string& path, int flags) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     const bool existed = Exists(path);
     const int fd = FileOps::CreateFile(path, flags);
     if (fd >= 0 && (!existed || (flags & O_TRUNC) != 0)) r_->Record({"C", path});
@@ -163,16 +185,13 @@ class RecordingFileOps : public FileOps {
     if (::fstat(fd, &st) != 0) return errno;
     const int rc = FileOps::SyncFile(fd, path);
     if (rc == 0) {
-      std::lock_guard<std::mutex> lock(r_->mu());
+      auto lock = r_->Hold();
       r_->Record({"S", path, std::to_string(st.st_size)});
     }
     return rc;
   }
   int SyncDirectory(const std::string& path) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const int rc = FileOps::SyncDirectory(path);
-    if (rc == 0) r_->Record({"D", path});
-    return rc;
+    return r_->Do({"D", path}, [&] { return FileOps::SyncDirectory(path); });
   }
 
  private:
@@ -220,7 +239,7 @@ class RecordingWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
   IOStatus Truncate(uint64_t size, const IOOptions& o, IODebugContext* dbg) override {
     IOStatus s = target()->Truncate(size, o, dbg);
     if (s.ok()) {
-      std::lock_guard<std::mutex> lock(r_->mu());
+      auto lock = r_->Hold();
       size_ = size;
       r_->Record({"T", fname_, std::to_string(size)});
     }
@@ -254,7 +273,7 @@ class RecordingWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
     return size_;
   }
   void Synced(uint64_t length) {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     r_->Record({"S", fname_, std::to_string(length)});
   }
 
@@ -271,17 +290,11 @@ class RecordingDirectory : public rocksdb::FSDirectory {
       : r_(std::move(r)), name_(std::move(name)), dir_(std::move(dir)) {}
 
   IOStatus Fsync(const IOOptions& o, IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = dir_->Fsync(o, dbg);
-    if (s.ok()) r_->Record({"D", name_});
-    return s;
+    return r_->Do({"D", name_}, [&] { return dir_->Fsync(o, dbg); });
   }
   IOStatus FsyncWithDirOptions(const IOOptions& o, IODebugContext* dbg,
                                const rocksdb::DirFsyncOptions& d) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = dir_->FsyncWithDirOptions(o, dbg, d);
-    if (s.ok()) r_->Record({"D", name_});
-    return s;
+    return r_->Do({"D", name_}, [&] { return dir_->FsyncWithDirOptions(o, dbg, d); });
   }
   IOStatus Close(const IOOptions& o, IODebugContext* dbg) override { return dir_->Close(o, dbg); }
   size_t GetUniqueId(char* id, size_t max_size) const override {
@@ -305,7 +318,7 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
   IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
                            std::unique_ptr<rocksdb::FSWritableFile>* result,
                            IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     IOStatus s = target()->NewWritableFile(f, o, result, dbg);
     if (s.ok()) {
       r_->Record({"C", f});
@@ -316,7 +329,7 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
   IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
                               std::unique_ptr<rocksdb::FSWritableFile>* result,
                               IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     struct stat st {};
     const bool existed = ::stat(f.c_str(), &st) == 0;
     IOStatus s = target()->ReopenWritableFile(f, o, result, dbg);
@@ -339,7 +352,7 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
   }
   IOStatus NewLogger(const std::string& f, const IOOptions& o,
                      std::shared_ptr<rocksdb::Logger>* result, IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     IOStatus s = target()->NewLogger(f, o, result, dbg);
     if (s.ok()) r_->Record({"C", f});  // never synced: lost in a cut
     return s;
@@ -352,61 +365,35 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
     return s;
   }
   IOStatus DeleteFile(const std::string& f, const IOOptions& o, IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const std::string grave = r_->Preserve(f);
-    IOStatus s = target()->DeleteFile(f, o, dbg);
-    if (s.ok()) {
-      r_->Record({"U", f, grave});
-    } else {
-      r_->Forget(grave);
-    }
-    return s;
+    return r_->DoRemoving(f, {"U", f}, [&] { return target()->DeleteFile(f, o, dbg); });
   }
   IOStatus Truncate(const std::string& f, size_t size, const IOOptions& o,
                     IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = target()->Truncate(f, size, o, dbg);
-    if (s.ok()) r_->Record({"T", f, std::to_string(size)});
-    return s;
+    return r_->Do({"T", f, std::to_string(size)},
+                  [&] { return target()->Truncate(f, size, o, dbg); });
   }
   IOStatus CreateDir(const std::string& d, const IOOptions& o, IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = target()->CreateDir(d, o, dbg);
-    if (s.ok()) r_->Record({"M", d});
-    return s;
+    return r_->Do({"M", d}, [&] { return target()->CreateDir(d, o, dbg); });
   }
   IOStatus CreateDirIfMissing(const std::string& d, const IOOptions& o,
                               IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
+    auto lock = r_->Hold();
     const bool existed = Exists(d);
     IOStatus s = target()->CreateDirIfMissing(d, o, dbg);
     if (s.ok() && !existed) r_->Record({"M", d});
     return s;
   }
   IOStatus DeleteDir(const std::string& d, const IOOptions& o, IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = target()->DeleteDir(d, o, dbg);
-    if (s.ok()) r_->Record({"X", d});
-    return s;
+    return r_->Do({"X", d}, [&] { return target()->DeleteDir(d, o, dbg); });
   }
   IOStatus RenameFile(const std::string& from, const std::string& to, const IOOptions& o,
                       IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    const std::string grave = r_->Preserve(to);
-    IOStatus s = target()->RenameFile(from, to, o, dbg);
-    if (s.ok()) {
-      r_->Record({"R", from, to, grave});
-    } else {
-      r_->Forget(grave);
-    }
-    return s;
+    return r_->DoRemoving(to, {"R", from, to},
+                          [&] { return target()->RenameFile(from, to, o, dbg); });
   }
   IOStatus LinkFile(const std::string& from, const std::string& to, const IOOptions& o,
                     IODebugContext* dbg) override {
-    std::lock_guard<std::mutex> lock(r_->mu());
-    IOStatus s = target()->LinkFile(from, to, o, dbg);
-    if (s.ok()) r_->Record({"L", from, to});
-    return s;
+    return r_->Do({"L", from, to}, [&] { return target()->LinkFile(from, to, o, dbg); });
   }
 
  private:
@@ -548,8 +535,10 @@ class Model {
   void Unlink(int node, const std::string& name, const std::string& grave) {
     Node& n = nodes_[node];
     for (auto it = n.links.begin(); it != n.links.end(); ++it) {
-      if (it->second == name && nodes_[it->first].children[name] == node) {
-        nodes_[it->first].children.erase(name);
+      std::map<std::string, int>& siblings = nodes_[it->first].children;
+      if (auto entry = siblings.find(name);
+          it->second == name && entry != siblings.end() && entry->second == node) {
+        siblings.erase(entry);
         n.links.erase(it);
         break;
       }
@@ -570,6 +559,9 @@ class Model {
   Status Link(const std::vector<std::string>& from, const std::vector<std::string>& to) {
     DCPKV_ASSIGN_OR_RETURN(int node, Find(from, Join(from)));
     DCPKV_ASSIGN_OR_RETURN(int parent, DirectoryOf(to, Join(to)));
+    if (nodes_[parent].children.count(to.back())) {
+      return InternalError("journal links onto " + Join(to) + ", which exists");
+    }
     nodes_[parent].children[to.back()] = node;
     nodes_[node].links.push_back({parent, to.back()});
     return Status::Ok();

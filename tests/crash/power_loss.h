@@ -25,10 +25,14 @@
 //   // the test, once every process is dead (SIGKILL: the cut):
 //   StatusOr<PowerCutReport> r = ApplyPowerCut(journal, root, CutMode::kTruncate, seed);
 //
+// Each operation and its record are done under a lock of the process and an flock(2) of the
+// journal, so that the records of several processes (the ranks of a job, on one root) come in
+// the order their operations took effect. A file's sync is recorded with the length the file had
+// when the sync began.
+//
 // What it does not model: data written in place over synced bytes (RocksDB writes every file
-// once, front to back; a file opened for in-place writes is refused), metadata such as modification
-// times, and several processes' syncs racing on one directory (a sync is journaled as it
-// completes, with the entries the journal had then: at worst less is kept).
+// once, front to back; a file opened for in-place writes is refused), and metadata such as
+// modification times.
 #ifndef DCPKV_TESTS_CRASH_POWER_LOSS_H_
 #define DCPKV_TESTS_CRASH_POWER_LOSS_H_
 
