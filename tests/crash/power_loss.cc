@@ -33,10 +33,10 @@ std::string Normal(const std::string& path) {
 
 }  // namespace
 
-// The journal of one process: records appended under one mutex, each with one write(2).
+// The journal of one process: records appended under Hold(), each with one write(2).
 // Record kinds (tab-separated, one per line):
-//   B path f|d size     baseline entry (durable)
-//   C path              file created (or truncated to nothing)
+//   B path f|d size ino baseline entry (durable), with its inode number
+//   C path ino          file created (a file there is removed first, with a U record)
 //   S path length       file synced; `length` bytes from its start are durable
 //   T path length       file truncated
 //   D path              directory synced
@@ -89,6 +89,19 @@ class PowerLossLayer::Recorder {
     if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
       std::fprintf(stderr, "power-loss journal: write failed: %s\n", strerror(errno));
       std::abort();  // a journal with a gap would make the cut lie
+    }
+  }
+
+  // Under Hold(), before creating `path`: a file there is removed first (kept in the graveyard,
+  // recorded), so that no creation truncates synced bytes in place.
+  void RemoveBeforeCreating(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    const std::string grave = Preserve(path);
+    if (::unlink(path.c_str()) == 0) {
+      Record({"U", path, grave});
+    } else {
+      Forget(grave);
     }
   }
 
@@ -153,6 +166,14 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+// The inode number of the file at `path`, as text ("0" if none): a file's bytes are found by it
+// at the cut, wherever the file is then (a process killed between an operation and its record
+// leaves a file under a name the journal does not know).
+std::string Inode(const std::string& path) {
+  struct stat st {};
+  return std::to_string(::lstat(path.c_str(), &st) == 0 ? st.st_ino : 0);
+}
+
 // dcpkv's own file operations, recorded.
 class RecordingFileOps : public FileOps {
  public:
@@ -175,9 +196,10 @@ class RecordingFileOps : public FileOps {
   }
   int CreateFile(const std::string& path, int flags) override {
     auto lock = r_->Hold();
+    if ((flags & O_TRUNC) != 0) r_->RemoveBeforeCreating(path);
     const bool existed = Exists(path);
     const int fd = FileOps::CreateFile(path, flags);
-    if (fd >= 0 && (!existed || (flags & O_TRUNC) != 0)) r_->Record({"C", path});
+    if (fd >= 0 && !existed) r_->Record({"C", path, Inode(path)});
     return fd;
   }
   int SyncFile(int fd, const std::string& path) override {
@@ -319,9 +341,10 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
                            std::unique_ptr<rocksdb::FSWritableFile>* result,
                            IODebugContext* dbg) override {
     auto lock = r_->Hold();
+    r_->RemoveBeforeCreating(f);
     IOStatus s = target()->NewWritableFile(f, o, result, dbg);
     if (s.ok()) {
-      r_->Record({"C", f});
+      r_->Record({"C", f, Inode(f)});
       *result = std::make_unique<RecordingWritableFile>(r_, f, std::move(*result), 0);
     }
     return s;
@@ -334,7 +357,7 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
     const bool existed = ::stat(f.c_str(), &st) == 0;
     IOStatus s = target()->ReopenWritableFile(f, o, result, dbg);
     if (s.ok()) {
-      if (!existed) r_->Record({"C", f});
+      if (!existed) r_->Record({"C", f, Inode(f)});
       *result = std::make_unique<RecordingWritableFile>(r_, f, std::move(*result),
                                                         existed ? st.st_size : 0);
     }
@@ -353,8 +376,9 @@ class RecordingFileSystem : public rocksdb::FileSystemWrapper {
   IOStatus NewLogger(const std::string& f, const IOOptions& o,
                      std::shared_ptr<rocksdb::Logger>* result, IODebugContext* dbg) override {
     auto lock = r_->Hold();
+    r_->RemoveBeforeCreating(f);
     IOStatus s = target()->NewLogger(f, o, result, dbg);
-    if (s.ok()) r_->Record({"C", f});  // never synced: lost in a cut
+    if (s.ok()) r_->Record({"C", f, Inode(f)});  // never synced: lost in a cut
     return s;
   }
   IOStatus NewDirectory(const std::string& name, const IOOptions& o,
@@ -433,15 +457,16 @@ class Model {
       if (path->empty()) return Status::Ok();
       DCPKV_ASSIGN_OR_RETURN(int node, Add(*path, f[2] == "d", f[1]));
       nodes_[node].durable = std::stoull(f[3]);
+      if (f.size() > 4) nodes_[node].ino = std::stoull(f[4]);
       nodes_[Parent(node)].durable_children[path->back()] = node;
       return Status::Ok();
     }
     if (kind == "C") {
-      if (int node = Lookup(*path); node >= 0) {
-        nodes_[node].durable = 0;  // truncated: its old bytes may be gone
-        return Status::Ok();
-      }
-      return Add(*path, false, f[1]).status();
+      // A file the journal has there was replaced by a process that died before recording it.
+      if (int old = Lookup(*path); old >= 0) Unlink(old, path->back(), "-");
+      DCPKV_ASSIGN_OR_RETURN(int node, Add(*path, false, f[1]));
+      if (f.size() > 2) nodes_[node].ino = std::stoull(f[2]);
+      return Status::Ok();
     }
     if (kind == "M") return Add(*path, true, f[1]).status();
     if (kind == "S" || kind == "T") {
@@ -470,6 +495,16 @@ class Model {
                PowerCutReport* report) {
     std::mt19937_64 rng(seed);
     report->removals_undone = 0;
+    for (const std::string& top : {root_, graveyard}) {
+      std::error_code ec;
+      for (auto it = fs::recursive_directory_iterator(top, ec); !ec && it != fs::end(it);
+           it.increment(ec)) {
+        struct stat st {};
+        if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+          inodes_.emplace(st.st_ino, it->path().string());
+        }
+      }
+    }
     DCPKV_RETURN_IF_ERROR(BuildDir(0, out, graveyard, mode, rng, report));
     // Entries made since their directory's sync: reachable now, not durably.
     for (size_t i = 1; i < nodes_.size(); ++i) {
@@ -484,6 +519,7 @@ class Model {
   struct Node {
     bool dir = false;
     uint64_t durable = 0;  // files: bytes from the start that survive
+    uint64_t ino = 0;      // files: the inode number, 0 if unknown
     std::string grave;     // files: the copy of its bytes once removed
     std::map<std::string, int> children, durable_children;
     std::vector<std::pair<int, std::string>> links;  // (parent, name) now
@@ -571,10 +607,14 @@ class Model {
     for (const std::string& part : parts) p += "/" + part;
     return p;
   }
-  // Where a node's bytes are now: one of its names, or its copy in the graveyard.
+  // Where a node's bytes are now: wherever its inode is (under the root or in the graveyard),
+  // else one of its names, or its copy in the graveyard.
   std::string PathNow(int node, const std::string& graveyard) const {
     if (node == 0) return root_;
     const Node& n = nodes_[node];
+    if (!n.dir && n.ino != 0) {
+      if (auto it = inodes_.find(n.ino); it != inodes_.end()) return it->second;
+    }
     if (n.links.empty()) return n.grave.empty() ? "" : graveyard + "/" + n.grave;
     const std::string parent = PathNow(n.links.front().first, graveyard);
     return parent.empty() ? "" : parent + "/" + n.links.front().second;
@@ -637,6 +677,7 @@ class Model {
   std::string root_;
   std::vector<Node> nodes_;
   std::set<int> durable_reach_;
+  std::map<uint64_t, std::string> inodes_;  // at the cut: a path of each file, by inode
 };
 
 Status WriteBaseline(const std::string& journal, const std::string& root) {
@@ -650,7 +691,7 @@ Status WriteBaseline(const std::string& journal, const std::string& root) {
        it.increment(ec)) {
     const bool dir = it->is_directory();
     out << "B\t" << it->path().string() << "\t" << (dir ? "d" : "f") << "\t"
-        << (dir ? 0 : it->file_size()) << "\n";
+        << (dir ? 0 : it->file_size()) << "\t" << Inode(it->path().string()) << "\n";
   }
   if (ec) return IOError("cannot list " + root + ": " + ec.message());
   out.close();
