@@ -243,6 +243,7 @@ Status Call::Wait(Transfer& t, bool recv) {
     }
   } catch (...) {
   }
+  failed_peer_ = t.peer;
   return UnavailableError(name_ + ": rank " + std::to_string(rank_) + ", " +
                           Describe(t.peer, t.part, !recv) + ": " +
                           peer_error.value_or("the wait was aborted"));
@@ -258,7 +259,8 @@ std::string Call::Describe(int peer, Part part, bool sending) const {
          (sending ? " to rank " : " from rank ") + std::to_string(peer);
 }
 
-Status Call::Failure(int peer, Part part, bool sending) const {
+Status Call::Failure(int peer, Part part, bool sending) {
+  failed_peer_ = peer;
   const std::string what = Describe(peer, part, sending);
   Status s = CurrentExceptionStatus(name_ + ": rank " + std::to_string(rank_) + ", " + what);
   if (s.code() == StatusCode::kDeadlineExceeded) {

@@ -143,6 +143,9 @@ class Call {
   Status WaitSends();
   Status WaitAll();
 
+  // The peer of the transfer that failed, or -1 if none did (or the failure named no peer).
+  int failed_peer() const { return failed_peer_; }
+
  private:
   struct Transfer {
     std::unique_ptr<gloo::transport::UnboundBuffer> buffer;
@@ -155,7 +158,7 @@ class Call {
   std::chrono::milliseconds Remaining() const;
   std::string Describe(int peer, Part part, bool sending) const;
   // The status of the gloo exception being handled, for a transfer with `peer`.
-  Status Failure(int peer, Part part, bool sending) const;
+  Status Failure(int peer, Part part, bool sending);
 
   const std::string name_;
   const int rank_;
@@ -170,6 +173,7 @@ class Call {
   std::vector<Transfer> recvs_;
   size_t next_send_ = 0;
   size_t next_recv_ = 0;
+  int failed_peer_ = -1;
 };
 
 }  // namespace dcpkv::gloo_internal

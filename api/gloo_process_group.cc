@@ -152,8 +152,11 @@ class GlooGroup final : public ProcessGroup {
   }
 
   // Runs one collective of a group of more than one rank: fails fast if the group is broken;
-  // otherwise runs body(call) and, if it fails, marks the group broken and closes this rank's
-  // connections (its peers then fail at once instead of at their deadline).
+  // otherwise runs body(call) and, if it fails, marks the group broken, reports the failure at
+  // the rendezvous server and closes this rank's connections (its peers then fail at once
+  // instead of at their deadline). A failure on a peer's account (its connection closed, or it
+  // did not answer in time) gets that peer's own report added when one comes in time, so that
+  // a rank whose coordinator gave up on a lost rank names the lost rank, not the coordinator.
   template <typename T, typename Body>
   StatusOr<T> Run(std::string_view name, Body&& body) {
     if (!broken_.ok()) {
@@ -162,23 +165,58 @@ class GlooGroup final : public ProcessGroup {
                           ") is broken by an earlier failure: " + broken_.ToString());
     }
     ScopedSigpipeBlock block;
+    Call call(name, rank_, context_.get(), watch_.get(), seq_++, timeout_.load(), &bytes_sent_);
     StatusOr<T> result = [&]() -> StatusOr<T> {
-      Call call(name, rank_, context_.get(), watch_.get(), seq_++, timeout_.load(), &bytes_sent_);
       try {
         return body(call);
       } catch (...) {
         return CurrentExceptionStatus(name);
       }
     }();
-    if (!result.ok()) {
-      broken_ = result.status();
-      try {
-        context_->closeConnections();
-      } catch (...) {
-      }
+    if (result.ok()) return result;
+    const bool reported = PublishFailure(result.status());
+    try {
+      context_->closeConnections();
+    } catch (...) {
     }
-    return result;
+    // A server this rank cannot reach has no report of the peer's for it either.
+    broken_ = reported ? WithPeerReport(result.status(), call.failed_peer()) : result.status();
+    return broken_;
   }
+
+  // The rendezvous key of rank `rank`'s failure report. A group fails once (it is broken from
+  // then on), so one key per rank is enough.
+  std::string FailureKey(int rank) const { return key_prefix_ + "failed/" + std::to_string(rank); }
+
+  // Leaves this rank's failure at the rendezvous server for its peers (best effort, at most
+  // kPublishWait: the server may be unreachable, which is often why the call failed). False if
+  // the server did not take it.
+  bool PublishFailure(const Status& failure) {
+    if (shared_.store == nullptr) return false;
+    const auto deadline = Clock::now() + std::min(kPublishWait, timeout_.load());
+    const Status s = shared_.store->Set(FailureKey(rank_), failure.message(), deadline);
+    shared_.store->Disconnect();
+    return s.ok();
+  }
+
+  // `failure` with the report of `peer` added, if `failure` is on the peer's account and the
+  // peer reports within kPeerReportWait; otherwise `failure` as it is.
+  Status WithPeerReport(const Status& failure, int peer) {
+    if (shared_.store == nullptr || peer < 0 || peer == rank_ ||
+        (failure.code() != StatusCode::kUnavailable &&
+         failure.code() != StatusCode::kDeadlineExceeded)) {
+      return failure;
+    }
+    const auto deadline = Clock::now() + std::min(kPeerReportWait, timeout_.load());
+    StatusOr<std::string> report = shared_.store->WaitGet(FailureKey(peer), deadline);
+    shared_.store->Disconnect();
+    if (!report.ok()) return failure;
+    return Status(failure.code(),
+                  failure.message() + "; rank " + std::to_string(peer) + " reported: " + *report);
+  }
+
+  static constexpr std::chrono::milliseconds kPublishWait{1000};
+  static constexpr std::chrono::milliseconds kPeerReportWait{2000};
 
   const int rank_;
   const int size_;

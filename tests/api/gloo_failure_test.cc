@@ -57,6 +57,41 @@ TEST(GlooFailureTest, RankThatNeverArrivesTimesOut) {
       kTimeout);
 }
 
+// Rank 2 never arrives: rank 0 gives up on it at its timeout, and rank 1, whose transfer to
+// rank 0 then fails too, adds rank 0's report and so names rank 2 as well.
+TEST(GlooFailureTest, ARankFailingOnAPeersAccountAddsThePeersReport) {
+  constexpr milliseconds kTimeout(1500);
+  std::latch done(2);
+  RunOnGlooRanks(
+      3,
+      [&](ProcessGroup& pg) {
+        if (pg.rank() == 2) {
+          done.wait();
+          return;
+        }
+        // Rank 0 waits for rank 2's part, rank 1 for rank 0 to take its payload.
+        Status s = pg.Gather("x", 0).status();
+        EXPECT_FALSE(s.ok());
+        if (pg.rank() == 1) {
+          EXPECT_NE(s.message().find("rank 1"), std::string::npos) << s;
+          EXPECT_NE(s.message().find("rank 0 reported: Gather: rank 0 timed out"),
+                    std::string::npos)
+              << s;
+        } else {
+          EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s;
+          // Rank 2 reported nothing: rank 0's own error, after waiting for a report in vain.
+          EXPECT_EQ(s.message().find("reported"), std::string::npos) << s;
+        }
+        EXPECT_NE(s.message().find("waiting for rank 2"), std::string::npos) << s;
+        // The group is broken; the error it repeats is the one with the report.
+        Status again = pg.Barrier();
+        EXPECT_EQ(again.code(), StatusCode::kAborted);
+        EXPECT_NE(again.message().find("waiting for rank 2"), std::string::npos) << again;
+        done.count_down();
+      },
+      kTimeout);
+}
+
 // set_timeout applies to the next call.
 TEST(GlooFailureTest, SetTimeoutShortensTheWait) {
   std::latch rank0_done(1);

@@ -18,8 +18,13 @@
 // only, Scatter and Broadcast send from root to each rank, AllGather from every rank to every
 // other, Barrier a one-byte token to rank 0 and back. Every call waits at most timeout() in all
 // (see process_group.h for the error model). A wait for a peer whose connection fails ends
-// with UNAVAILABLE within about 50 ms, also in the middle of a transfer. A failed call closes
-// this rank's connections, so that its peers fail fast too.
+// with UNAVAILABLE within about 50 ms, also in the middle of a transfer. A failed call leaves
+// its error at the rendezvous server (key "<prefix>failed/<rank>", at most 1 s) and closes this
+// rank's connections, so that its peers fail fast too; a call that failed on a peer's account
+// (the peer's connection closed, or it did not answer in time) waits up to 2 s for that peer's
+// report and adds it ("...; rank 0 reported: Gather: rank 0 timed out ... waiting for rank 2"),
+// so that the ranks waiting on a coordinator that gave up on a lost rank name the lost rank.
+// Nothing is waited for when the server cannot be reached.
 //
 // Each group of more than one rank runs one watchdog thread (idle unless a call is waiting);
 // subgroups share their parent's gloo device (one event-loop thread per process and world).
