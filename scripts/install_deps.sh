@@ -18,6 +18,7 @@ PACKAGES=(
   python3 python3-numpy python3-venv python3-dev
   clang-format
   clang libclang-rt-14-dev
+  iproute2 nftables                     # the multi-host tests: network namespaces, packet loss
 )
 
 missing=()
