@@ -227,26 +227,11 @@ void RemoveAbandonedCreations(const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path target(dir);
   const std::string prefix = target.filename().string() + ".creating";
-  const std::string mine = prefix + "." + HostName() + ".";
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(target.parent_path(), ec)) {
     const std::string name = e.path().filename().string();
     if (name.rfind(prefix, 0) != 0) continue;
-    bool abandoned = false;
-    if (name.rfind(mine, 0) == 0) {
-      // <prefix>.<host>.<pid>.<start time>.<nonce>
-      int pid = 0;
-      unsigned long long start = 0;
-      if (std::sscanf(name.c_str() + mine.size(), "%d.%llu.", &pid, &start) == 2) {
-        abandoned = !ProcessMayBeAlive(pid, start);
-      }
-    }
-    if (!abandoned) {
-      std::error_code tec;
-      const auto modified = fs::last_write_time(e.path(), tec);
-      abandoned = !tec && fs::file_time_type::clock::now() - modified > std::chrono::hours(1);
-    }
-    if (abandoned) RemoveTree(e.path().string());
+    if (ScratchIsAbandoned(e.path(), prefix + ".")) RemoveTree(e.path().string());
   }
 }
 
@@ -271,10 +256,8 @@ Status CreateStore(ChunkStore::Impl* impl) {
   std::error_code ec;
   if (fs::exists(target, ec) && !fs::is_empty(target, ec)) return open_in_place();
   RemoveAbandonedCreations(dir);
-  const int pid = static_cast<int>(::getpid());
   const std::string final_dir = dir;
-  const std::string temporary = CreatingPrefix(dir) + "." + HostName() + "." + std::to_string(pid) +
-                                "." + std::to_string(ProcessStartTime(pid)) + "." + RandomNonce();
+  const std::string temporary = CreatingPrefix(dir) + "." + MakerTag();
   if (const int rc = MakeDirectories(temporary); rc != 0) {
     return IOError("cannot create store directory " + temporary + ": " + std::strerror(rc));
   }

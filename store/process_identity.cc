@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -66,6 +67,27 @@ bool ProcessMayBeAlive(int pid, uint64_t start_time) {
   if (start_time == 0) return true;
   const uint64_t now = ProcessStartTime(pid);
   return now == 0 || now == start_time;
+}
+
+std::string MakerTag() {
+  const int pid = static_cast<int>(::getpid());
+  return HostName() + "." + std::to_string(pid) + "." + std::to_string(ProcessStartTime(pid)) +
+         "." + RandomNonce();
+}
+
+bool ScratchIsAbandoned(const std::filesystem::path& path, std::string_view prefix) {
+  const std::string name = path.filename().string();
+  const std::string mine = std::string(prefix) + HostName() + ".";
+  int pid = 0;
+  unsigned long long start = 0;
+  if (name.rfind(mine, 0) == 0 &&
+      std::sscanf(name.c_str() + mine.size(), "%d.%llu.", &pid, &start) == 2 &&
+      !ProcessMayBeAlive(pid, start)) {
+    return true;
+  }
+  std::error_code ec;
+  const auto modified = std::filesystem::last_write_time(path, ec);
+  return !ec && std::filesystem::file_time_type::clock::now() - modified > std::chrono::hours(1);
 }
 
 }  // namespace dcpkv

@@ -5,7 +5,9 @@
 #define DCPKV_STORE_PROCESS_IDENTITY_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace dcpkv {
 
@@ -28,6 +30,16 @@ std::string RandomNonce();
 // process, or one with another start time (the pid reused). Only meaningful on the machine that
 // recorded it (the same BootId()).
 bool ProcessMayBeAlive(int pid, uint64_t start_time);
+
+// "<host>.<pid>.<pid start time>.<nonce>": the name of a scratch file or directory ends in its
+// maker's tag, so that a later process can tell when it was abandoned (ScratchIsAbandoned).
+std::string MakerTag();
+
+// Whether the scratch entry at `path`, named `prefix` followed by its maker's MakerTag(), can no
+// longer be finished: its maker is gone from this machine, or (made on another machine, or named
+// without a tag by an earlier version) it has not been modified for an hour. Another maker's
+// entry in progress is not abandoned.
+bool ScratchIsAbandoned(const std::filesystem::path& path, std::string_view prefix);
 
 }  // namespace dcpkv
 

@@ -50,10 +50,8 @@ std::string ErrnoText(int error) { return std::strerror(error); }
 // system's clock). Each lives for a moment, but a crash or a power cut (which can undo an
 // unlink not yet synced) may leave one: named by its maker, it is removed once that is gone.
 std::string ScratchPath(const std::string& root, const std::string& kind) {
-  const int pid = static_cast<int>(::getpid());
   return (std::filesystem::path(root) /
-          (std::string(kWriterLeaseFileName) + "." + kind + "." + HostName() + "." +
-           std::to_string(pid) + "." + std::to_string(ProcessStartTime(pid)) + "." + RandomNonce()))
+          (std::string(kWriterLeaseFileName) + "." + kind + "." + MakerTag()))
       .string();
 }
 
@@ -66,22 +64,10 @@ void RemoveAbandonedScratchFiles(const std::string& root) {
   for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();
     if (name.rfind(prefix, 0) != 0 && name.rfind("." + prefix + "clock.", 0) != 0) continue;
-    bool abandoned = false;
-    for (const char* kind : {"new.", "stale.", "clock."}) {
-      const std::string mine = prefix + kind + HostName() + ".";
-      int pid = 0;
-      unsigned long long start = 0;
-      if (name.rfind(mine, 0) == 0 &&
-          std::sscanf(name.c_str() + mine.size(), "%d.%llu.", &pid, &start) == 2) {
-        abandoned = !ProcessMayBeAlive(pid, start);
-      }
-    }
-    if (!abandoned) {
-      std::error_code tec;
-      const auto modified = fs::last_write_time(e.path(), tec);
-      abandoned = !tec && fs::file_time_type::clock::now() - modified > std::chrono::hours(1);
-    }
-    if (abandoned) CurrentFileOps().Unlink(e.path().string());
+    // "writer.lease.<kind>.", then the maker's tag.
+    const size_t kind_end = name.find('.', prefix.size());
+    const std::string_view named_by(name.data(), kind_end == std::string::npos ? 0 : kind_end + 1);
+    if (ScratchIsAbandoned(e.path(), named_by)) CurrentFileOps().Unlink(e.path().string());
   }
 }
 

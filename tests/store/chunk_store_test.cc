@@ -359,19 +359,27 @@ void ExpectThreeCheckpoints(ChunkStore* store, const ShardGeometry& g,
   }
 }
 
+// A rank database with three checkpoints, and its current MANIFEST, to damage.
+class ChunkStoreManifestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(MakeThreeCheckpoints(dir, g, &data));
+    manifest = CurrentManifest(dir);
+  }
+  testing::TempDir tmp;
+  const std::string dir = RankDirectory(tmp.path(), 0);
+  const ShardGeometry g{DType::kFloat32, {0}, {4096}};
+  std::vector<std::vector<uint8_t>> data;
+  std::string manifest;
+};
+
 // Found by the power cuts (PowerLossTest, world of 2, a cut with unsynced tails garbled at
 // save.after_manifest): RocksDB had appended a record to the MANIFEST (292 bytes) and not yet
 // synced it; with those bytes garbled the open failed, "Corruption: checksum mismatch in file
 // MANIFEST-000034", and rank 0's database with every committed checkpoint could not be opened.
 // A torn tail is now read past: the database opens as of its last synced record, read-only
 // without changing a byte, read-write with a new MANIFEST.
-TEST(ChunkStoreOpenTest, AMANIFESTWhoseLastAppendAPowerCutGarbledOpensAsOfItsLastSync) {
-  testing::TempDir tmp;
-  const std::string dir = RankDirectory(tmp.path(), 0);
-  ShardGeometry g{DType::kFloat32, {0}, {4096}};
-  std::vector<std::vector<uint8_t>> data;
-  ASSERT_NO_FATAL_FAILURE(MakeThreeCheckpoints(dir, g, &data));
-  const std::string manifest = CurrentManifest(dir);
+TEST_F(ChunkStoreManifestTest, AMANIFESTWhoseLastAppendAPowerCutGarbledOpensAsOfItsLastSync) {
   // The torn append: a record header whose length fits in what follows, and other bytes.
   std::string torn(7 + 285, '\0');
   std::vector<uint8_t> noise = testing::RandomBytes(torn.size(), 99);
@@ -412,13 +420,7 @@ TEST(ChunkStoreOpenTest, AMANIFESTWhoseLastAppendAPowerCutGarbledOpensAsOfItsLas
 
 // Damage before records that read back is not a torn append: the open fails, DATA_LOSS naming
 // where, in every mode, and nothing is changed.
-TEST(ChunkStoreOpenTest, AMANIFESTDamagedBeforeItsLastRecordIsDataLoss) {
-  testing::TempDir tmp;
-  const std::string dir = RankDirectory(tmp.path(), 0);
-  ShardGeometry g{DType::kFloat32, {0}, {4096}};
-  std::vector<std::vector<uint8_t>> data;
-  ASSERT_NO_FATAL_FAILURE(MakeThreeCheckpoints(dir, g, &data));
-  const std::string manifest = CurrentManifest(dir);
+TEST_F(ChunkStoreManifestTest, AMANIFESTDamagedBeforeItsLastRecordIsDataLoss) {
   {
     std::fstream f(manifest, std::ios::in | std::ios::out | std::ios::binary);
     f.seekg(12);
