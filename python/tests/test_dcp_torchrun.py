@@ -34,6 +34,11 @@ def test_dtensor_and_fsdp2_saved_at_world_2_load_at_worlds_3_2_and_1(tmp_path):
         run = torchrun(world, "load", root, fs_dir, env={"DCP_WORKER_FSDP": fsdp})
         assert run.returncode == 0, f"world {world}: " + run.stderr[-4000:]
         assert run.stdout.count("load ok") == world
+    assert_cli_sees_what_dcp_wrote(root)
+
+
+def assert_cli_sees_what_dcp_wrote(root):
+    """`dcpkv ls` lists dcp_worker.py's checkpoints and `dcpkv verify` finds them whole."""
     ls = run_cli("ls", root)
     assert ls.returncode == 0, ls.stderr
     for cid in ("dt", "async-thread", "async-process", "fsdp"):

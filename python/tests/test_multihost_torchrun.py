@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from test_dcp_torchrun import assert_cli_sees_what_dcp_wrote
 from test_torchrun import clean_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dcp_worker.py")
@@ -107,9 +107,4 @@ def test_dcp_saved_by_torchrun_on_4_hosts_loads_resharded_on_3(network, tmp_path
                                        env={"DCP_WORKER_FSDP": "0"})
     assert codes == [0] * 3
     assert sum(o.count("load ok") for o in outputs) == 3
-    ls = run_cli("ls", root)
-    assert ls.returncode == 0, ls.stderr
-    for cid in ("dt", "async-thread", "async-process", "fsdp"):
-        assert cid in ls.stdout, ls.stdout
-    verify = run_cli("verify", root)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert_cli_sees_what_dcp_wrote(root)

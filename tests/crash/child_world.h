@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "dcpkv/gloo_process_group.h"
+#include "tests/util/spawn.h"
 
 extern char** environ;
 
@@ -77,7 +78,7 @@ class ChildWorld {
       vars.push_back("LOCAL_RANK=" + std::to_string(rank));
       std::vector<std::string> argv_strings = {exe};
       argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-      std::string error = Spawn(argv_strings, vars, outputs_.back(), &pids_[rank]);
+      std::string error = SpawnWithOutput(argv_strings, vars, outputs_.back(), &pids_[rank]);
       if (!error.empty()) return error;
     }
     return "";
@@ -119,35 +120,6 @@ class ChildWorld {
 
  private:
   static constexpr int kRunning = -1000;
-
-  static std::string Spawn(std::vector<std::string>& argv_strings, std::vector<std::string>& env,
-                           const std::string& output, pid_t* pid) {
-    std::vector<char*> argv, envp;
-    for (std::string& a : argv_strings) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (std::string& v : env) envp.push_back(v.data());
-    envp.push_back(nullptr);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);  // no inherited sockets
-    const int rc = posix_spawn(pid, argv[0], &actions, &attr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-      *pid = -1;
-      return std::string("posix_spawn ") + argv[0] + ": " + strerror(rc);
-    }
-    return "";
-  }
 
   void Reap(size_t rank, bool block) {
     if (pids_[rank] <= 0) return;

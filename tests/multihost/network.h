@@ -13,9 +13,7 @@
 #ifndef DCPKV_TESTS_MULTIHOST_NETWORK_H_
 #define DCPKV_TESTS_MULTIHOST_NETWORK_H_
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 #include <vector>
 
 #include "dcpkv/status.h"
+#include "tests/util/spawn.h"
 
 extern char** environ;
 
@@ -176,7 +175,8 @@ class Network {
   std::vector<std::string> made_;
 };
 
-// A process on one host of a Network, its stdout and stderr in a log file. Killed (SIGKILL) and
+// A process on one host of a Network (through `ip netns exec`, which execs it: the pid is the
+// process's own), its stdout and stderr in a log file. Killed (SIGKILL) and
 // reaped when destroyed.
 class HostProcess {
  public:
@@ -193,29 +193,10 @@ class HostProcess {
     for (const auto& [name, value] : env) envs.push_back(name + "=" + value);
     std::vector<std::string> args = {"/usr/sbin/ip", "netns", "exec", ns};
     args.insert(args.end(), argv.begin(), argv.end());
-    std::vector<char*> envp, argp;
-    for (std::string& v : envs) envp.push_back(v.data());
-    envp.push_back(nullptr);
-    for (std::string& a : args) argp.push_back(a.data());
-    argp.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, args[0].c_str(), &actions, &attr, argp.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) return InternalError("posix_spawn " + args[0] + ": " + std::to_string(rc));
+    if (std::string error = SpawnWithOutput(args, envs, log, &pid); !error.empty()) {
+      return InternalError(error);
+    }
     return std::unique_ptr<HostProcess>(new HostProcess(pid, log));
   }
 

@@ -42,6 +42,7 @@
 #include "dcpkv/store/writer_lease.h"
 #include "tests/tools/inspect_fixture.h"
 #include "tests/util/raw_db.h"
+#include "tests/util/spawn.h"
 #include "tests/util/temp_dir.h"
 #include "tests/util/test_data.h"
 
@@ -108,11 +109,7 @@ CliResult RunExe(const std::string& exe, const std::vector<std::string>& args) {
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
   posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  posix_spawnattr_setsigmask(&attr, &no_signals);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  testing::InitSpawnAttrUnblocked(&attr);
   std::vector<char*> argv = MakeArgv(strings);
   pid_t pid = -1;
   const int rc = posix_spawn(&pid, exe.c_str(), &actions, &attr, argv.data(), environ);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "dcpkv/gloo_process_group.h"
+#include "tests/util/spawn.h"
 
 extern char** environ;
 
@@ -114,11 +115,7 @@ inline MultiProcessResult RunProcesses(const std::string& exe, const std::vector
   // Children start with no blocked signals and without this process's descriptors (gloo's
   // sockets are not close-on-exec: a child holding them would keep dead connections open).
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  posix_spawnattr_setsigmask(&attr, &no_signals);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  InitSpawnAttrUnblocked(&attr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addclosefrom_np(&actions, 3);
