@@ -67,7 +67,7 @@ class MultiHostTest : public ::testing::Test {
     for (int r = 0; r < world; ++r) {
       std::vector<std::string> argv = {DCPKV_MULTIHOST_WORKER};
       argv.insert(argv.end(), args.begin(), args.end());
-      argv.push_back("--timeout-ms=" + std::to_string(kGroupTimeout.count()));
+      argv.push_back("--timeout-ms=" + std::to_string(group_timeout_.count()));
       argv.push_back("--signal-dir=" + signals_);
       const std::map<std::string, std::string> env = {{"RANK", std::to_string(r)},
                                                       {"WORLD_SIZE", std::to_string(world)},
@@ -167,6 +167,8 @@ class MultiHostTest : public ::testing::Test {
   std::string replica_root_;
   std::unique_ptr<HostProcess> replica_;
   int jobs_ = 0;
+  // The gloo timeout of the ranks of the jobs started from now on.
+  milliseconds group_timeout_ = kGroupTimeout;
 };
 
 std::vector<std::string> SaveArgs(const std::string& root, const std::string& id, int seed) {
@@ -325,6 +327,8 @@ TEST_F(MultiHostTest, AReplicaCutOffCatchesUpAndASyncQuorumItMissesFailsCommitte
 
 // Rate-limited and lossy links: saves and loads take longer and stay exact.
 TEST_F(MultiHostTest, SlowAndLossyLinksMakeSavesSlowerNeverWrong) {
+  // Time enough for a connection whose SYN is lost three times in a row (1 + 2 + 4 s).
+  group_timeout_ = seconds(60);
   // Many small tensors: the plans and metadata the collectives carry are large.
   const std::vector<std::string> shape = {"--tensors=400", "--rows=64", "--cols=16"};
   enum Condition { kClear, kSlow, kLossy };
