@@ -57,10 +57,23 @@ class Network:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def remove_stale_namespaces():
+    """Deletes the namespaces of earlier runs whose process is gone (killed part-way)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        name = line.split(" ")[0]
+        if not name.startswith("dcpkv-py"):
+            continue
+        pid = name[len("dcpkv-py"):].split("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 @pytest.fixture
 def network():
     if os.geteuid() != 0:
         pytest.fail("the multi-host test makes network namespaces and needs root")
+    remove_stale_namespaces()
     net = Network(4)
     try:
         yield net
