@@ -39,6 +39,10 @@ Status CheckStoreOptions(const ChunkStoreOptions& o) {
   }
   if (o.write_batch_bytes == 0) return InvalidArgumentError("write_batch_bytes must be positive");
   if (o.table_file_bytes == 0) return InvalidArgumentError("table_file_bytes must be positive");
+  if (o.max_open_files < 20) {
+    return InvalidArgumentError("max_open_files " + std::to_string(o.max_open_files) +
+                                " is below 20, the least RocksDB keeps open");
+  }
   return Status::Ok();
 }
 

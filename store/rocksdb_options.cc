@@ -19,7 +19,7 @@ RocksDBConfig MakeRocksDBConfig(const ChunkStoreOptions& options) {
   // Table files held open (RocksDB's table cache): a bound, so that a store's descriptors do not
   // grow with its files. Read-only opens need a finite limit anyway: with -1 RocksDB 7.8 may open
   // a "compacted" read-only DB whose blob reads fail (facebook/rocksdb#12503).
-  db.max_open_files = kMaxOpenTableFiles;
+  db.max_open_files = options.max_open_files;
   db.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db.keep_log_file_num = 4;
   db.bytes_per_sync = uint64_t{8} << 20;   // smooth write-back of large flushes

@@ -131,6 +131,12 @@ struct ChunkStoreOptions {
   // is set. Default: kAuto.
   TableReadIo table_read_io = TableReadIo::kAuto;
 
+  // Files RocksDB keeps open at most (its max_open_files: table files in its table cache, and
+  // about 10 others; at least 20), so that a store's descriptors do not grow with its files.
+  // Default: kMaxOpenFiles (256).
+  static constexpr int kMaxOpenFiles = 256;
+  int max_open_files = kMaxOpenFiles;
+
   // File system access, for fault injection in tests. Default: nullptr (rocksdb::Env::Default()).
   rocksdb::Env* env = nullptr;
 

@@ -12,9 +12,6 @@
 
 namespace dcpkv {
 
-// Table files a rank database keeps open at most (RocksDB's max_open_files).
-inline constexpr int kMaxOpenTableFiles = 256;
-
 // RocksDB options for every column family of a chunk store, derived from ChunkStoreOptions.
 struct RocksDBConfig {
   rocksdb::DBOptions db;

@@ -1,6 +1,8 @@
 // ReplicaStore: the transport-neutral logic of a replica server. Validates each request in full
 // before it touches storage, and keeps one ChunkStore per namespace (namespaces.h), opened on
-// first use and kept open until Close().
+// first use. At most kMaxOpenStores stay open (the least recently used one no call is using is
+// closed to open another), each with at most kStoreMaxOpenFiles files, so that the replica's
+// descriptors stay bounded however many namespaces and manifests it holds.
 //
 // Thread safety: safe for concurrent use, except that Close() must not race with other calls
 // (the server calls it once gRPC has finished every call).
@@ -22,6 +24,12 @@ namespace dcpkv::replication {
 
 class ReplicaStore {
  public:
+  // Namespace stores open at once (more only while that many calls use them).
+  static constexpr size_t kMaxOpenStores = 8;
+  // ChunkStoreOptions::max_open_files of each: RocksDB's least (its LOCK, LOG, WAL, MANIFEST and
+  // directory, and up to 10 table files).
+  static constexpr int kStoreMaxOpenFiles = 20;
+
   // REQUIRES: `root` is an existing directory. Failures that no call returns (closing a store)
   // go to `diagnostics` (null: StderrDiagnostics()), which must outlive the ReplicaStore.
   explicit ReplicaStore(std::string root, DiagnosticSink* diagnostics = nullptr);
@@ -47,16 +55,25 @@ class ReplicaStore {
   void Close();
 
  private:
-  // The store of `ns`, opened if need be. With !create, nullptr for a namespace that has no
-  // directory yet (and none is created).
+  // The store of `ns`, opened if need be; the caller holds it open while it uses it. With
+  // !create, nullptr for a namespace that has no directory yet (and none is created).
   // REQUIRES: ValidateNamespace(ns).ok()
-  StatusOr<ChunkStore*> FindStore(std::string_view ns, bool create);
+  StatusOr<std::shared_ptr<ChunkStore>> FindStore(std::string_view ns, bool create);
+  // Closes the least recently used store that no call holds, if kMaxOpenStores are open.
+  void MakeRoomLocked();
+  void CloseStore(const std::string& ns, ChunkStore& store);
+
+  struct OpenStore {
+    std::shared_ptr<ChunkStore> store;
+    uint64_t last_used = 0;  // a tick of uses_
+  };
 
   const std::string root_;
   DiagnosticSink* const diagnostics_;
   std::mutex mu_;
-  bool closed_ = false;                                        // GUARDED_BY(mu_)
-  std::map<std::string, std::unique_ptr<ChunkStore>> stores_;  // GUARDED_BY(mu_), by namespace
+  bool closed_ = false;                      // GUARDED_BY(mu_)
+  std::map<std::string, OpenStore> stores_;  // GUARDED_BY(mu_), by namespace
+  uint64_t uses_ = 0;                        // GUARDED_BY(mu_)
 };
 
 }  // namespace dcpkv::replication
