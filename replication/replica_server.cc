@@ -133,7 +133,45 @@ Status ValidateOptions(const ReplicaServerOptions& options) {
                                 " is outside [" + std::to_string(kMinMaxMessageBytes) + ", " +
                                 std::to_string(INT_MAX) + "]");
   }
+  const ReplicaServerLimits& l = options.limits;
+  for (const auto& [value, name] : {std::pair{l.handshake_timeout, "handshake_timeout"},
+                                    std::pair{l.connection_idle, "connection_idle"},
+                                    std::pair{l.keepalive_time, "keepalive_time"},
+                                    std::pair{l.keepalive_timeout, "keepalive_timeout"}}) {
+    if (value.count() <= 0 || value.count() > INT_MAX) {
+      return InvalidArgumentError(std::string("replica limit ") + name + " " +
+                                  std::to_string(value.count()) + " ms is outside [1, " +
+                                  std::to_string(INT_MAX) + "] ms");
+    }
+  }
+  if (l.max_concurrent_streams < 1) {
+    return InvalidArgumentError("replica limit max_concurrent_streams must be at least 1");
+  }
+  if (l.max_metadata_bytes < 1024) {
+    return InvalidArgumentError("replica limit max_metadata_bytes must be at least 1024");
+  }
+  if (l.memory_quota_bytes < (size_t{16} << 20)) {
+    return InvalidArgumentError("replica limit memory_quota_bytes must be at least 16 MiB");
+  }
   return ValidateToken(options.token, "replica token");
+}
+
+// The channel arguments and resource quota that carry ReplicaServerLimits.
+void ApplyLimits(const ReplicaServerLimits& l, grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(l.handshake_timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(l.connection_idle.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(l.keepalive_time.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(l.keepalive_timeout.count()));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, l.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, l.max_metadata_bytes);
+  grpc::ResourceQuota quota("dcpkv-replica");
+  quota.Resize(l.memory_quota_bytes);
+  builder.SetResourceQuota(quota);
 }
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
@@ -203,6 +241,7 @@ StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(const ReplicaServe
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // gRPC binds with SO_REUSEPORT by default: a port in use would then be shared, not refused.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ApplyLimits(options.limits, builder);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
     if (impl->server != nullptr) impl->server->Shutdown();

@@ -40,6 +40,8 @@ struct Flags {
   std::string ns;
   std::string tls_cert, tls_key, tls_ca, client_ca, tls_server_name;
   std::string token_file;
+  size_t max_message_bytes = replication::kDefaultMaxMessageBytes;
+  int64_t connection_idle_seconds = 120;
   std::vector<std::string> replicas;
   std::string root;
   std::string checkpoint;
@@ -207,6 +209,8 @@ int RunServe(const Flags& f) {
   o.tls_cert_file = f.tls_cert;
   o.tls_key_file = f.tls_key;
   o.client_ca_file = f.client_ca;
+  o.max_message_bytes = f.max_message_bytes;
+  o.limits.connection_idle = std::chrono::seconds(f.connection_idle_seconds);
   StatusOr<std::string> token = ReadToken(f.token_file);
   if (!token.ok()) return Fail(token.status());
   o.token = *token;
@@ -384,6 +388,14 @@ int Main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   serve->add_option("--token-file", f.token_file, "Require this bearer token on every call")
       ->check(CLI::ExistingFile);
+  serve
+      ->add_option("--max-message-bytes", f.max_message_bytes,
+                   "Largest request accepted, in bytes (a manifest record is a few KiB per rank)")
+      ->capture_default_str();
+  serve
+      ->add_option("--idle-timeout", f.connection_idle_seconds,
+                   "Close a connection with no call in flight for this many seconds")
+      ->capture_default_str();
 
   CLI::App* recover = app.add_subcommand(
       "recover", "Restore manifests the store lacks (coordinator database lost) from a replica");

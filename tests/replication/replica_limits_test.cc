@@ -1,8 +1,11 @@
 // A replica's resources stay bounded however much is stored on it: `dcpkv serve` started with
 // `ulimit -n 256` keeps working with a thousand manifests, in one namespace or in 250.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -125,6 +128,123 @@ TEST_P(ReplicaLimitsTest, AThousandManifestsOnAServerLimitedTo256OpenFiles) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Namespaces, ReplicaLimitsTest, ::testing::Values(1, 250));
+
+// A TCP connection to 127.0.0.1:port that sends nothing; -1 if it cannot connect.
+int ConnectAndStall(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True once the peer closed `fd`: reading what it sent (the server's HTTP/2 settings) reaches
+// the end, or the connection was reset.
+bool ClosedByPeer(int fd) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) continue;
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+}
+
+// Connections that never finish their handshake are closed at the handshake timeout, and the
+// server answers normal calls meanwhile.
+TEST(ReplicaConnectionLimitsTest, StalledConnectionsAreClosedAtTheHandshakeTimeout) {
+  TempDir tmp;
+  replication::ReplicaServerOptions o;
+  o.root = tmp.Sub("replica");
+  o.limits.handshake_timeout = std::chrono::milliseconds(500);
+  StatusOr<std::unique_ptr<replication::ReplicaServer>> server =
+      replication::ReplicaServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<int> stalled;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = ConnectAndStall((*server)->port());
+    ASSERT_GE(fd, 0) << "connection " << i;
+    stalled.push_back(fd);
+  }
+  StatusOr<std::unique_ptr<replication::ReplicaClient>> client =
+      replication::ReplicaClient::Connect(Loopback(**server), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->Put("job", TestRecord("step-1")).ok());
+  size_t closed = 0;
+  for (const auto give_up = Clock::now() + std::chrono::seconds(10);
+       closed < stalled.size() && Clock::now() < give_up;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    closed = 0;
+    for (int fd : stalled) closed += ClosedByPeer(fd) ? 1 : 0;
+  }
+  EXPECT_EQ(closed, stalled.size()) << "stalled connections still open after 10 s";
+  for (int fd : stalled) ::close(fd);
+  StatusOr<ManifestRecord> got = (*client)->Get("job", "step-1");
+  EXPECT_TRUE(got.ok()) << got.status();
+}
+
+// Connections that finished their HTTP/2 handshake (the client preface and its settings) and
+// then call nothing are closed once idle for connection_idle.
+TEST(ReplicaConnectionLimitsTest, IdleConnectionsAreClosed) {
+  TempDir tmp;
+  replication::ReplicaServerOptions o;
+  o.root = tmp.Sub("replica");
+  o.limits.connection_idle = std::chrono::milliseconds(1000);
+  StatusOr<std::unique_ptr<replication::ReplicaServer>> server =
+      replication::ReplicaServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  // The client connection preface, then an empty SETTINGS frame (length 0, type 4, stream 0).
+  static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+  std::vector<int> idle;
+  for (int i = 0; i < 100; ++i) {
+    const int fd = ConnectAndStall((*server)->port());
+    ASSERT_GE(fd, 0) << "connection " << i;
+    ASSERT_EQ(::send(fd, kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL),
+              static_cast<ssize_t>(sizeof(kPreface) - 1));
+    idle.push_back(fd);
+  }
+  // Still open well before the limit: the handshake was complete.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  size_t closed = 0;
+  for (int fd : idle) closed += ClosedByPeer(fd) ? 1 : 0;
+  EXPECT_EQ(closed, 0u);
+  const auto start = Clock::now();
+  for (const auto give_up = start + std::chrono::seconds(10);
+       closed < idle.size() && Clock::now() < give_up;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    closed = 0;
+    for (int fd : idle) closed += ClosedByPeer(fd) ? 1 : 0;
+  }
+  EXPECT_EQ(closed, idle.size()) << "idle connections still open after 10 s";
+  for (int fd : idle) ::close(fd);
+}
+
+TEST(ReplicaConnectionLimitsTest, LimitsOutOfRangeAreInvalid) {
+  TempDir tmp;
+  const auto start = [&](auto change) {
+    replication::ReplicaServerOptions o;
+    o.root = tmp.Sub("replica");
+    change(o.limits);
+    return replication::ReplicaServer::Start(o).status();
+  };
+  using L = replication::ReplicaServerLimits;
+  for (const auto& [s, name] : {
+           std::pair{start([](L& l) { l.handshake_timeout = std::chrono::milliseconds(0); }),
+                     "handshake_timeout"},
+           std::pair{start([](L& l) { l.connection_idle = std::chrono::milliseconds(-1); }),
+                     "connection_idle"},
+           std::pair{start([](L& l) { l.max_concurrent_streams = 0; }), "max_concurrent_streams"},
+           std::pair{start([](L& l) { l.max_metadata_bytes = 100; }), "max_metadata_bytes"},
+           std::pair{start([](L& l) { l.memory_quota_bytes = 1 << 20; }), "memory_quota_bytes"},
+       }) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s;
+    EXPECT_NE(s.message().find(name), std::string::npos) << s;
+  }
+}
 
 }  // namespace
 }  // namespace dcpkv::testing

@@ -36,6 +36,29 @@ DCPKV_EXPORT Status ValidateNamespace(std::string_view ns);
 // Largest request or response a replica or client accepts. Default: 64 MiB.
 inline constexpr size_t kDefaultMaxMessageBytes = size_t{64} << 20;
 
+// What one replica server lets its clients hold, with what Debian 12's gRPC (1.51) can bound:
+// every connection and call counts against these, before any token is checked.
+struct DCPKV_EXPORT ReplicaServerLimits {
+  // A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed: a
+  // client that connects and stalls holds a descriptor this long at most. Default: 10 s.
+  std::chrono::milliseconds handshake_timeout{10000};
+  // A connection with no call in flight for this long is closed (clients reconnect when they
+  // next call). Default: 2 min.
+  std::chrono::milliseconds connection_idle{120000};
+  // Pings a connection that was silent this long, and closes it if the ping is not answered
+  // within keepalive_timeout: a peer that vanished does not hold its connection. Default: 60 s
+  // and 20 s.
+  std::chrono::milliseconds keepalive_time{60000};
+  std::chrono::milliseconds keepalive_timeout{20000};
+  // Calls in flight on one connection. Default: 16.
+  int max_concurrent_streams = 16;
+  // Header bytes a call may send (its metadata: the token, gRPC's own). Default: 16 KiB.
+  int max_metadata_bytes = 16 << 10;
+  // Memory gRPC may use for connections and calls (its ResourceQuota): past it, gRPC refuses
+  // new calls and reads instead of growing. Default: 256 MiB.
+  size_t memory_quota_bytes = size_t{256} << 20;
+};
+
 struct DCPKV_EXPORT ReplicaServerOptions {
   // Directory holding the replica's data (created if missing). Required.
   std::string root;
@@ -50,6 +73,8 @@ struct DCPKV_EXPORT ReplicaServerOptions {
   // Bearer token every call must carry. Empty: no token check.
   std::string token;
   size_t max_message_bytes = kDefaultMaxMessageBytes;
+  // Bounds on what clients may hold.
+  ReplicaServerLimits limits;
   // Where failures that no call returns go (closing a namespace's store). Not owned; must outlive
   // the server. Default: null, meaning StderrDiagnostics().
   DiagnosticSink* diagnostics = nullptr;
