@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -124,7 +125,7 @@ TEST_P(ReplicaLimitsTest, AThousandManifestsOnAServerLimitedTo256OpenFiles) {
   most_open = std::max(most_open, serve.OpenFiles());
   std::printf("%d manifests in %d namespaces: the server held at most %d files open, RSS %ld KiB\n",
               kManifests, namespaces, most_open, serve.RssKiB());
-  EXPECT_LT(most_open, 128);
+  EXPECT_LT(most_open, 192);  // well below the limit: 8 stores of about 10 files, and gRPC's
 }
 
 INSTANTIATE_TEST_SUITE_P(Namespaces, ReplicaLimitsTest, ::testing::Values(1, 250));
@@ -154,76 +155,89 @@ bool ClosedByPeer(int fd) {
   }
 }
 
+// How many of `fds` the peer has closed.
+size_t CountClosed(const std::vector<int>& fds) {
+  size_t closed = 0;
+  for (int fd : fds) closed += ClosedByPeer(fd) ? 1 : 0;
+  return closed;
+}
+
+// Waits until the peer closed every one of `fds` (at most `limit`); how many it closed.
+size_t AwaitClosed(const std::vector<int>& fds, std::chrono::milliseconds limit) {
+  size_t closed = CountClosed(fds);
+  for (const auto give_up = Clock::now() + limit; closed < fds.size() && Clock::now() < give_up;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    closed = CountClosed(fds);
+  }
+  return closed;
+}
+
+// A replica on loopback whose limits `change` sets.
+class ReplicaConnectionLimitsTest : public ::testing::Test {
+ protected:
+  void Start(const std::function<void(replication::ReplicaServerLimits&)>& change) {
+    replication::ReplicaServerOptions o;
+    o.root = tmp_.Sub("replica");
+    change(o.limits);
+    StatusOr<std::unique_ptr<replication::ReplicaServer>> server =
+        replication::ReplicaServer::Start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+  }
+  // `n` connections to the server that send `hello` (maybe nothing), then nothing more.
+  std::vector<int> Connect(int n, std::string_view hello) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) {
+      const int fd = ConnectAndStall(server_->port());
+      EXPECT_GE(fd, 0) << "connection " << i;
+      if (fd < 0) break;
+      EXPECT_EQ(::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL),
+                static_cast<ssize_t>(hello.size()));
+      fds.push_back(fd);
+    }
+    return fds;
+  }
+  ~ReplicaConnectionLimitsTest() override {
+    for (int fd : fds_) ::close(fd);
+  }
+
+  TempDir tmp_;
+  std::unique_ptr<replication::ReplicaServer> server_;
+  std::vector<int> fds_;  // closed at the end
+};
+
 // Connections that never finish their handshake are closed at the handshake timeout, and the
 // server answers normal calls meanwhile.
-TEST(ReplicaConnectionLimitsTest, StalledConnectionsAreClosedAtTheHandshakeTimeout) {
-  TempDir tmp;
-  replication::ReplicaServerOptions o;
-  o.root = tmp.Sub("replica");
-  o.limits.handshake_timeout = std::chrono::milliseconds(500);
-  StatusOr<std::unique_ptr<replication::ReplicaServer>> server =
-      replication::ReplicaServer::Start(o);
-  ASSERT_TRUE(server.ok()) << server.status();
-  std::vector<int> stalled;
-  for (int i = 0; i < 200; ++i) {
-    const int fd = ConnectAndStall((*server)->port());
-    ASSERT_GE(fd, 0) << "connection " << i;
-    stalled.push_back(fd);
-  }
+TEST_F(ReplicaConnectionLimitsTest, StalledConnectionsAreClosedAtTheHandshakeTimeout) {
+  ASSERT_NO_FATAL_FAILURE(
+      Start([](auto& l) { l.handshake_timeout = std::chrono::milliseconds(500); }));
+  fds_ = Connect(200, "");
   StatusOr<std::unique_ptr<replication::ReplicaClient>> client =
-      replication::ReplicaClient::Connect(Loopback(**server), {});
+      replication::ReplicaClient::Connect(Loopback(*server_), {});
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_TRUE((*client)->Put("job", TestRecord("step-1")).ok());
-  size_t closed = 0;
-  for (const auto give_up = Clock::now() + std::chrono::seconds(10);
-       closed < stalled.size() && Clock::now() < give_up;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    closed = 0;
-    for (int fd : stalled) closed += ClosedByPeer(fd) ? 1 : 0;
-  }
-  EXPECT_EQ(closed, stalled.size()) << "stalled connections still open after 10 s";
-  for (int fd : stalled) ::close(fd);
+  EXPECT_EQ(AwaitClosed(fds_, std::chrono::seconds(10)), fds_.size())
+      << "stalled connections still open after 10 s";
   StatusOr<ManifestRecord> got = (*client)->Get("job", "step-1");
   EXPECT_TRUE(got.ok()) << got.status();
 }
 
 // Connections that finished their HTTP/2 handshake (the client preface and its settings) and
 // then call nothing are closed once idle for connection_idle.
-TEST(ReplicaConnectionLimitsTest, IdleConnectionsAreClosed) {
-  TempDir tmp;
-  replication::ReplicaServerOptions o;
-  o.root = tmp.Sub("replica");
-  o.limits.connection_idle = std::chrono::milliseconds(1000);
-  StatusOr<std::unique_ptr<replication::ReplicaServer>> server =
-      replication::ReplicaServer::Start(o);
-  ASSERT_TRUE(server.ok()) << server.status();
+TEST_F(ReplicaConnectionLimitsTest, IdleConnectionsAreClosed) {
+  ASSERT_NO_FATAL_FAILURE(
+      Start([](auto& l) { l.connection_idle = std::chrono::milliseconds(1000); }));
   // The client connection preface, then an empty SETTINGS frame (length 0, type 4, stream 0).
-  static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
-  std::vector<int> idle;
-  for (int i = 0; i < 100; ++i) {
-    const int fd = ConnectAndStall((*server)->port());
-    ASSERT_GE(fd, 0) << "connection " << i;
-    ASSERT_EQ(::send(fd, kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL),
-              static_cast<ssize_t>(sizeof(kPreface) - 1));
-    idle.push_back(fd);
-  }
+  static constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+  fds_ = Connect(100, std::string_view(kPreface, sizeof(kPreface) - 1));
   // Still open well before the limit: the handshake was complete.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  size_t closed = 0;
-  for (int fd : idle) closed += ClosedByPeer(fd) ? 1 : 0;
-  EXPECT_EQ(closed, 0u);
-  const auto start = Clock::now();
-  for (const auto give_up = start + std::chrono::seconds(10);
-       closed < idle.size() && Clock::now() < give_up;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    closed = 0;
-    for (int fd : idle) closed += ClosedByPeer(fd) ? 1 : 0;
-  }
-  EXPECT_EQ(closed, idle.size()) << "idle connections still open after 10 s";
-  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(CountClosed(fds_), 0u);
+  EXPECT_EQ(AwaitClosed(fds_, std::chrono::seconds(10)), fds_.size())
+      << "idle connections still open after 10 s";
 }
 
-TEST(ReplicaConnectionLimitsTest, LimitsOutOfRangeAreInvalid) {
+TEST(ReplicaLimitsValidationTest, LimitsOutOfRangeAreInvalid) {
   TempDir tmp;
   const auto start = [&](auto change) {
     replication::ReplicaServerOptions o;
