@@ -111,12 +111,7 @@ class ChildWorld {
   // After exit: the exit status, or -N for death by signal N.
   int exit_code(int rank) const { return exit_codes_[rank]; }
   // What rank r wrote to stdout and stderr.
-  std::string output(int rank) const {
-    std::ifstream in(outputs_[rank]);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
+  std::string output(int rank) const { return ReadFile(outputs_[rank]); }
 
  private:
   static constexpr int kRunning = -1000;

@@ -227,12 +227,7 @@ class HostProcess {
     WaitUntil(std::chrono::steady_clock::time_point::max());
   }
 
-  std::string Output() const {
-    std::ifstream in(log_);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
+  std::string Output() const { return ReadFile(log_); }
 
  private:
   HostProcess(pid_t pid, std::string log) : pid_(pid), log_(std::move(log)) {}

@@ -56,12 +56,7 @@ class ServeProcess {
 
   const std::string& error() const { return error_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string Output() const {
-    std::ifstream in(log_);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
+  std::string Output() const { return ReadFile(log_); }
   // Descriptors the server holds open now.
   int OpenFiles() const {
     int n = 0;

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,15 @@ inline std::string SpawnWithOutput(std::vector<std::string> argv, std::vector<st
     return "posix_spawn " + argv[0] + ": " + strerror(rc);
   }
   return "";
+}
+
+// The whole of the file `path`, such as what a child wrote to its output; empty if it cannot be
+// read.
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 }  // namespace dcpkv::testing
