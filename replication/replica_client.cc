@@ -22,6 +22,9 @@ namespace v1 = ::dcpkv::replication::v1;
 // would leave a restarted replica unused for minutes).
 constexpr int kMaxReconnectBackoffMs = 10'000;
 
+// Record bytes per PutStream message, well under a replica's request limit (4 MiB by default).
+constexpr size_t kPutPieceBytes = size_t{1} << 20;
+
 Status ValidateOptions(const std::string& target, const ReplicaClientOptions& options) {
   if (target.empty()) return InvalidArgumentError("replica target is empty");
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
@@ -114,16 +117,44 @@ const std::string& ReplicaClient::target() const { return impl_->target; }
 
 Status ReplicaClient::Put(const std::string& ns, const ManifestRecord& record) {
   DCPKV_RETURN_IF_ERROR(impl_->ValidateNames("Put", ns, &record.checkpoint_id));
+  const std::string encoded = EncodeManifestRecord(record);
+  const std::string hash = RecordHashHex(encoded);
+  const std::string call = impl_->Context("Put \"" + record.checkpoint_id + "\"");
+  // In pieces (PutStream), so that the replica checks the token and the size before it holds
+  // the record.
+  grpc::Status streamed;
+  {
+    v1::PutResponse response;
+    grpc::ClientContext context;
+    impl_->Prepare(&context);
+    std::unique_ptr<grpc::ClientWriter<v1::PutPiece>> writer =
+        impl_->stub->PutStream(&context, &response);
+    v1::PutPiece piece;
+    piece.set_namespace_(ns);
+    piece.set_checkpoint_id(record.checkpoint_id);
+    piece.set_record_size(encoded.size());
+    piece.set_record_xxh3_128(hash);
+    for (size_t at = 0; at < encoded.size(); at += kPutPieceBytes) {
+      piece.set_data(encoded.substr(at, kPutPieceBytes));
+      if (!writer->Write(piece)) break;  // the replica ended the call: Finish says why
+      piece.Clear();
+    }
+    writer->WritesDone();
+    streamed = writer->Finish();
+  }
+  if (streamed.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+    return FromGrpcStatus(streamed, call);
+  }
+  // A replica of the protocol's first version: the whole record in one request.
   v1::PutRequest request;
   request.set_namespace_(ns);
   request.set_checkpoint_id(record.checkpoint_id);
-  request.set_record(EncodeManifestRecord(record));
-  request.set_record_xxh3_128(RecordHashHex(request.record()));
+  request.set_record(encoded);
+  request.set_record_xxh3_128(hash);
   v1::PutResponse response;
   grpc::ClientContext context;
   impl_->Prepare(&context);
-  return FromGrpcStatus(impl_->stub->Put(&context, request, &response),
-                        impl_->Context("Put \"" + record.checkpoint_id + "\""));
+  return FromGrpcStatus(impl_->stub->Put(&context, request, &response), call);
 }
 
 StatusOr<ManifestRecord> ReplicaClient::Get(const std::string& ns,

@@ -42,6 +42,8 @@ struct Flags {
   std::string token_file;
   size_t max_message_bytes = replication::kDefaultMaxMessageBytes;
   int64_t connection_idle_seconds = 120;
+  int max_connections = replication::ReplicaServerLimits{}.max_connections;
+  int max_connections_per_address = replication::ReplicaServerLimits{}.max_connections_per_address;
   std::vector<std::string> replicas;
   std::string root;
   std::string checkpoint;
@@ -211,6 +213,8 @@ int RunServe(const Flags& f) {
   o.client_ca_file = f.client_ca;
   o.max_message_bytes = f.max_message_bytes;
   o.limits.connection_idle = std::chrono::seconds(f.connection_idle_seconds);
+  o.limits.max_connections = f.max_connections;
+  o.limits.max_connections_per_address = f.max_connections_per_address;
   StatusOr<std::string> token = ReadToken(f.token_file);
   if (!token.ok()) return Fail(token.status());
   o.token = *token;
@@ -395,6 +399,14 @@ int Main(int argc, char** argv) {
   serve
       ->add_option("--idle-timeout", f.connection_idle_seconds,
                    "Close a connection with no call in flight for this many seconds")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-connections", f.max_connections,
+                   "Connections open at once (plaintext servers); past it new ones are closed")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-connections-per-address", f.max_connections_per_address,
+                   "Of those, from one client address (IPv4, or IPv6 /64)")
       ->capture_default_str();
 
   CLI::App* recover = app.add_subcommand(

@@ -1,5 +1,7 @@
 // A replica's resources stay bounded however much is stored on it: `dcpkv serve` started with
 // `ulimit -n 256` keeps working with a thousand manifests, in one namespace or in 250.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -7,15 +9,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "dcpkv/replication/replica.h"
+#include "replication.grpc.pb.h"
 #include "tests/replication/replica_test_util.h"
 #include "tests/util/spawn.h"
 #include "tests/util/temp_dir.h"
@@ -30,11 +40,16 @@ using Clock = std::chrono::steady_clock;
 // `dcpkv serve` in a process of its own, its open-file limit lowered first.
 class ServeProcess {
  public:
-  ServeProcess(const std::string& root, int max_open_files, const std::string& log) : log_(log) {
+  ServeProcess(const std::string& root, int max_open_files, const std::string& log,
+               const std::string& more_args = "")
+      : log_(log) {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+    // DCPKV_TEST_SERVE_CLI: another build's dcpkv, to measure its server under the same load.
+    const char* cli = std::getenv("DCPKV_TEST_SERVE_CLI");
     const std::string command = "ulimit -n " + std::to_string(max_open_files) + " && exec " +
-                                DCPKV_CLI + " serve --root " + root + " --listen 127.0.0.1:0";
+                                (cli != nullptr ? cli : DCPKV_CLI) + " serve --root " + root +
+                                " --listen 127.0.0.1:0 " + more_args;
     error_ = SpawnWithOutput({"/bin/bash", "-c", command}, env, log, &pid_);
     if (!error_.empty()) return;
     for (const auto give_up = Clock::now() + std::chrono::seconds(30); Clock::now() < give_up;) {
@@ -67,16 +82,19 @@ class ServeProcess {
     }
     return n;
   }
-  // Resident memory, in KiB.
-  long RssKiB() const {
+  // Resident memory now (VmRSS) and at its peak so far (VmHWM), in KiB.
+  long RssKiB() const { return StatusField("VmRSS:"); }
+  long PeakRssKiB() const { return StatusField("VmHWM:"); }
+
+ private:
+  long StatusField(const std::string& name) const {
     std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
     for (std::string line; std::getline(in, line);) {
-      if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+      if (line.rfind(name, 0) == 0) return std::atol(line.c_str() + name.size());
     }
     return -1;
   }
 
- private:
   const std::string log_;
   pid_t pid_ = -1;
   int port_ = 0;
@@ -125,14 +143,114 @@ TEST_P(ReplicaLimitsTest, AThousandManifestsOnAServerLimitedTo256OpenFiles) {
 
 INSTANTIATE_TEST_SUITE_P(Namespaces, ReplicaLimitsTest, ::testing::Values(1, 250));
 
-// A TCP connection to 127.0.0.1:port that sends nothing; -1 if it cannot connect.
-int ConnectAndStall(int port) {
+// Strangers' large bodies: 8 connections without the token, each with 16 unary Puts of 4 MiB
+// (just under the request limit) in flight at once, three times over, then a 32 MiB Put (over the
+// limit) and a 32 MiB PutStream each. Every call is refused, the server's peak memory stays within
+// 64 MiB of what it was before, and a client with the token is answered throughout. A server that
+// read a unary request before checking the token held up to 128 x 4 MiB.
+TEST(ReplicaMemoryTest, StrangersLargeBodiesLeaveTheServersMemoryBounded) {
+  namespace v1 = ::dcpkv::replication::v1;
+  TempDir tmp;
+  const std::string token = "s3cret-token-0123456789";
+  std::ofstream(tmp.Sub("token")) << token;
+  ServeProcess serve(tmp.Sub("replica"), 1024, tmp.Sub("serve.log"),
+                     "--token-file " + tmp.Sub("token"));
+  ASSERT_EQ(serve.error(), "");
+  replication::ReplicaClientOptions with_token;
+  with_token.token = token;
+  StatusOr<std::unique_ptr<replication::ReplicaClient>> client =
+      replication::ReplicaClient::Connect(serve.target(), with_token);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Put("job", TestRecord("step-0")).ok());
+  const long before = serve.PeakRssKiB();
+
+  constexpr int kConnections = 8, kInFlight = 16, kRounds = 3;
+  constexpr size_t kUnderLimit = size_t{4} << 20, kOverLimit = size_t{32} << 20;
+  std::atomic<int> calls{0}, refused{0};
+  std::vector<std::thread> strangers;
+  for (int t = 0; t < kConnections; ++t) {
+    strangers.emplace_back([&, t] {
+      grpc::ChannelArguments args;
+      args.SetMaxSendMessageSize(-1);
+      args.SetInt("dcpkv.test.channel", t);  // a connection of its own
+      auto stub = v1::ManifestReplica::NewStub(
+          grpc::CreateCustomChannel(serve.target(), grpc::InsecureChannelCredentials(), args));
+      auto count = [&](const grpc::Status& s) {
+        ++calls;
+        if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) ++refused;
+      };
+      v1::PutRequest request;
+      request.set_namespace_("job");
+      request.set_checkpoint_id("step-x");
+      request.set_record(std::string(kUnderLimit, 'x'));
+      for (int round = 0; round < kRounds; ++round) {
+        std::mutex mu;
+        std::condition_variable cv;
+        int pending = kInFlight;
+        std::vector<grpc::ClientContext> contexts(kInFlight);
+        std::vector<v1::PutResponse> responses(kInFlight);
+        for (int i = 0; i < kInFlight; ++i) {
+          stub->async()->Put(&contexts[i], &request, &responses[i], [&](grpc::Status s) {
+            count(s);
+            std::lock_guard<std::mutex> lock(mu);
+            if (--pending == 0) cv.notify_one();
+          });
+        }
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return pending == 0; });
+      }
+      request.set_record(std::string(kOverLimit, 'x'));
+      v1::PutResponse response;
+      grpc::ClientContext unary;
+      count(stub->Put(&unary, request, &response));
+      grpc::ClientContext streamed;
+      auto writer = stub->PutStream(&streamed, &response);
+      v1::PutPiece piece;
+      piece.set_namespace_("job");
+      piece.set_checkpoint_id("step-x");
+      piece.set_record_size(kOverLimit);
+      const std::string mib(size_t{1} << 20, 'x');
+      for (size_t sent = 0; sent < kOverLimit; sent += mib.size()) {
+        piece.set_data(mib);
+        if (!writer->Write(piece)) break;
+        piece.Clear();
+      }
+      writer->WritesDone();
+      count(writer->Finish());
+    });
+  }
+  int answered = 0;
+  for (int i = 1; i <= 20; ++i) {
+    Status put = (*client)->Put("job", TestRecord("step-" + std::to_string(i)));
+    EXPECT_TRUE(put.ok()) << put;
+    answered += put.ok() ? 1 : 0;
+  }
+  for (std::thread& t : strangers) t.join();
+  const long after = serve.PeakRssKiB();
+  std::printf(
+      "strangers' 4 MiB Puts (8 connections x 16 in flight x 3), 32 MiB Puts and PutStreams: %d "
+      "of %d refused as UNAUTHENTICATED; peak RSS %ld KiB before, %ld KiB after (+%ld KiB); %d of "
+      "20 calls with the token answered meanwhile\n",
+      refused.load(), calls.load(), before, after, after - before, answered);
+  EXPECT_EQ(calls.load(), kConnections * (kInFlight * kRounds + 2));
+  EXPECT_EQ(refused.load(), calls.load());
+  EXPECT_LT(after - before, 64 << 10) << "KiB";
+  EXPECT_EQ((*client)->List("job")->size(), 21u);
+}
+
+// A TCP connection from `from` (an address of the loopback network 127/8) to 127.0.0.1:port that
+// sends nothing; -1 if it cannot connect.
+int ConnectAndStall(int port, const char* from = "127.0.0.1") {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in source{};
+  source.sin_family = AF_INET;
+  ::inet_pton(AF_INET, from, &source.sin_addr);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     if (fd >= 0) ::close(fd);
     return -1;
   }
@@ -167,6 +285,50 @@ size_t AwaitClosed(const std::vector<int>& fds, std::chrono::milliseconds limit)
   return closed;
 }
 
+// 600 connections that send nothing, 200 from each of three hosts, to `dcpkv serve` with its
+// default caps (256 connections, 64 per address) and 512 open files: the server keeps 64 from
+// each host and closes the others at once, its descriptors stay well below the limit, and a client
+// is answered throughout. A server without the caps took all 600 and ran out of descriptors.
+TEST(ReplicaConnectionFloodTest, StalledConnectionsFromManyHostsStayUnderTheCaps) {
+  TempDir tmp;
+  ServeProcess serve(tmp.Sub("replica"), 512, tmp.Sub("serve.log"));
+  ASSERT_EQ(serve.error(), "");
+  StatusOr<std::unique_ptr<replication::ReplicaClient>> client =
+      replication::ReplicaClient::Connect(serve.target(), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Put("job", TestRecord("step-0")).ok());
+  const int files_before = serve.OpenFiles();
+  const long rss_before = serve.RssKiB();
+  const int port = std::atoi(serve.target().c_str() + serve.target().rfind(':') + 1);
+  std::vector<int> fds;
+  int answered = 0;
+  for (const char* host : {"127.0.0.2", "127.0.0.3", "127.0.0.4"}) {
+    for (int i = 0; i < 200; ++i) {
+      const int fd = ConnectAndStall(port, host);
+      ASSERT_GE(fd, 0) << host << " connection " << i << ": " << std::strerror(errno);
+      fds.push_back(fd);
+    }
+    answered += (*client)->Put("job", TestRecord(std::string("step-") + host)).ok() ? 1 : 0;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const int files_during = serve.OpenFiles();
+  const long rss_during = serve.RssKiB();
+  size_t kept = 0;
+  for (int fd : fds) kept += ClosedByPeer(fd) ? 0 : 1;
+  StatusOr<std::vector<std::string>> ids = (*client)->List("job");
+  answered += ids.ok() ? 1 : 0;
+  for (int fd : fds) ::close(fd);
+  std::printf(
+      "600 stalled connections from 3 hosts: %zu kept by the server, %d files open before, %d "
+      "during; RSS %ld KiB before, %ld KiB during; %d of 4 calls answered meanwhile\n",
+      kept, files_before, files_during, rss_before, rss_during, answered);
+  EXPECT_EQ(kept, 3u * 64u);
+  EXPECT_LT(files_during, files_before + 3 * 64 + 16);
+  EXPECT_EQ(answered, 4) << serve.Output();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(ids->size(), 4u);
+}
+
 // A replica on loopback whose limits `change` sets.
 class ReplicaConnectionLimitsTest : public ::testing::Test {
  protected:
@@ -179,11 +341,12 @@ class ReplicaConnectionLimitsTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
   }
-  // `n` connections to the server that send `hello` (maybe nothing), then nothing more.
-  std::vector<int> Connect(int n, std::string_view hello) {
+  // `n` connections to the server from `from` that send `hello` (maybe nothing), then nothing
+  // more.
+  std::vector<int> Connect(int n, std::string_view hello, const char* from = "127.0.0.1") {
     std::vector<int> fds;
     for (int i = 0; i < n; ++i) {
-      const int fd = ConnectAndStall(server_->port());
+      const int fd = ConnectAndStall(server_->port(), from);
       EXPECT_GE(fd, 0) << "connection " << i;
       if (fd < 0) break;
       EXPECT_EQ(::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL),
@@ -204,8 +367,10 @@ class ReplicaConnectionLimitsTest : public ::testing::Test {
 // Connections that never finish their handshake are closed at the handshake timeout, and the
 // server answers normal calls meanwhile.
 TEST_F(ReplicaConnectionLimitsTest, StalledConnectionsAreClosedAtTheHandshakeTimeout) {
-  ASSERT_NO_FATAL_FAILURE(
-      Start([](auto& l) { l.handshake_timeout = std::chrono::milliseconds(500); }));
+  ASSERT_NO_FATAL_FAILURE(Start([](auto& l) {
+    l.handshake_timeout = std::chrono::milliseconds(500);
+    l.max_connections = l.max_connections_per_address = 1000;  // no cap: the timeout closes them
+  }));
   fds_ = Connect(200, "");
   StatusOr<std::unique_ptr<replication::ReplicaClient>> client =
       replication::ReplicaClient::Connect(Loopback(*server_), {});
@@ -220,8 +385,10 @@ TEST_F(ReplicaConnectionLimitsTest, StalledConnectionsAreClosedAtTheHandshakeTim
 // Connections that finished their HTTP/2 handshake (the client preface and its settings) and
 // then call nothing are closed once idle for connection_idle.
 TEST_F(ReplicaConnectionLimitsTest, IdleConnectionsAreClosed) {
-  ASSERT_NO_FATAL_FAILURE(
-      Start([](auto& l) { l.connection_idle = std::chrono::milliseconds(1000); }));
+  ASSERT_NO_FATAL_FAILURE(Start([](auto& l) {
+    l.connection_idle = std::chrono::milliseconds(1000);
+    l.max_connections = l.max_connections_per_address = 1000;  // no cap: idleness closes them
+  }));
   // The client connection preface, then an empty SETTINGS frame (length 0, type 4, stream 0).
   static constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
   fds_ = Connect(100, std::string_view(kPreface, sizeof(kPreface) - 1));
@@ -230,6 +397,55 @@ TEST_F(ReplicaConnectionLimitsTest, IdleConnectionsAreClosed) {
   EXPECT_EQ(CountClosed(fds_), 0u);
   EXPECT_EQ(AwaitClosed(fds_, std::chrono::seconds(10)), fds_.size())
       << "idle connections still open after 10 s";
+}
+
+// A client connection of its own (a channel argument no other channel has) to `server`.
+std::unique_ptr<replication::v1::ManifestReplica::Stub> NewConnection(const std::string& target,
+                                                                      int tag) {
+  grpc::ChannelArguments args;
+  args.SetInt("dcpkv.test.channel", tag);
+  return replication::v1::ManifestReplica::NewStub(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+}
+
+grpc::StatusCode ListOn(replication::v1::ManifestReplica::Stub& stub) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  replication::v1::ListRequest request;
+  request.set_namespace_("job");
+  replication::v1::ListResponse response;
+  return stub.List(&context, request, &response).error_code();
+}
+
+// Past max_connections_per_address, a host's new connections are closed as soon as they are
+// accepted; past max_connections, everyone's are. A client already connected is answered
+// throughout; once the stalled connections reach the handshake timeout, new clients are too.
+TEST_F(ReplicaConnectionLimitsTest, ConnectionsPastTheCapsAreClosedAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(Start([](auto& l) {
+    l.max_connections = 25;
+    l.max_connections_per_address = 10;
+    l.handshake_timeout = std::chrono::milliseconds(2000);
+  }));
+  const std::string target = Loopback(*server_);
+  auto connected = NewConnection(target, 1);
+  ASSERT_EQ(ListOn(*connected), grpc::StatusCode::OK);
+  // 30 each from three hosts: 10, 10 and the 4 left of the 25 are kept.
+  std::vector<int> kept;
+  for (const char* host : {"127.0.0.2", "127.0.0.3", "127.0.0.4"}) {
+    std::vector<int> fds = Connect(30, "", host);
+    fds_.insert(fds_.end(), fds.begin(), fds.end());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    size_t open = 0;
+    for (int fd : fds) open += ClosedByPeer(fd) ? 0 : 1;
+    kept.push_back(static_cast<int>(open));
+  }
+  EXPECT_EQ(kept, (std::vector<int>{10, 10, 4}));
+  EXPECT_EQ(ListOn(*connected), grpc::StatusCode::OK) << "the connected client is answered";
+  auto newcomer = NewConnection(target, 2);
+  EXPECT_EQ(ListOn(*newcomer), grpc::StatusCode::UNAVAILABLE) << "the server is full";
+  EXPECT_EQ(AwaitClosed(fds_, std::chrono::seconds(10)), fds_.size());
+  auto later = NewConnection(target, 3);
+  EXPECT_EQ(ListOn(*later), grpc::StatusCode::OK) << "room again after the handshake timeout";
 }
 
 TEST(ReplicaLimitsValidationTest, LimitsOutOfRangeAreInvalid) {
@@ -247,6 +463,9 @@ TEST(ReplicaLimitsValidationTest, LimitsOutOfRangeAreInvalid) {
            std::pair{start([](L& l) { l.connection_idle = std::chrono::milliseconds(-1); }),
                      "connection_idle"},
            std::pair{start([](L& l) { l.max_concurrent_streams = 0; }), "max_concurrent_streams"},
+           std::pair{start([](L& l) { l.max_connections = 0; }), "max_connections"},
+           std::pair{start([](L& l) { l.max_connections_per_address = 0; }),
+                     "max_connections_per_address"},
            std::pair{start([](L& l) { l.max_metadata_bytes = 100; }), "max_metadata_bytes"},
            std::pair{start([](L& l) { l.memory_quota_bytes = 1 << 20; }), "memory_quota_bytes"},
        }) {

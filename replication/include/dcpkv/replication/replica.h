@@ -37,10 +37,12 @@ DCPKV_EXPORT Status ValidateNamespace(std::string_view ns);
 inline constexpr size_t kDefaultMaxMessageBytes = size_t{64} << 20;
 
 // What one replica server lets its clients hold, with what Debian 12's gRPC (1.51) can bound:
-// every connection and call counts against these, before any token is checked.
+// every connection and call counts against these, before any token is checked. Every call's
+// token is checked from its headers before its request is read.
 struct DCPKV_EXPORT ReplicaServerLimits {
-  // A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed: a
-  // client that connects and stalls holds a descriptor this long at most. Default: 10 s.
+  // A connection that has not sent its HTTP/2 preface (plaintext) or finished its TLS handshake
+  // by then is closed: a client that connects and stalls holds a descriptor this long at most.
+  // Default: 10 s.
   std::chrono::milliseconds handshake_timeout{10000};
   // A connection with no call in flight for this long is closed (clients reconnect when they
   // next call). Default: 2 min.
@@ -50,6 +52,14 @@ struct DCPKV_EXPORT ReplicaServerLimits {
   // and 20 s.
   std::chrono::milliseconds keepalive_time{60000};
   std::chrono::milliseconds keepalive_timeout{20000};
+  // Connections open at once, of a plaintext server (gRPC 1.51 has no such cap; the server owns
+  // its accept loop): past it, a new connection is closed as soon as it is accepted. Connections
+  // still in their handshake count. A TLS server is not capped: gRPC accepts its connections.
+  // Default: 256.
+  int max_connections = 256;
+  // Of those, from one client address (an IPv4 address, or an IPv6 /64), so that one host cannot
+  // take them all. Default: 64.
+  int max_connections_per_address = 64;
   // Calls in flight on one connection. Default: 16.
   int max_concurrent_streams = 16;
   // Header bytes a call may send (its metadata: the token, gRPC's own). Default: 16 KiB.
@@ -57,6 +67,16 @@ struct DCPKV_EXPORT ReplicaServerLimits {
   // Memory gRPC may use for connections and calls (its ResourceQuota): past it, gRPC refuses
   // new calls and reads instead of growing. Default: 256 MiB.
   size_t memory_quota_bytes = size_t{256} << 20;
+  // Largest message the server reads, once a call's token was checked: a unary request, or one
+  // piece of a PutStream. Also bounded by ReplicaServerOptions::max_message_bytes. Default:
+  // 4 MiB + 64 KiB.
+  size_t max_request_bytes = (size_t{4} << 20) + (size_t{64} << 10);
+  // Largest record a PutStream may announce (manifests of thousands of ranks are tens of MiB).
+  // Default: 256 MiB.
+  uint64_t max_record_bytes = uint64_t{256} << 20;
+  // Record bytes every PutStream holds at once, together; a stream that would go past it is
+  // RESOURCE_EXHAUSTED before it is read. Default: 512 MiB.
+  uint64_t put_stream_bytes = uint64_t{512} << 20;
 };
 
 struct DCPKV_EXPORT ReplicaServerOptions {
