@@ -103,7 +103,7 @@ class ReplicaService final : public ServiceBase, public grpc::CallbackGenericSer
  public:
   ReplicaService(ReplicaStore* store, const std::string& token, const ReplicaServerLimits& limits)
       : store_(store), authorization_(token.empty() ? "" : BearerHeader(token)), limits_(limits) {
-    const std::string prefix = "/dcpkv.replication.v1.ManifestReplica/";
+    const std::string prefix = std::string("/") + gen::service_full_name() + "/";
     unary_[prefix + "Put"] = MakeUnary<v1::PutRequest, v1::PutResponse>(
         "Put", [this](const v1::PutRequest& r, v1::PutResponse*) {
           return store_->Put(r.namespace_(), r.checkpoint_id(), r.record(), r.record_xxh3_128());

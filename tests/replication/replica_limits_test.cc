@@ -27,79 +27,14 @@
 #include "dcpkv/replication/replica.h"
 #include "replication.grpc.pb.h"
 #include "tests/replication/replica_test_util.h"
+#include "tests/replication/serve_process.h"
 #include "tests/util/spawn.h"
 #include "tests/util/temp_dir.h"
-
-extern char** environ;
 
 namespace dcpkv::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// `dcpkv serve` in a process of its own, its open-file limit lowered first.
-class ServeProcess {
- public:
-  ServeProcess(const std::string& root, int max_open_files, const std::string& log,
-               const std::string& more_args = "")
-      : log_(log) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-    // DCPKV_TEST_SERVE_CLI: another build's dcpkv, to measure its server under the same load.
-    const char* cli = std::getenv("DCPKV_TEST_SERVE_CLI");
-    const std::string command = "ulimit -n " + std::to_string(max_open_files) + " && exec " +
-                                (cli != nullptr ? cli : DCPKV_CLI) + " serve --root " + root +
-                                " --listen 127.0.0.1:0 " + more_args;
-    error_ = SpawnWithOutput({"/bin/bash", "-c", command}, env, log, &pid_);
-    if (!error_.empty()) return;
-    for (const auto give_up = Clock::now() + std::chrono::seconds(30); Clock::now() < give_up;) {
-      const std::string out = Output();
-      if (const size_t at = out.find("listening on 127.0.0.1:"); at != std::string::npos) {
-        port_ = std::atoi(out.c_str() + at + 23);
-        if (port_ > 0) return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    error_ = "the replica did not start: " + Output();
-  }
-  ~ServeProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  const std::string& error() const { return error_; }
-  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string Output() const { return ReadFile(log_); }
-  // Descriptors the server holds open now.
-  int OpenFiles() const {
-    int n = 0;
-    std::error_code ec;
-    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fd", ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-      ++n;
-    }
-    return n;
-  }
-  // Resident memory now (VmRSS) and at its peak so far (VmHWM), in KiB.
-  long RssKiB() const { return StatusField("VmRSS:"); }
-  long PeakRssKiB() const { return StatusField("VmHWM:"); }
-
- private:
-  long StatusField(const std::string& name) const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(name, 0) == 0) return std::atol(line.c_str() + name.size());
-    }
-    return -1;
-  }
-
-  const std::string log_;
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string error_;
-};
 
 class ReplicaLimitsTest : public ::testing::TestWithParam<int> {};
 
@@ -238,36 +173,6 @@ TEST(ReplicaMemoryTest, StrangersLargeBodiesLeaveTheServersMemoryBounded) {
   EXPECT_EQ((*client)->List("job")->size(), 21u);
 }
 
-// A TCP connection from `from` (an address of the loopback network 127/8) to 127.0.0.1:port that
-// sends nothing; -1 if it cannot connect.
-int ConnectAndStall(int port, const char* from = "127.0.0.1") {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in source{};
-  source.sin_family = AF_INET;
-  ::inet_pton(AF_INET, from, &source.sin_addr);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// True once the peer closed `fd`: reading what it sent (the server's HTTP/2 settings) reaches
-// the end, or the connection was reset.
-bool ClosedByPeer(int fd) {
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n > 0) continue;
-    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
-  }
-}
-
 // How many of `fds` the peer has closed.
 size_t CountClosed(const std::vector<int>& fds) {
   size_t closed = 0;
@@ -299,7 +204,7 @@ TEST(ReplicaConnectionFloodTest, StalledConnectionsFromManyHostsStayUnderTheCaps
   ASSERT_TRUE((*client)->Put("job", TestRecord("step-0")).ok());
   const int files_before = serve.OpenFiles();
   const long rss_before = serve.RssKiB();
-  const int port = std::atoi(serve.target().c_str() + serve.target().rfind(':') + 1);
+  const int port = serve.port();
   std::vector<int> fds;
   int answered = 0;
   for (const char* host : {"127.0.0.2", "127.0.0.3", "127.0.0.4"}) {
