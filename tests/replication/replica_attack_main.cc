@@ -228,33 +228,10 @@ std::string Bodies(ServeProcess& serve, Sample* during, int connections, int in_
   std::vector<std::thread> threads;
   for (int t = 0; t < connections; ++t) {
     threads.emplace_back([&, t] {
-      grpc::ChannelArguments args;
-      args.SetMaxSendMessageSize(-1);
-      args.SetInt("dcpkv.attack.channel", t);
-      auto stub = v1::ManifestReplica::NewStub(
-          grpc::CreateCustomChannel(serve.target(), grpc::InsecureChannelCredentials(), args));
-      v1::PutRequest request;
-      request.set_namespace_("job");
-      request.set_checkpoint_id("step-x");
-      request.set_record(std::string(body, 'x'));
-      for (int round = 0; round < rounds; ++round) {
-        std::mutex mu;
-        std::condition_variable cv;
-        int pending = in_flight;
-        std::vector<grpc::ClientContext> contexts(in_flight);
-        std::vector<v1::PutResponse> responses(in_flight);
-        for (int i = 0; i < in_flight; ++i) {
-          contexts[i].set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-          stub->async()->Put(&contexts[i], &request, &responses[i], [&](grpc::Status s) {
-            ++calls;
-            if (!s.ok()) ++refused;
-            std::lock_guard<std::mutex> lock(mu);
-            if (--pending == 0) cv.notify_one();
-          });
-        }
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return pending == 0; });
-      }
+      PutWithoutToken(serve.target(), t, body, in_flight, rounds, [&](const grpc::Status& s) {
+        ++calls;
+        if (!s.ok()) ++refused;
+      });
     });
   }
   for (std::thread& t : threads) t.join();

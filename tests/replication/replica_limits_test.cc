@@ -105,39 +105,18 @@ TEST(ReplicaMemoryTest, StrangersLargeBodiesLeaveTheServersMemoryBounded) {
   std::vector<std::thread> strangers;
   for (int t = 0; t < kConnections; ++t) {
     strangers.emplace_back([&, t] {
+      auto count = [&](const grpc::Status& s) {
+        ++calls;
+        if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) ++refused;
+      };
+      PutWithoutToken(serve.target(), t, kUnderLimit, kInFlight, kRounds, count);
+      PutWithoutToken(serve.target(), t, kOverLimit, 1, 1, count);
       grpc::ChannelArguments args;
       args.SetMaxSendMessageSize(-1);
       args.SetInt("dcpkv.test.channel", t);  // a connection of its own
       auto stub = v1::ManifestReplica::NewStub(
           grpc::CreateCustomChannel(serve.target(), grpc::InsecureChannelCredentials(), args));
-      auto count = [&](const grpc::Status& s) {
-        ++calls;
-        if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) ++refused;
-      };
-      v1::PutRequest request;
-      request.set_namespace_("job");
-      request.set_checkpoint_id("step-x");
-      request.set_record(std::string(kUnderLimit, 'x'));
-      for (int round = 0; round < kRounds; ++round) {
-        std::mutex mu;
-        std::condition_variable cv;
-        int pending = kInFlight;
-        std::vector<grpc::ClientContext> contexts(kInFlight);
-        std::vector<v1::PutResponse> responses(kInFlight);
-        for (int i = 0; i < kInFlight; ++i) {
-          stub->async()->Put(&contexts[i], &request, &responses[i], [&](grpc::Status s) {
-            count(s);
-            std::lock_guard<std::mutex> lock(mu);
-            if (--pending == 0) cv.notify_one();
-          });
-        }
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return pending == 0; });
-      }
-      request.set_record(std::string(kOverLimit, 'x'));
       v1::PutResponse response;
-      grpc::ClientContext unary;
-      count(stub->Put(&unary, request, &response));
       grpc::ClientContext streamed;
       auto writer = stub->PutStream(&streamed, &response);
       v1::PutPiece piece;

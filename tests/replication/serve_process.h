@@ -4,6 +4,7 @@
 #define DCPKV_TESTS_REPLICATION_SERVE_PROCESS_H_
 
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,13 +13,17 @@
 #include <unistd.h>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "replication.grpc.pb.h"
 #include "tests/util/spawn.h"
 
 extern char** environ;
@@ -121,6 +126,39 @@ inline bool ClosedByPeer(int fd) {
     const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n > 0) continue;
     return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+}
+
+// On a connection of its own (`tag` tells it apart), `rounds` times: `in_flight` unary Puts
+// without a token, with a record of `record_bytes`, in flight at once. `done` gets each status.
+inline void PutWithoutToken(const std::string& target, int tag, size_t record_bytes, int in_flight,
+                            int rounds, const std::function<void(const grpc::Status&)>& done) {
+  namespace v1 = ::dcpkv::replication::v1;
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(-1);
+  args.SetInt("dcpkv.test.channel", tag);
+  auto stub = v1::ManifestReplica::NewStub(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  v1::PutRequest request;
+  request.set_namespace_("job");
+  request.set_checkpoint_id("step-x");
+  request.set_record(std::string(record_bytes, 'x'));
+  for (int round = 0; round < rounds; ++round) {
+    std::mutex mu;
+    std::condition_variable cv;
+    int pending = in_flight;
+    std::vector<grpc::ClientContext> contexts(in_flight);
+    std::vector<v1::PutResponse> responses(in_flight);
+    for (int i = 0; i < in_flight; ++i) {
+      contexts[i].set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      stub->async()->Put(&contexts[i], &request, &responses[i], [&](grpc::Status s) {
+        done(s);
+        std::lock_guard<std::mutex> lock(mu);
+        if (--pending == 0) cv.notify_one();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
   }
 }
 
