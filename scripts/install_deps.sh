@@ -19,6 +19,7 @@ PACKAGES=(
   clang-format
   clang libclang-rt-14-dev
   iproute2 nftables                     # the multi-host tests: network namespaces, packet loss
+  gdb                                   # ... and the stacks of a rank that hangs in them
 )
 
 missing=()

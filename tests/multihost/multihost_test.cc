@@ -94,7 +94,9 @@ class MultiHostTest : public ::testing::Test {
     for (size_t r = 0; r < job.ranks.size(); ++r) {
       std::optional<int> code = job.ranks[r]->WaitUntil(deadline);
       if (!code.has_value()) {
-        ADD_FAILURE() << "rank " << r << " still running after " << limit.count() << " ms";
+        ADD_FAILURE() << "rank " << r << " still running after " << limit.count()
+                      << " ms; its threads:\n"
+                      << job.ranks[r]->Stacks();
         job.ranks[r]->Kill();
       }
       if (code != 0) ok = false;

@@ -229,6 +229,21 @@ class HostProcess {
 
   std::string Output() const { return ReadFile(log_); }
 
+  // The backtraces of its threads, by gdb (at most 60 s), for a process that hangs; why not if
+  // they cannot be had.
+  std::string Stacks() const {
+    const std::string out = log_ + ".stacks";
+    pid_t gdb = -1;
+    const std::string error =
+        SpawnWithOutput({"/usr/bin/timeout", "60", "/usr/bin/gdb", "-p", std::to_string(pid_),
+                         "-batch", "-nx", "-ex", "thread apply all bt"},
+                        {}, out, &gdb);
+    if (!error.empty()) return "(no stacks: " + error + ")\n";
+    int status = 0;
+    ::waitpid(gdb, &status, 0);
+    return ReadFile(out);
+  }
+
  private:
   HostProcess(pid_t pid, std::string log) : pid_(pid), log_(std::move(log)) {}
   const pid_t pid_;
