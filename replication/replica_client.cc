@@ -120,10 +120,9 @@ Status ReplicaClient::Put(const std::string& ns, const ManifestRecord& record) {
   const std::string encoded = EncodeManifestRecord(record);
   const std::string hash = RecordHashHex(encoded);
   const std::string call = impl_->Context("Put \"" + record.checkpoint_id + "\"");
-  // In pieces (PutStream), so that the replica checks the token and the size before it holds
-  // the record.
-  grpc::Status streamed;
-  {
+  // A record larger than one piece goes in pieces (PutStream): a replica reads a request of at
+  // most a few MiB. A smaller one (a manifest of up to a few hundred ranks) goes in one Put.
+  if (encoded.size() > kPutPieceBytes) {
     v1::PutResponse response;
     grpc::ClientContext context;
     impl_->Prepare(&context);
@@ -140,12 +139,13 @@ Status ReplicaClient::Put(const std::string& ns, const ManifestRecord& record) {
       piece.Clear();
     }
     writer->WritesDone();
-    streamed = writer->Finish();
+    const grpc::Status streamed = writer->Finish();
+    if (streamed.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+      return FromGrpcStatus(streamed, call);
+    }
   }
-  if (streamed.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
-    return FromGrpcStatus(streamed, call);
-  }
-  // A replica of the protocol's first version: the whole record in one request.
+  // In one request: a small record, or a large one for a replica of the protocol's first
+  // version (which has no PutStream, and reads up to its own message limit).
   v1::PutRequest request;
   request.set_namespace_(ns);
   request.set_checkpoint_id(record.checkpoint_id);
