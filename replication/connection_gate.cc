@@ -156,16 +156,6 @@ void ConnectionGate::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-ConnectionGate::Counters ConnectionGate::counters() const {
-  Counters c;
-  c.accepted = accepted_.load();
-  c.over_cap = over_cap_.load();
-  c.timed_out = timed_out_.load();
-  c.not_http2 = not_http2_.load();
-  c.handed_over = handed_over_.load();
-  return c;
-}
-
 void ConnectionGate::Loop() {
   std::vector<Waiting> waiting;
   std::vector<HandedOver> handed_over;
@@ -211,21 +201,18 @@ void ConnectionGate::Loop() {
           const int nodelay = 1;
           ::setsockopt(w.fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
           grpc::AddInsecureChannelFromFd(server_, w.fd);  // gRPC owns it now
-          ++handed_over_;
           continue;
         }
         const bool partial = n > 0 && std::memcmp(head, kPreface, static_cast<size_t>(n)) == 0;
         const bool again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
         if (!partial && !again) {
           ::close(w.fd);
-          ++not_http2_;
           continue;
         }
         w.recheck = partial ? after + kRecheck : Clock::time_point{};
       }
       if (after >= w.deadline) {
         ::close(w.fd);
-        ++timed_out_;
         continue;
       }
       still_waiting.push_back(w);
@@ -245,7 +232,6 @@ void ConnectionGate::Loop() {
         }
         break;  // EAGAIN: no more; others (ECONNABORTED, ...): that connection is gone
       }
-      ++accepted_;
       const Source source = SourceOf(peer);
       const auto from_source = [&] {
         return std::count_if(waiting.begin(), waiting.end(),
@@ -263,7 +249,6 @@ void ConnectionGate::Loop() {
       }
       if (full()) {
         ::close(fd);
-        ++over_cap_;
         continue;
       }
       waiting.push_back({fd, source, Clock::now() + options_.handshake_timeout, {}});

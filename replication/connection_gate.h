@@ -37,15 +37,6 @@ class ConnectionGate {
     std::chrono::milliseconds handshake_timeout{10000};
   };
 
-  // What the gate has done so far.
-  struct Counters {
-    uint64_t accepted = 0;     // connections accepted
-    uint64_t over_cap = 0;     // closed at once: the cap, or the address's, was reached
-    uint64_t timed_out = 0;    // closed: no preface within the handshake timeout
-    uint64_t not_http2 = 0;    // closed: the first bytes were not the HTTP/2 preface, or EOF
-    uint64_t handed_over = 0;  // given to gRPC
-  };
-
   // Binds "<host>:<port>" (IPv6 hosts in brackets; port 0: the system picks). UNAVAILABLE if the
   // address cannot be bound.
   static StatusOr<std::unique_ptr<ConnectionGate>> Listen(const std::string& address,
@@ -58,7 +49,6 @@ class ConnectionGate {
   // Stops accepting and closes the listening socket and the connections still waiting for their
   // preface. Those handed over belong to gRPC. Idempotent.
   void Stop();
-  Counters counters() const;
 
  private:
   ConnectionGate(int listen_fd, int wake_fd, int port, const Options& options);
@@ -71,7 +61,6 @@ class ConnectionGate {
   grpc::Server* server_ = nullptr;
   std::thread thread_;
   std::atomic<bool> stopped_{false};
-  std::atomic<uint64_t> accepted_{0}, over_cap_{0}, timed_out_{0}, not_http2_{0}, handed_over_{0};
 };
 
 }  // namespace dcpkv::replication

@@ -41,6 +41,15 @@ constexpr size_t kMinMaxMessageBytes = size_t{4} << 10;
 
 std::string_view View(const grpc::string_ref& s) { return std::string_view(s.data(), s.size()); }
 
+// Runs a call's work: an exception it throws (std::bad_alloc, ...) fails the call, not the server.
+Status Guarded(const std::function<Status()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return InternalError(std::string("replica: ") + e.what());
+  }
+}
+
 class ReplicaService;
 
 // One PutStream call: the token is checked before the first read, the first piece's names and
@@ -205,12 +214,7 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor {
       Finish(ToGrpcStatus(InvalidArgumentError("the call ended before its request arrived")));
       return;
     }
-    Status s;
-    try {
-      s = (*method_)(&request_, &response_);
-    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the call, not the server
-      s = InternalError(std::string("replica: ") + e.what());
-    }
+    const Status s = Guarded([&] { return (*method_)(&request_, &response_); });
     request_.Clear();
     if (!s.ok()) {
       Finish(ToGrpcStatus(s));
@@ -276,13 +280,8 @@ void PutStreamReactor::OnReadDone(bool ok) {
                                           " bytes arrived of the " + std::to_string(announced_) +
                                           " announced")
                    : Status::Ok();
-    if (s.ok()) {
-      try {
-        s = service_->store()->Put(ns_, checkpoint_id_, record_, hash_);
-      } catch (const std::exception& e) {
-        s = InternalError(std::string("replica: ") + e.what());
-      }
-    }
+    if (s.ok())
+      s = Guarded([&] { return service_->store()->Put(ns_, checkpoint_id_, record_, hash_); });
     End(s);
     return;
   }
